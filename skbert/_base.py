@@ -1,0 +1,232 @@
+"""Shared machinery of the vectorizers: fit, tags, feature names, pickling."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
+from sklearn.utils.validation import check_is_fitted
+
+from ._model import (
+    LoadedModel,
+    _model_source,
+    dtype_name,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
+from ._pooling import LAYER_COMBINES
+from ._validation import (
+    AnyStr,
+    Interval,
+    LayerSpec,
+    ModelSpec,
+    Options,
+    ProgressSpec,
+    check_params,
+    check_texts,
+    normalize_layers,
+)
+
+
+class _BaseBertVectorizer(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """Base class: loads the model in ``fit`` and reloads it lazily after unpickling."""
+
+    _parameter_constraints: dict[str, list] = {
+        "model": [ModelSpec()],
+        "layers": [LayerSpec()],
+        "layer_combine": [Options(*LAYER_COMBINES)],
+        "max_length": [Interval(1, None, allow_none=True)],
+        "batch_size": [Interval(1)],
+        "device": [AnyStr()],
+        "dtype": [Options("float32", "bfloat16", "float16")],
+        "progress_bar": [ProgressSpec()],
+        "handle_missing": [Options("error", "empty")],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    # -- fitting ---------------------------------------------------------
+
+    def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
+        """Layers to use when ``layers="auto"``; overridden by subclasses."""
+        raise NotImplementedError
+
+    def _n_features(self, loaded: LoadedModel) -> int:
+        """Output width; overridden by subclasses."""
+        raise NotImplementedError
+
+    def _fit_model(self, X: Any = None) -> LoadedModel:
+        """Validate parameters, resolve device and dtype, load the model.
+
+        Sets the fitted attributes shared by every vectorizer and returns the
+        loaded model.
+        """
+        check_params(self, self._parameter_constraints)
+        if X is not None:
+            check_texts(X, handle_missing=self.handle_missing)
+        device = resolve_device(self.device)
+        torch_dtype = resolve_dtype(self.dtype, device)
+        loaded = load_model(self.model, device, torch_dtype)
+        self._loaded_model = loaded
+        self.model_name_or_path_ = _model_source(self.model)
+        self.device_ = device
+        self.dtype_ = torch_dtype
+        self.n_layers_ = loaded.n_layers
+        self.hidden_size_ = loaded.hidden_size
+        self.layers_ = (
+            self._resolve_layers(loaded)
+            if isinstance(self.layers, str)
+            else normalize_layers(self.layers, loaded.n_layers + 1)
+        )
+        self.max_length_ = self._resolve_max_length(loaded)
+        return loaded
+
+    def _resolve_max_length(self, loaded: LoadedModel) -> int:
+        tokenizer_max = getattr(loaded.tokenizer, "model_max_length", None) or 10**9
+        model_max = min(loaded.max_positions, tokenizer_max)
+        if self.max_length is None:
+            return int(loaded.st_max_length or model_max)
+        if self.max_length > model_max:
+            raise ValueError(
+                f"max_length={self.max_length} is more than model "
+                f"{loaded.name!r} accepts ({model_max} tokens); use max_length <= "
+                f"{model_max}, or None for the model's default."
+            )
+        if self.max_length < 2:
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for the special tokens; "
+                "use max_length >= 2."
+            )
+        return int(self.max_length)
+
+    # -- the loaded model, never pickled ---------------------------------
+
+    @property
+    def model_(self) -> torch.nn.Module:
+        """The loaded transformers model (shared per process; treat as read-only)."""
+        return self._loaded().model
+
+    @property
+    def tokenizer_(self):
+        """The loaded fast tokenizer (shared per process; treat as read-only)."""
+        return self._loaded().tokenizer
+
+    def _loaded(self) -> LoadedModel:
+        check_is_fitted(self)
+        loaded = self.__dict__.get("_loaded_model")
+        if loaded is None:
+            device, torch_dtype = self.device_, self.dtype_
+            try:
+                resolve_device(str(device))
+                resolve_dtype(dtype_name(torch_dtype), device)
+            except ValueError as exc:
+                fallback = resolve_device("auto")
+                warnings.warn(
+                    f"This {type(self).__name__} was fitted on device '{device}' with "
+                    f"{torch_dtype}, which cannot be used here ({exc}); using "
+                    f"'{fallback}' with torch.float32 instead.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                device, torch_dtype = fallback, torch.float32
+                self.device_, self.dtype_ = device, torch_dtype
+            loaded = load_model(self.model, device, torch_dtype)
+            self._loaded_model = loaded
+        return loaded
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_loaded_model", None)
+        return state
+
+    # -- shared helpers --------------------------------------------------
+
+    def _check_texts(self, X: Any) -> list[str]:
+        texts, _ = check_texts(X, handle_missing=self.handle_missing)
+        return texts
+
+    def _warn_truncated(self, n_truncated: int, n_texts: int) -> None:
+        if n_truncated:
+            warnings.warn(
+                f"{n_truncated} of {n_texts} distinct texts were longer than "
+                f"max_length={self.max_length_} tokens and were truncated to their "
+                "first tokens.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def tokenize(self, X: Any):
+        """Show the WordPiece tokens and ids the model sees for each text.
+
+        Parameters
+        ----------
+        X : iterable of str
+            Texts, as for ``transform``.
+
+        Returns
+        -------
+        tokens : pandas.DataFrame
+            One row per token, with columns ``sample`` (the text's position, or
+            its index label for a pandas input), ``position`` (token position),
+            ``token``, ``token_id``, ``special`` (whether the tokenizer added
+            it) and ``start``/``end`` (character offsets into the text; 0, 0
+            for special tokens). Texts are cut at ``max_length_`` tokens,
+            exactly as in ``transform``.
+        """
+        import pandas as pd
+
+        texts, index = check_texts(X, handle_missing=self.handle_missing)
+        tokenizer = self._loaded().tokenizer
+        labels = list(index) if index is not None else list(range(len(texts)))
+        rows = []
+        if texts:
+            encoded = tokenizer(
+                texts,
+                truncation=True,
+                max_length=self.max_length_,
+                return_offsets_mapping=True,
+                return_special_tokens_mask=True,
+            )
+            for i, ids in enumerate(encoded["input_ids"]):
+                tokens = tokenizer.convert_ids_to_tokens(ids)
+                offsets = encoded["offset_mapping"][i]
+                special = encoded["special_tokens_mask"][i]
+                for position, (token, token_id) in enumerate(
+                    zip(tokens, ids, strict=True)
+                ):
+                    rows.append(
+                        (
+                            labels[i],
+                            position,
+                            token,
+                            token_id,
+                            bool(special[position]),
+                            *offsets[position],
+                        )
+                    )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "sample",
+                "position",
+                "token",
+                "token_id",
+                "special",
+                "start",
+                "end",
+            ],
+        )

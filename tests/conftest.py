@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny random checkpoints written with save_pretrained.
+
+Nothing here downloads: the models are built from configs and saved to a
+temporary directory, so tests run the real ``from_pretrained`` path offline.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+WORDS = (
+    "the a an of and to in is was it for on with as at by from this that here "
+    "sentence i want bank vault robber river fishing money stealing "
+    "after seen cat dog sat barked new york city naive can t e mail hello world"
+).split()
+
+
+def _vocab() -> list[str]:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = ["##" + c for c in string.ascii_lowercase + string.digits]
+    subwords = ["em", "##bed", "##ding", "##s", "##ing", "##ed"]
+    vocab = special + chars + pieces + subwords
+    vocab += [w for w in WORDS if w not in vocab]
+    return vocab
+
+
+def _save_tokenizer(directory, tokenizer_class_name: str) -> None:
+    import transformers
+
+    vocab = {token: i for i, token in enumerate(_vocab())}
+    tokenizer_class = getattr(transformers, tokenizer_class_name)
+    tokenizer = tokenizer_class(vocab=vocab, do_lower_case=True)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """Path of a random 2-layer BERT (hidden 32) with a small WordPiece vocab."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    _save_tokenizer(directory, "BertTokenizerFast")
+    config = BertConfig(
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).eval().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory):
+    """Path of a random 2-layer DistilBERT (dim 32), which takes no token_type_ids."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    directory = tmp_path_factory.mktemp("tiny-distilbert")
+    _save_tokenizer(directory, "DistilBertTokenizerFast")
+    config = DistilBertConfig(
+        vocab_size=len(_vocab()),
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    DistilBertModel(config).eval().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """Path of a random decoder-only model, which skbert must refuse."""
+    from transformers import GPT2Config, GPT2Model
+
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    _save_tokenizer(directory, "BertTokenizerFast")
+    config = GPT2Config(vocab_size=len(_vocab()), n_embd=32, n_layer=2, n_head=2)
+    GPT2Model(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bundled_model():
+    """Path of the real bundled model (all-MiniLM-L6-v2)."""
+    from skbert._model import bundled_model_path
+
+    return bundled_model_path()
