@@ -52,16 +52,16 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
         return_attention_mask=False,
         return_token_type_ids=False,
     )
-    sample_of_row = encoded["overflow_to_sample_mapping"]
-    input_ids: list[list[int]] = []
-    special: list[list[int]] = []
-    seen = -1
-    for row, sample in enumerate(sample_of_row):
-        if sample != seen:  # the first row of a sample is its head
-            input_ids.append(encoded["input_ids"][row])
-            special.append(encoded["special_tokens_mask"][row])
-            seen = sample
-    return Tokenized(input_ids, special, len(sample_of_row) - len(texts))
+    # Long texts overflow into extra rows; the first row of a text is its head.
+    rows_per_text = np.bincount(
+        encoded["overflow_to_sample_mapping"], minlength=len(texts)
+    )
+    heads = np.cumsum(rows_per_text) - rows_per_text
+    return Tokenized(
+        input_ids=[encoded["input_ids"][row] for row in heads],
+        special_tokens_mask=[encoded["special_tokens_mask"][row] for row in heads],
+        n_truncated=int((rows_per_text > 1).sum()),
+    )
 
 
 @dataclass

@@ -11,12 +11,14 @@ __all__ = [
     "LAYER_COMBINES",
     "POOLINGS",
     "combine_layers",
+    "pool_subwords",
     "pool_tokens",
     "select_layers",
 ]
 
 POOLINGS = ("mean", "max", "mean_max", "cls", "last", "mean_sqrt_len")
 LAYER_COMBINES = ("mean", "sum", "concat")
+SUBWORD_POOLINGS = ("mean", "first", "last", "sum", "max", "first_last")
 
 
 def select_layers(
@@ -113,3 +115,87 @@ def pool_tokens(
         pooled = embeddings[torch.arange(embeddings.shape[0]), last]
         return pooled.masked_fill(count == 0, 0.0)
     raise ValueError(f"how must be one of {POOLINGS}, got {how!r}.")
+
+
+def pool_subwords(
+    embeddings: torch.Tensor,
+    word_ids: torch.Tensor,
+    how: str,
+    n_words: int | None = None,
+) -> torch.Tensor:
+    """Pool the sub-word pieces of each word into one vector per word.
+
+    Vectorised with ``index_add``/``scatter_reduce`` over all tokens at once.
+
+    Parameters
+    ----------
+    embeddings : Tensor of shape (..., hidden)
+        Token vectors, e.g. (batch, seq_len, hidden) or (n_tokens, hidden).
+        Leading dimensions are flattened in row-major order, which defines
+        which piece of a word is "first" and "last".
+    word_ids : Tensor of int of shape (...)
+        The word each token belongs to, in ``[0, n_words)``, the same leading
+        shape as ``embeddings``; -1 (any negative value) for tokens that
+        belong to no word ([CLS], [SEP], padding).
+    how : {"mean", "first", "last", "sum", "max", "first_last"}
+        ``"first_last"`` concatenates the first and the last piece.
+    n_words : int, default=None
+        Number of words; None uses ``word_ids.max() + 1``.
+
+    Returns
+    -------
+    pooled : Tensor of shape (n_words, hidden), or (n_words, 2 * hidden) for
+        ``"first_last"``, in the dtype of ``embeddings``. A word with no token
+        pools to zeros, so the result is always finite.
+    """
+    if how not in SUBWORD_POOLINGS:
+        raise ValueError(f"how must be one of {SUBWORD_POOLINGS}, got {how!r}.")
+    hidden = embeddings.shape[-1]
+    flat = embeddings.reshape(-1, hidden)
+    ids = word_ids.reshape(-1).to(device=flat.device, dtype=torch.long)
+    if ids.shape[0] != flat.shape[0]:
+        raise ValueError(
+            f"word_ids has {ids.shape[0]} entries but embeddings has "
+            f"{flat.shape[0]} token vectors."
+        )
+    if n_words is None:
+        n_words = int(ids.max().item()) + 1 if ids.numel() else 0
+    keep = ids >= 0
+    tokens = flat[keep]
+    ids = ids[keep]
+    count = torch.zeros(n_words, dtype=torch.long, device=flat.device)
+    count.index_add_(0, ids, torch.ones_like(ids))
+    empty = (count == 0).unsqueeze(-1)
+    if how in ("mean", "sum"):
+        summed = torch.zeros((n_words, hidden), dtype=flat.dtype, device=flat.device)
+        summed.index_add_(0, ids, tokens)
+        if how == "sum":
+            return summed
+        return summed / count.unsqueeze(-1).to(flat.dtype).clamp(min=1e-9)
+    if how == "max":
+        pooled = torch.full(
+            (n_words, hidden), float("-inf"), dtype=flat.dtype, device=flat.device
+        )
+        pooled.scatter_reduce_(
+            0, ids.unsqueeze(-1).expand(-1, hidden), tokens, reduce="amax"
+        )
+        return pooled.masked_fill(empty, 0.0)
+    if how == "first_last":
+        return torch.cat(
+            (
+                pool_subwords(embeddings, word_ids, "first", n_words),
+                pool_subwords(embeddings, word_ids, "last", n_words),
+            ),
+            dim=-1,
+        )
+    # "first" or "last": the position of the word's first or last piece
+    positions = torch.arange(ids.shape[0], device=flat.device)
+    if how == "first":
+        pick = torch.full((n_words,), ids.shape[0], device=flat.device)
+        pick.scatter_reduce_(0, ids, positions, reduce="amin")
+    else:
+        pick = torch.full((n_words,), -1, device=flat.device)
+        pick.scatter_reduce_(0, ids, positions, reduce="amax")
+    padded = torch.cat((tokens, tokens.new_zeros((1, hidden))), dim=0)
+    pick = pick.masked_fill(count == 0, ids.shape[0])  # the row of zeros
+    return padded[pick]

@@ -10,10 +10,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "InvalidParameterError",
     "Options",
     "check_params",
     "check_texts",
 ]
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter has a wrong type or value (a ValueError and a TypeError,
+    like scikit-learn's own ``InvalidParameterError``)."""
 
 
 class Options:
@@ -101,9 +107,9 @@ def _is_int(value: Any) -> bool:
 def check_params(estimator: Any, constraints: dict[str, list]) -> None:
     """Check every parameter of ``estimator`` against ``constraints``.
 
-    Raises ``ValueError`` (``TypeError`` for a value of the wrong type) in
-    scikit-learn's wording, naming the parameter, the allowed values and the
-    value received.
+    Raises :class:`InvalidParameterError` (both a ``ValueError`` and a
+    ``TypeError``) in scikit-learn's wording, naming the parameter, the
+    allowed values and the value received.
     """
     name = type(estimator).__name__
     params = estimator.get_params(deep=False)
@@ -112,13 +118,10 @@ def check_params(estimator: Any, constraints: dict[str, list]) -> None:
         if any(c.accepts(value) for c in allowed):
             continue
         described = " or ".join(c.describe() for c in allowed)
-        message = (
+        raise InvalidParameterError(
             f"The {param!r} parameter of {name} must be {described}. "
             f"Got {value!r} instead."
         )
-        if isinstance(value, str) or all(isinstance(c, Options) for c in allowed):
-            raise ValueError(message)
-        raise TypeError(message)
 
 
 def normalize_layers(layers: int | list[int], n_hidden_states: int) -> list[int]:

@@ -1,0 +1,436 @@
+"""The ``skbert`` command line: embed a file of texts into a file of vectors.
+
+A thin ``argparse`` layer over :class:`~skbert.BertSentenceVectorizer`. It reads
+the texts, maps each option to the estimator parameter of the same name, calls
+``fit_transform`` and writes the result; every decision about embedding is the
+estimator's.
+
+Examples
+--------
+.. code-block:: console
+
+    $ skbert embed reviews.csv --column text --output reviews.parquet
+    $ skbert embed lines.txt --output lines.npy --layers -1 -2 -3 -4 \\
+          --layer-combine concat --pooling cls
+    $ python -m skbert embed reviews.parquet --column body --output body.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from . import __version__
+from .sentence import BertSentenceVectorizer
+
+__all__ = ["main"]
+
+INPUT_FORMATS = (".csv", ".parquet", ".txt")
+OUTPUT_FORMATS = (".npy", ".parquet")
+
+# Exit codes: 2 for a wrong command line or unusable input/output path (found
+# before any model is loaded), 1 for a failure while loading or embedding.
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+_EMBED_EPILOG = """\
+inputs:
+  .csv      one text per row, from --column; cells are read as written:
+            'NA' or 'null' stay texts and an empty cell is the text ''
+  .parquet  one text per row, from --column; nulls are missing texts
+            (see --handle-missing)
+  .txt      one text per line (UTF-8; \\n, \\r\\n or \\r line ends); only the
+            line end is removed, and blank lines are kept as '' texts, so
+            row i of the output is line i+1 of the file
+
+outputs:
+  .npy      float32 array of shape (n_texts, n_features), for numpy.load
+  .parquet  float32 columns bertsentencevectorizer0, bertsentencevectorizer1, ...
+  The file is written under a temporary name next to OUT and renamed at
+  the end, so OUT never exists half-written.
+
+exit status:
+  0 on success; 2 for a wrong command line or an unusable input or output
+  path, found before any model is loaded; 1 if reading the input, loading
+  the model, embedding or writing fails.
+
+example:
+  skbert embed reviews.csv --column text --output reviews.parquet
+"""
+
+
+class CLIError(Exception):
+    """A problem with the command line's files, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reports errors as one ``skbert: error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        self.exit(EXIT_USAGE, f"skbert: error: {_first_line(message)}{hint}\n")
+
+
+def _first_line(message: object) -> str:
+    lines = str(message).strip().splitlines()
+    return lines[0] if lines else type(message).__name__
+
+
+def _choices(param: str) -> tuple[str, ...]:
+    """The allowed strings of a parameter, taken from the estimator's constraints."""
+    constraints = BertSentenceVectorizer._parameter_constraints[param]
+    return tuple(v for c in constraints for v in getattr(c, "values", ()))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``skbert`` argument parser.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+    """
+    parser = _Parser(
+        prog="skbert",
+        description="BERT embeddings from the command line.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    embed = commands.add_parser(
+        "embed",
+        help="embed each text of a file as one vector (BertSentenceVectorizer)",
+        description=(
+            "Embed each text of INPUT as one vector with BertSentenceVectorizer and "
+            "write the vectors, one row per text in input order, to --output."
+        ),
+        epilog=_EMBED_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    embed.add_argument(
+        "input",
+        metavar="INPUT",
+        type=Path,
+        help="file of texts: .csv, .parquet (one text per row) or .txt (per line)",
+    )
+    embed.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="where to write the vectors: .npy or .parquet; replaced if it exists",
+    )
+    embed.add_argument(
+        "--column",
+        default="text",
+        help="column of a .csv or .parquet INPUT that holds the texts "
+        "(default: %(default)s)",
+    )
+    embed.add_argument(
+        "--model",
+        default=None,
+        metavar="M",
+        help="local model directory (as written by save_pretrained) or Hugging Face "
+        "hub id; default: the bundled all-MiniLM-L6-v2",
+    )
+    embed.add_argument(
+        "--layers",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="I",
+        help="hidden-state indices to use: 0 is the embedding output, -1 the last "
+        "layer, e.g. --layers -1 -2 -3 -4; default: the model's "
+        "sentence-transformers layer if it has one, else -2",
+    )
+    embed.add_argument(
+        "--layer-combine",
+        default="mean",
+        choices=_choices("layer_combine"),
+        help="how several --layers become one vector per token; concat multiplies "
+        "the width by their number (default: %(default)s)",
+    )
+    embed.add_argument(
+        "--pooling",
+        default="auto",
+        choices=_choices("pooling"),
+        help="how token vectors become one vector per text; auto uses the model's "
+        "sentence-transformers pooling if it has one, else mean "
+        "(default: %(default)s)",
+    )
+    embed.add_argument(
+        "--exclude-special-tokens",
+        dest="include_special_tokens",
+        action="store_false",
+        help="leave [CLS] and [SEP] out of mean, max, mean_max, mean_sqrt_len and "
+        "last pooling",
+    )
+    embed.add_argument(
+        "--max-length",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="longest input in tokens, special tokens included; longer texts are "
+        "cut to their head, with a warning; default: the model's",
+    )
+    embed.add_argument(
+        "--normalize",
+        action="store_true",
+        help="scale each vector to unit L2 norm",
+    )
+    embed.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="texts per forward pass (default: %(default)s)",
+    )
+    embed.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or "
+        "mps (default: %(default)s)",
+    )
+    embed.add_argument(
+        "--dtype",
+        default="float32",
+        choices=_choices("dtype"),
+        help="precision the model computes in; the output is float32 either way "
+        "(default: %(default)s)",
+    )
+    embed.add_argument(
+        "--progress",
+        dest="progress_bar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr; default: only when stderr is a terminal",
+    )
+    embed.add_argument(
+        "--handle-missing",
+        default="error",
+        choices=_choices("handle_missing"),
+        help="what to do with missing texts (nulls in a .parquet INPUT): error "
+        "stops, empty embeds them as '' (default: %(default)s)",
+    )
+    embed.set_defaults(run=_embed)
+    return parser
+
+
+# -- input and output -------------------------------------------------------
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def _check_input(path: Path) -> None:
+    if _suffix(path) not in INPUT_FORMATS:
+        raise CLIError(
+            f"cannot read {str(path)!r}: unknown input extension "
+            f"{path.suffix or '(none)'!r}; use one of {', '.join(INPUT_FORMATS)}."
+        )
+    if not path.exists():
+        raise CLIError(f"input file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise CLIError(f"input {str(path)!r} is not a file.")
+
+
+def _check_output(path: Path) -> None:
+    if _suffix(path) not in OUTPUT_FORMATS:
+        raise CLIError(
+            f"cannot write {str(path)!r}: unknown output extension "
+            f"{path.suffix or '(none)'!r}; use one of {', '.join(OUTPUT_FORMATS)}."
+        )
+    if path.is_dir():
+        raise CLIError(f"output {str(path)!r} is a directory; name a file.")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CLIError(
+            f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist."
+        )
+
+
+def _missing_column(path: Path, column: str, columns: Sequence[str]) -> CLIError:
+    return CLIError(
+        f"{str(path)!r} has no column {column!r}; its columns are "
+        f"{list(columns)!r}. Choose one with --column."
+    )
+
+
+def read_texts(path: Path, column: str) -> Any:
+    """Read the texts of a .csv, .parquet or .txt file.
+
+    Parameters
+    ----------
+    path : Path
+        The input file; its extension picks the format.
+    column : str
+        The column holding the texts (.csv and .parquet only).
+
+    Returns
+    -------
+    texts : pandas.Series or list of str
+        One entry per row (.csv, .parquet) or line (.txt). CSV cells are
+        strings as written (``keep_default_na=False``: "NA" stays a text, an
+        empty cell is ""); parquet nulls stay missing for ``handle_missing``.
+        For .txt, only the line end is removed and blank lines are "".
+    """
+    import pandas as pd
+
+    suffix = _suffix(path)
+    if suffix == ".txt":
+        with open(path, encoding="utf-8-sig", newline=None) as f:
+            return [line[:-1] if line.endswith("\n") else line for line in f]
+    if suffix == ".csv":
+        header = pd.read_csv(path, nrows=0).columns
+        if column not in header:
+            raise _missing_column(path, column, header)
+        frame = pd.read_csv(
+            path, usecols=[column], dtype=str, keep_default_na=False, na_filter=False
+        )
+        return frame[column]
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    if column not in names:
+        raise _missing_column(path, column, names)
+    return pd.read_parquet(path, columns=[column])[column]
+
+
+def write_vectors(
+    path: Path, vectors: np.ndarray, feature_names: Sequence[str]
+) -> None:
+    """Write ``vectors`` to ``path`` (.npy or .parquet), atomically.
+
+    The data goes to a temporary file in the same directory, which is then
+    renamed over ``path`` with ``os.replace``.
+
+    Parameters
+    ----------
+    path : Path
+    vectors : ndarray of shape (n_texts, n_features), dtype float32
+    feature_names : sequence of str of length n_features
+        Column names of a .parquet output.
+    """
+    suffix = _suffix(path)
+    # Opened with "xb", so the file gets the usual permissions (umask) and an
+    # existing file of the same name is never overwritten.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            if suffix == ".npy":
+                np.save(f, vectors, allow_pickle=False)
+            else:
+                import pandas as pd
+
+                frame = pd.DataFrame(vectors, columns=list(feature_names))
+                frame.to_parquet(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# -- the embed command ------------------------------------------------------
+
+
+def _embed(args: argparse.Namespace) -> int:
+    _check_input(args.input)
+    _check_output(args.output)
+    texts = read_texts(args.input, args.column)
+
+    layers: str | int | list[int] = "auto"
+    if args.layers is not None:
+        layers = args.layers[0] if len(args.layers) == 1 else list(args.layers)
+    vectorizer = BertSentenceVectorizer(
+        model=args.model,
+        layers=layers,
+        layer_combine=args.layer_combine,
+        pooling=args.pooling,
+        include_special_tokens=args.include_special_tokens,
+        max_length=args.max_length,
+        normalize=args.normalize,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        progress_bar=args.progress_bar,
+        handle_missing=args.handle_missing,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            vectors = vectorizer.fit_transform(texts)
+        finally:
+            for message in dict.fromkeys(_first_line(w.message) for w in caught):
+                print(f"skbert: warning: {message}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+
+    write_vectors(args.output, vectors, vectorizer.get_feature_names_out())
+    n_texts = vectors.shape[0]
+    rate = n_texts / seconds if seconds > 0 else float("inf")
+    print(
+        f"Embedded {n_texts} texts -> shape {vectors.shape} {vectors.dtype} in "
+        f"{seconds:.2f} s ({rate:.1f} texts/s, model loading included); "
+        f"wrote {args.output}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``skbert`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, default=None
+        The arguments without the program name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 for a wrong command line or an unusable input or output
+        path, found before any model is loaded; 1 if reading the input, loading
+        the model, embedding or writing fails. Errors are reported
+        on stderr as one ``skbert: error: ...`` line.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return args.run(args)
+    except CLIError as exc:
+        return _fail(exc, EXIT_USAGE)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        return _fail(exc, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        print("skbert: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(exc: BaseException, status: int) -> int:
+    print(f"skbert: error: {_first_line(exc)}", file=sys.stderr)
+    return status

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from skbert._encode import encode_texts, sentence_pooler, tokenize
+from skbert._model import load_model
+
+CPU = torch.device("cpu")
+TEXTS = [
+    "hello world",
+    "the cat sat on the new york bank after fishing in the river",
+    "a",
+    "",
+    "the dog barked at the money robber",
+    "bank vault",
+    "it was seen from the city",
+]
+
+
+def _encode(path, texts, batch_size, max_length=64):
+    loaded = load_model(str(path), CPU)
+    return encode_texts(
+        loaded,
+        texts,
+        layers=[1, 2],
+        layer_combine="concat",
+        pool=sentence_pooler("mean", True, False),
+        n_features=64,
+        max_length=max_length,
+        device=CPU,
+        batch_size=batch_size,
+    )
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_distilbert"])
+def test_batch_size_invariance(request, fixture):
+    path = request.getfixturevalue(fixture)
+    one, _ = _encode(path, TEXTS, 1)
+    seven, _ = _encode(path, TEXTS, 7)
+    three, _ = _encode(path, TEXTS, 3)
+    assert one.dtype == np.float32 and one.shape == (len(TEXTS), 64)
+    np.testing.assert_allclose(one, seven, atol=1e-5)
+    np.testing.assert_allclose(one, three, atol=1e-5)
+
+
+def test_order_is_restored_after_length_sorting(tiny_bert):
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(TEXTS))
+    base, _ = _encode(tiny_bert, TEXTS, 2)
+    shuffled, _ = _encode(tiny_bert, [TEXTS[i] for i in order], 2)
+    np.testing.assert_allclose(shuffled, base[order], atol=1e-5)
+
+
+def test_padding_neighbours_do_not_change_a_text(tiny_bert):
+    alone, _ = _encode(tiny_bert, ["bank vault"], 1)
+    padded, _ = _encode(tiny_bert, ["bank vault", TEXTS[1] * 2], 8)
+    np.testing.assert_allclose(alone[0], padded[0], atol=1e-5)
+
+
+def test_identical_texts_run_once_and_fill_every_row(tiny_bert, monkeypatch):
+    import skbert._encode as encode_module
+
+    seen = []
+    real = encode_module.tokenize
+
+    def spy(tokenizer, texts, max_length):
+        seen.append(list(texts))
+        return real(tokenizer, texts, max_length)
+
+    monkeypatch.setattr(encode_module, "tokenize", spy)
+    out, _ = _encode(tiny_bert, ["b", "a", "b", "b"], 2)
+    assert sorted(seen[0]) == ["a", "b"]
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[0], out[3])
+    assert not np.array_equal(out[0], out[1])
+
+
+def test_empty_input(tiny_bert):
+    out, n_truncated = _encode(tiny_bert, [], 4)
+    assert out.shape == (0, 64) and out.dtype == np.float32 and n_truncated == 0
+
+
+def test_tokenize_truncates_to_head_and_counts(tiny_bert):
+    loaded = load_model(str(tiny_bert), CPU)
+    long_text = " ".join(["cat"] * 30)
+    tokenized = tokenize(loaded.tokenizer, [long_text, "dog", long_text + " a"], 10)
+    assert tokenized.n_truncated == 2
+    assert [len(ids) for ids in tokenized.input_ids] == [10, 3, 10]
+    cls, sep = loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id
+    first = tokenized.input_ids[0]
+    assert first[0] == cls and first[-1] == sep
+    assert tokenized.special_tokens_mask[0] == [1] + [0] * 8 + [1]

@@ -1,0 +1,160 @@
+import pytest
+import torch
+
+from skbert import BertSentenceVectorizer
+from skbert._model import (
+    forward_hidden_states,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_resolve_device_auto_and_cpu():
+    assert resolve_device("cpu") == CPU
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected is None and not torch.backends.mps.is_available():
+        assert resolve_device("auto") == CPU
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_resolve_device_unavailable_cuda_is_value_error(device):
+    with pytest.raises(ValueError, match=r"torch.cuda.is_available\(\) is False"):
+        resolve_device(device)
+
+
+@pytest.mark.parametrize("device", ["gpu", "tpu", "cpux"])
+def test_resolve_device_rejects_unknown(device):
+    with pytest.raises(ValueError, match=f"device='{device}'"):
+        resolve_device(device)
+
+
+def test_resolve_dtype_cpu():
+    assert resolve_dtype("float32", CPU) is torch.float32
+    assert resolve_dtype("bfloat16", CPU) is torch.bfloat16
+
+
+def test_load_model_is_cached_per_process(tiny_bert):
+    first = load_model(str(tiny_bert), CPU)
+    assert load_model(tiny_bert, CPU) is first  # a Path is the same model
+    assert first.n_layers == 2 and first.hidden_size == 32
+    assert first.uses_token_type_ids
+    assert first.st_pooling is None and first.st_max_length is None
+
+
+def test_distilbert_takes_no_token_type_ids(tiny_distilbert):
+    loaded = load_model(str(tiny_distilbert), CPU)
+    assert not loaded.uses_token_type_ids
+    assert loaded.n_layers == 2 and loaded.hidden_size == 32
+
+
+def test_bundled_model_reads_sentence_transformers_config(bundled_model):
+    loaded = load_model(None, CPU)
+    assert loaded.n_layers == 6 and loaded.hidden_size == 384
+    assert loaded.st_pooling == "mean" and loaded.st_max_length == 256
+    assert load_model(str(bundled_model), CPU) is loaded
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_distilbert"])
+def test_hooks_return_the_models_own_hidden_states(request, fixture):
+    path = request.getfixturevalue(fixture)
+    loaded = load_model(str(path), CPU)
+    inputs = loaded.tokenizer(
+        ["hello world", "the cat sat on the bank"], padding=True, return_tensors="pt"
+    )
+    if not loaded.uses_token_type_ids:
+        inputs.pop("token_type_ids", None)
+    with torch.inference_mode():
+        expected = loaded.model(**inputs, output_hidden_states=True).hidden_states
+        for layers in ([0], [1], [2], [0, 2], [1, 2]):
+            states = forward_hidden_states(loaded, dict(inputs), layers)
+            assert sorted(states) == layers
+            for i in layers:
+                assert torch.allclose(states[i], expected[i], atol=1e-6)
+
+
+def test_forward_stops_after_deepest_requested_layer(tiny_bert):
+    loaded = load_model(str(tiny_bert), CPU)
+    layer_list = loaded.model.encoder.layer
+    calls = []
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, i=i: calls.append(i))
+        for i, layer in enumerate(layer_list)
+    ]
+    try:
+        inputs = loaded.tokenizer(["hello world"], return_tensors="pt")
+        with torch.inference_mode():
+            forward_hidden_states(loaded, dict(inputs), [1])
+            assert calls == [0], "layers=1 must not compute layer 2"
+            calls.clear()
+            forward_hidden_states(loaded, dict(inputs), [0])
+            assert calls == []
+            calls.clear()
+            forward_hidden_states(loaded, dict(inputs), [2])
+            assert calls == [0, 1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    # outside a capture the hooks do nothing: the model still runs normally
+    with torch.inference_mode():
+        out = loaded.model(**inputs, output_hidden_states=True)
+    assert len(out.hidden_states) == 3
+
+
+def test_init_loads_nothing(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), device="cuda")
+    assert "_loaded_model" not in vars(vectorizer)
+    assert vectorizer.get_params()["device"] == "cuda"
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        ("/no/such/dir", "'/no/such/dir': no such directory"),
+        ("./relative/missing", "no such directory"),
+        ("no-such-org/no-such-model", "not a local directory.*HF_HUB_OFFLINE"),
+    ],
+)
+def test_bad_model_names_it_and_explains_offline(model, match):
+    with pytest.raises(ValueError, match=match) as info:
+        BertSentenceVectorizer(model=model).fit()
+    assert model in str(info.value)
+    assert "model=None" in str(info.value)
+
+
+def test_directory_without_model_is_explained(tmp_path):
+    (tmp_path / "readme.txt").write_text("not a model")
+    with pytest.raises(ValueError, match="Could not load model"):
+        BertSentenceVectorizer(model=str(tmp_path)).fit()
+
+
+def test_decoder_model_is_refused_at_fit(tiny_gpt2):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_gpt2))
+    with pytest.raises(ValueError, match="not a text encoder"):
+        vectorizer.fit()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_fails_at_fit(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), device="cuda")
+    with pytest.raises(ValueError, match="device='cuda' was requested"):
+        vectorizer.fit()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_matches_cpu(tiny_bert, dtype):
+    texts = ["hello world", "the cat sat on the new york bank", ""]
+    cpu = BertSentenceVectorizer(model=str(tiny_bert), device="cpu").fit_transform(
+        texts
+    )
+    gpu = BertSentenceVectorizer(
+        model=str(tiny_bert), device="cuda", dtype=dtype
+    ).fit_transform(texts)
+    assert gpu.dtype == "float32"
+    atol = 1e-4 if dtype == "float32" else 5e-2
+    assert abs(gpu - cpu).max() < atol

@@ -1,0 +1,110 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from skbert._validation import check_params, check_texts, normalize_layers
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        ["a", "b"],
+        ("a", "b"),
+        np.array(["a", "b"], dtype=object),
+        np.array(["a", "b"]),
+        np.array([["a"], ["b"]], dtype=object),
+        pd.Series(["a", "b"], index=[10, 20]),
+        pd.DataFrame({"text": ["a", "b"]}),
+        [["a"], ["b"]],
+    ],
+)
+def test_check_texts_accepts_containers(X):
+    texts, _ = check_texts(X)
+    assert texts == ["a", "b"]
+
+
+def test_check_texts_accepts_generators():
+    texts, _ = check_texts(t for t in ["a", "b", "c"])
+    assert texts == ["a", "b", "c"]
+
+
+def test_check_texts_keeps_pandas_index():
+    _, index = check_texts(pd.Series(["a", "b"], index=["x", "y"]))
+    assert list(index) == ["x", "y"]
+
+
+@pytest.mark.parametrize("X", ["a text", b"bytes"])
+def test_check_texts_rejects_bare_string(X):
+    with pytest.raises(TypeError, match="string object received"):
+        check_texts(X)
+
+
+def test_check_texts_rejects_several_columns():
+    with pytest.raises(ValueError, match="one column of texts.*2 columns"):
+        check_texts(pd.DataFrame({"a": ["x"], "b": ["y"]}))
+    with pytest.raises(ValueError, match=r"shape \(1, 2\)"):
+        check_texts(np.array([["x", "y"]]))
+
+
+@pytest.mark.parametrize("missing", [None, np.nan, pd.NA, float("nan")])
+def test_check_texts_missing_values_name_count_and_positions(missing):
+    X = ["a", missing, "b", missing]
+    with pytest.raises(ValueError, match=r"2 missing text\(s\).*position\(s\) 1, 3"):
+        check_texts(X)
+
+
+def test_check_texts_missing_values_many_positions_are_elided():
+    with pytest.raises(ValueError, match=r"7 missing.*0, 1, 2, 3, 4, \.\.\."):
+        check_texts([None] * 7)
+
+
+def test_check_texts_missing_as_empty_opt_in():
+    texts, _ = check_texts(pd.Series(["a", None, np.nan]), handle_missing="empty")
+    assert texts == ["a", "", ""]
+
+
+@pytest.mark.parametrize(
+    "item, name", [(3, "int"), (2.5, "float"), (["a", "b"], "list")]
+)
+def test_check_texts_non_str_names_position(item, name):
+    with pytest.raises(TypeError, match=f"Element 1 of X is {name}"):
+        check_texts(["a", item])
+
+
+def test_check_texts_rejects_non_iterable():
+    with pytest.raises(TypeError, match="Iterable over raw text documents expected"):
+        check_texts(3)
+
+
+@pytest.mark.parametrize(
+    "layers, expected", [(-1, [12]), (0, [0]), ([-4, -3, -2, -1], [9, 10, 11, 12])]
+)
+def test_normalize_layers(layers, expected):
+    assert normalize_layers(layers, 13) == expected
+
+
+@pytest.mark.parametrize("layers", [13, -14, [0, 20]])
+def test_normalize_layers_out_of_range_gives_valid_range(layers):
+    with pytest.raises(ValueError, match=r"13 hidden-state outputs.*\[-13, 12\]"):
+        normalize_layers(layers, 13)
+
+
+def test_check_params_lists_allowed_values():
+    from skbert import BertSentenceVectorizer
+
+    estimator = BertSentenceVectorizer(pooling="avg")
+    with pytest.raises(ValueError) as info:
+        check_params(estimator, estimator._parameter_constraints)
+    message = str(info.value)
+    assert "The 'pooling' parameter of BertSentenceVectorizer" in message
+    assert "'mean'" in message and "'cls'" in message and "Got 'avg' instead" in message
+
+
+@pytest.mark.parametrize("batch_size", ["8", 0, 2.0, True])
+def test_check_params_error_is_value_and_type_error(batch_size):
+    from skbert import BertSentenceVectorizer
+
+    estimator = BertSentenceVectorizer(batch_size=batch_size)
+    for error in (ValueError, TypeError):
+        with pytest.raises(error, match=r"'batch_size'.*\[1, inf\].*Got"):
+            check_params(estimator, estimator._parameter_constraints)
