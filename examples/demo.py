@@ -1,0 +1,45 @@
+"""The second half of ``make demo``: what the embeddings in demo-output/ give.
+
+Reads the vectors ``skbert embed`` wrote, shows each text's nearest
+neighbour, and runs the tutorial's recipes as one-liners on the bundled model.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from skbert import BertSentenceVectorizer
+
+texts = pd.read_csv("examples/demo.csv", keep_default_na=False)["text"].tolist()
+vectors = pd.read_parquet("demo-output/demo.parquet").to_numpy()
+print(f"demo-output/demo.parquet: {vectors.shape[0]} texts x {vectors.shape[1]} features")
+
+unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+similarity = unit @ unit.T
+np.fill_diagonal(similarity, -1)
+print("\nNearest neighbours (cosine):")
+for i in range(3):
+    j = int(similarity[i].argmax())
+    print(f"  {similarity[i, j]:.2f}  {texts[i][:50]!r} -> {texts[j][:50]!r}")
+
+sentence = "Here is the sentence I want embeddings for."
+print("\nThe tutorial's recipes, one line each (bundled model, hidden size 384):")
+recipes = {
+    "second-to-last layer, mean": BertSentenceVectorizer(layers=-2, pooling="mean"),
+    "last four layers, concatenated": BertSentenceVectorizer(
+        layers=[-1, -2, -3, -4], layer_combine="concat", pooling="mean"
+    ),
+    "last four layers, summed": BertSentenceVectorizer(
+        layers=[-1, -2, -3, -4], layer_combine="sum", pooling="mean"
+    ),
+}
+for name, vectorizer in recipes.items():
+    start = time.perf_counter()
+    X = vectorizer.fit_transform([sentence])
+    print(f"  {name:32s} shape {X.shape}  {time.perf_counter() - start:.2f} s")
+print("\nWordPiece tokens, as the tutorial prints them:")
+tokens = BertSentenceVectorizer().fit().tokenize([sentence])
+print(tokens[["token", "token_id"]].to_string(index=False))

@@ -1,0 +1,43 @@
+import doctest
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import skbert
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+ESTIMATORS = [getattr(skbert, name) for name in skbert.__all__ if name[0].isupper()]
+
+
+def test_readme_opens_with_the_two_commands():
+    head = "\n".join(README.splitlines()[:10])
+    assert "make demo" in head and "make test" in head
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_blocks_run(index):
+    exec(compile(PYTHON_BLOCKS[index], f"README.md block {index}", "exec"), {})
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: e.__name__)
+def test_every_init_parameter_is_documented(estimator):
+    doc = inspect.getdoc(estimator)
+    section = doc.split("Parameters\n----------")[1].split("Attributes\n----------")[0]
+    documented = set(re.findall(r"^(\w+) :", section, flags=re.M))
+    parameters = set(inspect.signature(estimator.__init__).parameters) - {"self"}
+    assert parameters == documented
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: e.__name__)
+def test_docstring_examples_run(estimator):
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    tests = finder.find(estimator, estimator.__name__, globs={})
+    assert any(test.examples for test in tests), "no Examples section"
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0

@@ -1,0 +1,211 @@
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils import estimator_checks
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from skbert import BertSentenceVectorizer
+
+TEXTS = [
+    "the cat sat",
+    "a cat sat on the bank",
+    "the cat was seen",
+    "cat and dog",
+    "the money vault",
+    "bank robber money",
+    "stealing money from the bank",
+    "money money",
+    "the cat and the city",
+    "a vault of money",
+    "cat cat",
+    "the robber was seen with money",
+]
+LABELS = [0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1]
+
+DATA_FREE_CHECKS = [
+    "check_no_attributes_set_in_init",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_estimator_repr",
+    "check_mixin_order",
+    "check_estimator_cloneable",
+]
+
+
+@pytest.mark.parametrize("check", DATA_FREE_CHECKS)
+def test_data_free_sklearn_checks(check):
+    estimator = BertSentenceVectorizer()
+    getattr(estimator_checks, check)(type(estimator).__name__, estimator)
+
+
+class _NumericAdapter(TransformerMixin, BaseEstimator):
+    """Test-only: writes each numeric row as a text so check_estimator can run."""
+
+    def __init__(self, vectorizer=None):
+        self.vectorizer = vectorizer
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # the output is always float32
+        return tags
+
+    def fit(self, X, y=None):
+        validate_data(self, X)
+        self.vectorizer_ = clone(self.vectorizer).fit()
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self.vectorizer_.transform([" ".join(f"{v:.2f}" for v in r) for r in X])
+
+
+def test_check_estimator_through_adapter(tiny_bert):
+    adapter = _NumericAdapter(BertSentenceVectorizer(model=str(tiny_bert)))
+    estimator_checks.check_estimator(adapter)
+
+
+def test_not_fitted_error():
+    with pytest.raises(NotFittedError):
+        BertSentenceVectorizer().transform(["a"])
+    with pytest.raises(NotFittedError):
+        BertSentenceVectorizer().tokenize(["a"])
+
+
+def test_clone_keeps_params_and_drops_fit(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), layers=[-1, -2]).fit()
+    copy = clone(vectorizer)
+    assert copy.get_params() == vectorizer.get_params()
+    with pytest.raises(NotFittedError):
+        check_is_fitted(copy)
+    copy.set_params(pooling="max")
+    assert copy.pooling == "max" and vectorizer.pooling == "auto"
+
+
+def test_clones_share_the_loaded_model(tiny_bert):
+    first = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    second = clone(first).set_params(pooling="cls").fit()
+    assert first.model_ is second.model_
+
+
+def test_refit_starts_from_scratch(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), pooling="max").fit()
+    vectorizer.set_params(pooling="mean_max").fit()
+    assert vectorizer.pooling_ == "mean_max"
+    assert vectorizer.transform(["a"]).shape == (1, 64)
+
+
+def test_feature_names_out(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    names = vectorizer.get_feature_names_out()
+    assert names[0] == "bertsentencevectorizer0" and len(names) == 32
+
+
+def test_set_output_pandas_keeps_series_index(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).set_output(
+        transform="pandas"
+    )
+    X = pd.Series(["a cat", "a dog", "money"], index=["x", "y", "z"])
+    out = vectorizer.fit_transform(X)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.index) == ["x", "y", "z"]
+    assert list(out.columns) == list(vectorizer.get_feature_names_out())
+
+
+@pytest.mark.parametrize("dump", ["pickle", "joblib"])
+def test_round_trip_after_transform_is_bitwise_equal(tiny_bert, tmp_path, dump):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    before = vectorizer.transform(TEXTS)
+    if dump == "pickle":
+        restored = pickle.loads(pickle.dumps(vectorizer))
+    else:
+        joblib.dump(vectorizer, tmp_path / "v.joblib")
+        restored = joblib.load(tmp_path / "v.joblib")
+    assert "_loaded_model" not in vars(restored)
+    np.testing.assert_array_equal(restored.transform(TEXTS), before)
+
+
+def test_round_trip_of_bundled_model_after_transform():
+    vectorizer = BertSentenceVectorizer().fit()
+    before = vectorizer.transform(TEXTS[:3])
+    restored = pickle.loads(pickle.dumps(vectorizer))
+    np.testing.assert_array_equal(restored.transform(TEXTS[:3]), before)
+
+
+def test_unpickle_on_machine_without_fitted_device(tiny_bert):
+    import torch
+
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    expected = vectorizer.transform(TEXTS[:2])
+    state = vectorizer.__getstate__()
+    state["device_"] = torch.device("cuda" if not torch.cuda.is_available() else "mps")
+    restored = BertSentenceVectorizer.__new__(BertSentenceVectorizer)
+    restored.__setstate__(state)
+    with pytest.warns(UserWarning, match="cannot be used here"):
+        out = restored.transform(TEXTS[:2])
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_pipeline_with_logistic_regression(tiny_bert):
+    pipeline = Pipeline(
+        [
+            ("bert", BertSentenceVectorizer(model=str(tiny_bert))),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ]
+    )
+    pipeline.fit(TEXTS, LABELS)
+    assert pipeline.predict(TEXTS).shape == (12,)
+    assert pipeline.score(TEXTS, LABELS) > 0.5
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_grid_search_over_layers_and_pooling(tiny_bert, n_jobs):
+    pipeline = Pipeline(
+        [
+            ("bert", BertSentenceVectorizer(model=str(tiny_bert))),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ]
+    )
+    search = GridSearchCV(
+        pipeline,
+        {"bert__layers": [-1, [1, 2]], "bert__pooling": ["mean", "cls"]},
+        cv=2,
+        n_jobs=n_jobs,
+        error_score="raise",
+    )
+    search.fit(TEXTS, LABELS)
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_estimator_.named_steps["bert"].pooling_ in ("mean", "cls")
+
+
+@pytest.mark.parametrize("column", ["text", ["text"]])
+def test_column_transformer(tiny_bert, column):
+    frame = pd.DataFrame({"text": TEXTS, "length": [len(t) for t in TEXTS]})
+    transformer = ColumnTransformer(
+        [
+            ("bert", BertSentenceVectorizer(model=str(tiny_bert)), column),
+            ("num", "passthrough", ["length"]),
+        ]
+    )
+    out = transformer.fit_transform(frame)
+    assert out.shape == (12, 33)
+    direct = BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(TEXTS)
+    np.testing.assert_allclose(out[:, :32], direct, atol=1e-6)
+    names = transformer.get_feature_names_out()
+    assert names[0] == "bert__bertsentencevectorizer0" and names[-1] == "num__length"
+
+
+def test_tags_declare_text_input():
+    tags = BertSentenceVectorizer().__sklearn_tags__()
+    assert tags.input_tags.string and not tags.input_tags.two_d_array
