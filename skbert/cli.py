@@ -38,7 +38,8 @@ INPUT_FORMATS = (".csv", ".parquet", ".txt")
 OUTPUT_FORMATS = (".npy", ".parquet")
 
 # Exit codes: 2 for a wrong command line or unusable input/output path (found
-# before any model is loaded), 1 for a failure while loading or embedding.
+# before any model is loaded), 1 for a failure while reading the input,
+# loading the model, embedding or writing the output.
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -90,16 +91,6 @@ def _choices(param: str) -> tuple[str, ...]:
     """The allowed strings of a parameter, taken from the estimator's constraints."""
     constraints = BertSentenceVectorizer._parameter_constraints[param]
     return tuple(v for c in constraints for v in getattr(c, "values", ()))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--max-length",
-        type=_positive_int,
+        type=int,
         default=None,
         metavar="N",
         help="longest input in tokens, special tokens included; longer texts are "
@@ -203,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=int,
         default=32,
         metavar="N",
         help="texts per forward pass (default: %(default)s)",

@@ -1,0 +1,367 @@
+"""Tests of the ``skbert`` command line, run in-process with the tiny BERT."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skbert import BertSentenceVectorizer
+from skbert.cli import main
+
+TEXTS = [
+    "The cat sat.",
+    "A dog barked at the bank robber after fishing in the river.",
+    "hello world",
+    "NA",
+    "",
+    "new york city, here i want to e mail the sentence",
+]
+
+
+def _run(capsys, *args):
+    """Call ``main`` in-process; return the exit status, stdout and stderr."""
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _expected(tiny_bert, texts, **params):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), **params)
+    return vectorizer.fit_transform(texts), vectorizer.get_feature_names_out()
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    path = tmp_path / "texts.csv"
+    pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS}).to_csv(path, index=False)
+    return path
+
+
+def _leftovers(directory):
+    return [p.name for p in directory.iterdir() if p.name.startswith(".")]
+
+
+def test_csv_to_npy(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "vectors.npy"
+    status, stdout, stderr = _run(
+        capsys, "embed", csv_file, "--output", out, "--model", tiny_bert
+    )
+    assert status == 0, stderr
+    vectors = np.load(out)
+    expected, _ = _expected(tiny_bert, TEXTS)
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    # One summary line: count, shape, time, throughput, path.
+    assert stdout.count("\n") == 1
+    assert f"{len(TEXTS)} texts" in stdout
+    assert "(6, 32)" in stdout
+    assert "texts/s" in stdout
+    assert str(out) in stdout
+    assert _leftovers(tmp_path) == []
+
+
+def test_csv_to_parquet_has_feature_names(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "vectors.parquet"
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, "--column", "text"
+    )
+    assert status == 0, stderr
+    frame = pd.read_parquet(out)
+    expected, names = _expected(tiny_bert, TEXTS)
+    assert list(frame.columns) == list(names)
+    assert names[0] == "bertsentencevectorizer0"
+    assert (frame.dtypes == np.float32).all()
+    assert np.allclose(frame.to_numpy(), expected, atol=1e-6)
+
+
+def test_csv_cells_are_read_as_written(tiny_bert, tmp_path, capsys):
+    # "NA" stays a text and an empty cell is "", not a missing value.
+    path = tmp_path / "texts.csv"
+    path.write_text('text\nNA\n""\n\nnull\n007\n', encoding="utf-8")
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, ["NA", "", "null", "007"])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+def test_txt_one_text_per_line(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.txt"
+    # CRLF line ends, a blank line kept as "", no newline after the last line.
+    path.write_bytes(b"The cat sat.\r\n\r\n  hello world  \r\nA dog barked.")
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
+    assert status == 0, stderr
+    vectors = np.load(out)
+    expected, _ = _expected(
+        tiny_bert, ["The cat sat.", "", "  hello world  ", "A dog barked."]
+    )
+    assert vectors.shape == (4, 32)
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+
+
+def test_txt_trailing_newline_adds_no_row(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.txt"
+    path.write_text("one\ntwo\n\nfour\n", encoding="utf-8")
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
+    assert status == 0, stderr
+    assert np.load(out).shape == (4, 32)
+
+
+def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.parquet"
+    pd.DataFrame({"body": ["The cat sat.", None, "hello world"]}).to_parquet(path)
+    out = tmp_path / "vectors.npy"
+
+    status, stdout, stderr = _run(
+        capsys, "embed", path, "-o", out, "--model", tiny_bert, "--column", "body"
+    )
+    assert status == 1
+    assert stdout == ""
+    assert stderr.startswith("skbert: error: X contains 1 missing text(s)")
+    assert not out.exists()
+
+    status, _, stderr = _run(
+        capsys,
+        "embed",
+        path,
+        "-o",
+        out,
+        "--model",
+        tiny_bert,
+        "--column",
+        "body",
+        "--handle-missing",
+        "empty",
+    )
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, ["The cat sat.", "", "hello world"])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, params",
+    [
+        (["--layers", "-1", "-2"], {"layers": [-1, -2]}),
+        (
+            ["--layers", "-1", "-2", "--layer-combine", "concat"],
+            {"layers": [-1, -2], "layer_combine": "concat"},
+        ),
+        (["--layers", "0", "--layer-combine", "sum"], {"layers": 0}),
+        (
+            ["--pooling", "mean_max", "--exclude-special-tokens", "--normalize"],
+            {
+                "pooling": "mean_max",
+                "include_special_tokens": False,
+                "normalize": True,
+            },
+        ),
+        (
+            ["--pooling", "cls", "--max-length", "6", "--batch-size", "2"],
+            {"pooling": "cls", "max_length": 6, "batch_size": 2},
+        ),
+        (["--device", "cpu", "--dtype", "float32", "--no-progress"], {}),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:.*truncated:UserWarning")
+def test_options_reach_the_estimator(
+    tiny_bert, csv_file, tmp_path, capsys, args, params
+):
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, *args
+    )
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, TEXTS, **params)
+    vectors = np.load(out)
+    assert vectors.shape == expected.shape
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+
+
+def test_concat_width(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "vectors.parquet"
+    status, stdout, stderr = _run(
+        capsys,
+        "embed",
+        csv_file,
+        "-o",
+        out,
+        "--model",
+        tiny_bert,
+        "--layers",
+        "-1",
+        "-2",
+        "-3",
+        "--layer-combine",
+        "concat",
+    )
+    assert status == 0, stderr
+    assert pd.read_parquet(out).shape == (len(TEXTS), 3 * 32)
+    assert "(6, 96)" in stdout
+
+
+def test_warnings_are_one_line_each(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, "--max-length", "4"
+    )
+    assert status == 0
+    warning_lines = [
+        line for line in stderr.splitlines() if line.startswith("skbert: warning:")
+    ]
+    assert len(warning_lines) == 1
+    assert "truncated" in warning_lines[0]
+
+
+def test_progress_bar_on_request(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(capsys, "embed", csv_file, "-o", out, "--model", tiny_bert)
+    assert status == 0
+    assert "text/s" not in stderr  # stderr is not a terminal
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, "--progress"
+    )
+    assert status == 0
+    assert "text/s" in stderr
+
+
+def test_existing_output_is_replaced(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "vectors.npy"
+    out.write_bytes(b"old")
+    status, _, _ = _run(capsys, "embed", csv_file, "-o", out, "--model", tiny_bert)
+    assert status == 0
+    assert np.load(out).shape == (len(TEXTS), 32)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (
+            ["{d}/nope.csv", "-o", "{d}/o.npy", "--model", "{m}"],
+            2,
+            "input file '.*nope.csv' does not exist",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--column", "x"],
+            2,
+            r"has no column 'x'; its columns are \['id', 'text'\]",
+        ),
+        (
+            ["{d}/texts.parquet", "-o", "{d}/o.npy", "--column", "x"],
+            2,
+            r"has no column 'x'; its columns are \['text'\]",
+        ),
+        (
+            ["{d}/texts.json", "-o", "{d}/o.npy"],
+            2,
+            "unknown input extension '.json'; use one of .csv, .parquet, .txt",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.csv"],
+            2,
+            "unknown output extension '.csv'; use one of .npy, .parquet",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/missing/o.npy"],
+            2,
+            "directory '.*missing' does not exist",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--pooling", "avg"],
+            2,
+            "argument --pooling: invalid choice: 'avg'",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--batch-size", "x"],
+            2,
+            "argument --batch-size: invalid int value: 'x'",
+        ),
+        (
+            ["{d}/texts.csv"],
+            2,
+            "the following arguments are required: -o/--output",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{d}/no-model"],
+            1,
+            "Could not load model '.*no-model': no such directory",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{m}", "--max-length", "0"],
+            1,
+            "The 'max_length' parameter of BertSentenceVectorizer must be",
+        ),
+    ],
+)
+def test_errors_are_one_line(tiny_bert, tmp_path, capsys, args, status, message):
+    pd.DataFrame({"id": [1], "text": ["a"]}).to_csv(tmp_path / "texts.csv", index=False)
+    pd.DataFrame({"text": ["a"]}).to_parquet(tmp_path / "texts.parquet")
+    (tmp_path / "texts.json").write_text("[]")
+    args = [arg.format(d=tmp_path, m=tiny_bert) for arg in args]
+    got_status, stdout, stderr = _run(capsys, "embed", *args)
+    assert got_status == status
+    assert stdout == ""
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("skbert: error: ")
+    assert re.search(message, stderr), stderr
+    assert not (tmp_path / "o.npy").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_error_after_loading_is_reported_once(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / "o.npy"
+    status, stdout, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, "--layers", "7"
+    )
+    assert status == 1
+    assert stdout == ""
+    errors = [line for line in stderr.splitlines() if line.startswith("skbert:")]
+    assert errors == [
+        "skbert: error: layers=[7] is out of range for a model with 3 hidden-state "
+        "outputs; use indices in [-3, 2]."
+    ]
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_help_exits_zero(capsys):
+    status, stdout, _ = _run(capsys, "embed", "--help")
+    assert status == 0
+    for option in ["--column", "--layers", "--layer-combine", "--pooling"]:
+        assert option in stdout
+
+
+def test_python_dash_m(tiny_bert, csv_file, tmp_path):
+    out = tmp_path / "vectors.npy"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "skbert", "embed", str(csv_file)]
+    result = subprocess.run(
+        [*command, "-o", str(out), "--model", str(tiny_bert)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Embedded {len(TEXTS)} texts")
+    assert np.load(out).shape == (len(TEXTS), 32)
+
+    result = subprocess.run(
+        [*command, "-o", str(tmp_path / "o.txt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("skbert: error: cannot write")
+    assert result.stderr.count("\n") == 1
