@@ -359,12 +359,19 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
             f"Model {source!r} has no fast tokenizer (tokenizer.json); skbert needs "
             "one for token offsets. Save it with a fast tokenizer first."
         )
+    from transformers.utils import logging as hf_logging
+
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # restored below; skbert has its own bar
     try:
         model = AutoModel.from_pretrained(
             location, trust_remote_code=False, use_safetensors=True
         )
     except (OSError, ValueError) as exc:
         raise _load_error(source, exc) from exc
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
     model.eval()
     model.to(device=device, dtype=torch_dtype)
 
