@@ -50,9 +50,7 @@ def load_sick_sentences(path: str | os.PathLike = SICK_PATH) -> list[str]:
     """
     import pandas as pd
 
-    frame = pd.read_csv(
-        path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False
-    )
+    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
     pairs = zip(frame["sentence_a"], frame["sentence_b"], strict=True)
     ordered = (s.strip() for pair in pairs for s in pair)
     return list(dict.fromkeys(s for s in ordered if s))
@@ -172,6 +170,51 @@ def peak_rss_mb() -> float:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # kilobytes on Linux, bytes on macOS
     return maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds used by this process, CPU seconds used by the whole machine).
+
+    The machine's count is the busy time of /proc/stat (everything but idle
+    and iowait), or NaN where there is no /proc/stat. Differences of two
+    readings around a timed section tell how much CPU other processes took
+    while it ran: a benchmark shares the cores with nothing else only when
+    that is close to zero.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    own = usage.ru_utime + usage.ru_stime
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return own, math.nan
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return own, busy / os.sysconf("SC_CLK_TCK")
+
+
+def other_cpu_cores(window_s: float = 2.0) -> float:
+    """Cores' worth of CPU the other processes use, measured over ``window_s``."""
+    own0, busy0 = cpu_seconds()
+    start = time.perf_counter()
+    time.sleep(window_s)
+    own1, busy1 = cpu_seconds()
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / (time.perf_counter() - start)
+
+
+def wait_for_idle_cpu(
+    timeout_s: float, threshold_cores: float = 0.1, window_s: float = 2.0
+) -> float:
+    """Wait until other processes use less than ``threshold_cores`` of CPU.
+
+    Returns the last measured load of the other processes (in cores), which
+    is above the threshold only when ``timeout_s`` ran out first.
+    """
+    deadline = time.perf_counter() + timeout_s
+    load = other_cpu_cores(window_s)
+    while load > threshold_cores and time.perf_counter() < deadline:
+        load = other_cpu_cores(window_s)
+    return load
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

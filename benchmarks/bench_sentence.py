@@ -39,7 +39,12 @@ and the run) is its own. Each is warmed up once on the first texts of the
 workload, then timed ``--repeats`` times; texts/s and tokens/s are the mean
 and standard deviation over the repeats. Tokens are counted with the model's
 tokenizer after truncation, special tokens included. The number of threads
-torch uses is left at its default.
+torch uses is left at its default. The CPU time the rest of the machine used
+while a method was timed is recorded too ("other CPU", in cores); a warning
+names the runs where it exceeds 0.1 core, whose numbers are not clean. On a
+shared machine, ``--wait-idle SECONDS`` waits for the other processes to
+quiet down before each method and ``--busy-retries N`` runs a disturbed
+method again.
 
 Equality check: skbert's output, L2-normalised, must match
 sentence-transformers' (which normalises) to a max absolute difference of
@@ -82,6 +87,7 @@ METHODS = ("skbert", "sentence-transformers", "loop")
 WORKLOADS = ("short", "mixed")
 REFERENCE = "sentence-transformers"
 TOLERANCE = 1e-5
+BUSY_CORES = 0.1  # warn when other processes took more CPU than this while timed
 
 PROFILES = {
     # n_texts per workload, timed repeats, warm-up texts, texts timed by the loop
@@ -191,9 +197,15 @@ def run_method(
     load_s = time.perf_counter() - start
     rss_loaded = _common.peak_rss_mb()
     warm = texts[:warmup_texts]
-    timing, embeddings = _common.time_repeats(
-        lambda: encode(texts), repeats=repeats, warmup=lambda: encode(warm)
-    )
+    encode(warm)  # warm-up, untimed
+    own_before, busy_before = _common.cpu_seconds()
+    timing, embeddings = _common.time_repeats(lambda: encode(texts), repeats=repeats)
+    own_after, busy_after = _common.cpu_seconds()
+    wall = sum(timing.times)
+    own_cores = (own_after - own_before) / wall
+    # CPU taken by other processes while this one was timed, in cores
+    other_cores = max(0.0, (busy_after - busy_before) - (own_after - own_before))
+    other_cores /= wall
     return {
         "times_s": timing.times,
         "embeddings": np.asarray(embeddings, dtype=np.float32),
@@ -201,6 +213,8 @@ def run_method(
         "peak_rss_after_load_mb": rss_loaded,
         "peak_rss_mb": _common.peak_rss_mb(),
         "torch_num_threads": torch.get_num_threads(),
+        "own_cpu_cores": own_cores,
+        "other_cpu_cores": other_cores,
         "settings": settings,
     }
 
@@ -259,6 +273,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="texts the one-at-a-time loop is timed on (default: from the profile)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each method, wait up to SECONDS for the other processes to "
+        f"use less than {BUSY_CORES} core (0: do not wait)",
+    )
+    parser.add_argument(
+        "--busy-retries",
+        type=int,
+        default=0,
+        help=f"run a method again, up to this many times, when other processes "
+        f"used more than {BUSY_CORES} core while it was timed",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=_common.SICK_PATH)
     parser.add_argument(
@@ -274,6 +303,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, profile[key])
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
+    if args.busy_retries < 0 or args.wait_idle < 0:
+        parser.error("--busy-retries and --wait-idle must be >= 0")
     args.warmup_texts = profile["warmup_texts"]
     return args
 
@@ -308,22 +339,36 @@ def main(argv: list[str] | None = None) -> int:
         texts = workloads[workload]
         if method == "loop":
             texts = texts[: args.loop_texts]
-        print(f"  running {workload:>5} / {method} on {len(texts)} texts ...")
-        with ProcessPoolExecutor(max_workers=1, mp_context=mp_context) as pool:
-            result = pool.submit(
-                run_method,
-                method,
-                texts,
-                model_path=model_path,
-                batch_size=args.batch_size,
-                max_length=max_length,
-                repeats=args.repeats,
-                warmup_texts=args.warmup_texts,
-            ).result()
+        for attempt in range(1 + args.busy_retries):
+            if args.wait_idle > 0:
+                load = _common.wait_for_idle_cpu(args.wait_idle, BUSY_CORES)
+                if load > BUSY_CORES:
+                    print(f"  (machine still busy: {load:.2f} cores used by others)")
+            print(
+                f"  running {workload:>5} / {method} on {len(texts)} texts"
+                + (f" (attempt {attempt + 1})" if attempt else "")
+                + " ..."
+            )
+            with ProcessPoolExecutor(max_workers=1, mp_context=mp_context) as pool:
+                result = pool.submit(
+                    run_method,
+                    method,
+                    texts,
+                    model_path=model_path,
+                    batch_size=args.batch_size,
+                    max_length=max_length,
+                    repeats=args.repeats,
+                    warmup_texts=args.warmup_texts,
+                ).result()
+            if result["other_cpu_cores"] <= BUSY_CORES:
+                break
+            print(
+                f"  other processes used {result['other_cpu_cores']:.2f} cores "
+                "while it was timed"
+            )
+        result["attempts"] = attempt + 1
         tokens, n_truncated = count_tokens(model_path, texts, max_length)
-        result.update(
-            n_texts=len(texts), n_tokens=sum(tokens), n_truncated=n_truncated
-        )
+        result.update(n_texts=len(texts), n_tokens=sum(tokens), n_truncated=n_truncated)
         results[workload, method] = result
 
     rows = []
@@ -379,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_abs_diff_vs_loop": diff_loop,
             "peak_rss_after_load_mb": result["peak_rss_after_load_mb"],
             "peak_rss_mb": result["peak_rss_mb"],
+            "own_cpu_cores": result["own_cpu_cores"],
+            "other_cpu_cores": result["other_cpu_cores"],
+            "attempts": result["attempts"],
+            "wait_idle_s": args.wait_idle,
         }
         rows.append(row)
         table.append(
@@ -392,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                 "-" if diff_st is None else f"{diff_st:.1e}",
                 "-" if diff_loop is None else f"{diff_loop:.1e}",
                 f"{result['peak_rss_mb']:.0f}",
+                f"{result['own_cpu_cores']:.2f}",
+                f"{result['other_cpu_cores']:.2f}",
             ]
         )
 
@@ -409,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                 "diff ST",
                 "diff loop",
                 "peak RSS MiB",
+                "own CPU",
+                "other CPU",
             ],
         )
     )
@@ -423,8 +476,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{w} {results[w, 'skbert']['n_truncated']}/{len(workloads[w])}"
             for w in WORKLOADS
         )
-        + ". Peak RSS: ru_maxrss of the worker process (imports, model, run)."
+        + ". Peak RSS: ru_maxrss of the worker process (imports, model, run). "
+        "own CPU / other CPU: cores used by the timed process / by every other "
+        "process on the machine while it was timed."
     )
+    busy = [
+        f"{w}/{m} ({r['other_cpu_cores']:.2f} cores)"
+        for (w, m), r in results.items()
+        if r["other_cpu_cores"] > BUSY_CORES
+    ]
+    if busy:
+        print(
+            "WARNING: other processes used the CPU while these were timed, so "
+            "their numbers are not clean: " + ", ".join(busy),
+            file=sys.stderr,
+        )
     path = _common.write_rows(rows, args.output)
     print(f"{len(rows)} rows appended to {path}")
     if failures:
