@@ -163,12 +163,14 @@ class _BaseBertVectorizer(
         texts, _ = check_texts(X, handle_missing=self.handle_missing)
         return texts
 
-    def _warn_truncated(self, n_truncated: int, n_texts: int) -> None:
+    def _warn_truncated(
+        self, n_truncated: int, n_texts: int, kept: str = "their first tokens"
+    ) -> None:
+        """Warn once per call that ``n_truncated`` of ``n_texts`` lost tokens."""
         if n_truncated:
             warnings.warn(
                 f"{n_truncated} of {n_texts} distinct texts were longer than "
-                f"max_length={self.max_length_} tokens and were truncated to their "
-                "first tokens.",
+                f"max_length={self.max_length_} tokens and were truncated to {kept}.",
                 UserWarning,
                 stacklevel=3,
             )

@@ -18,61 +18,182 @@ import torch
 from tqdm.auto import tqdm
 
 from ._model import LoadedModel, forward_hidden_states
-from ._pooling import combine_layers, pool_subwords, pool_tokens, select_layers
+from ._pooling import (
+    combine_layers,
+    pool_segments,
+    pool_subwords,
+    pool_tokens,
+    select_layers,
+)
 
 __all__ = [
+    "LONG_TEXT",
     "Batch",
     "DocTokens",
+    "aggregate_windows",
     "Tokenized",
     "encode_texts",
     "encode_token_groups",
     "iter_batches",
     "special_tokens_around",
     "tokenize",
+    "tokenize_pairs",
     "tokenize_with_offsets",
     "window_around",
     "windows_for_words",
 ]
 
 
+LONG_TEXT = ("truncate", "truncate_tail", "truncate_head_tail", "window", "window_max")
+
+
 @dataclass
 class Tokenized:
-    """Token ids of texts, at most ``max_length`` per text.
+    """Token ids of texts (or pairs), at most ``max_length`` per row.
 
     Attributes
     ----------
-    input_ids : list of list of int, one per text, special tokens included.
+    input_ids : list of list of int, one per row, special tokens included.
     special_tokens_mask : list of list of int, 1 where a token is special.
-    n_truncated : int, number of texts longer than ``max_length`` tokens.
+    n_truncated : int, number of texts that lost tokens.
+    token_type_ids : list of list of int or None
+        Segment ids for the model (0 for text A, 1 for text B); None: all 0.
+    segment_ids : list of list of int or None
+        For pairs, 0 for the tokens of A and 1 for those of B, also for
+        models that take no ``token_type_ids``.
+    text_of_row : ndarray of shape (n_rows,) or None
+        With windows, the text each row belongs to (non-decreasing); None
+        means one row per text.
+    n_windowed : int, number of texts read in more than one window.
     """
 
     input_ids: list[list[int]]
     special_tokens_mask: list[list[int]]
     n_truncated: int
+    token_type_ids: list[list[int]] | None = None
+    segment_ids: list[list[int]] | None = None
+    text_of_row: np.ndarray | None = None
+    n_windowed: int = 0
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
-    """Tokenize ``texts``, keeping the head of each text that is too long."""
+def tokenize(
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    long_text: str = "truncate",
+    stride: int = 0,
+) -> Tokenized:
+    """Tokenize ``texts`` into rows of at most ``max_length`` tokens.
+
+    Parameters
+    ----------
+    tokenizer : a fast tokenizer
+    texts : list of str
+    max_length : int
+        Tokens per row, special tokens included.
+    long_text : {"truncate", "truncate_tail", "truncate_head_tail", "window", \
+"window_max"}
+        What happens to a longer text: keep its head, its tail, or its first
+        quarter and last three quarters (of the room left by the special
+        tokens); or read it in overlapping windows, each with its own special
+        tokens (``"window"`` and ``"window_max"`` tokenize the same way).
+    stride : int
+        With windows, the number of tokens consecutive windows share.
+    """
     if not texts:
         return Tokenized([], [], 0)
+    if long_text in ("truncate", "window", "window_max"):
+        windows = long_text != "truncate"
+        encoded = tokenizer(
+            texts,
+            truncation=True,
+            max_length=max_length,
+            stride=stride if windows else 0,
+            return_overflowing_tokens=True,
+            return_special_tokens_mask=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        # A long text overflows into extra rows; its first row is its head.
+        text_of_row = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
+        rows_per_text = np.bincount(text_of_row, minlength=len(texts))
+        n_long = int((rows_per_text > 1).sum())
+        if windows:
+            return Tokenized(
+                input_ids=encoded["input_ids"],
+                special_tokens_mask=encoded["special_tokens_mask"],
+                n_truncated=0,
+                text_of_row=text_of_row,
+                n_windowed=n_long,
+            )
+        heads = np.cumsum(rows_per_text) - rows_per_text
+        return Tokenized(
+            input_ids=[encoded["input_ids"][row] for row in heads],
+            special_tokens_mask=[encoded["special_tokens_mask"][row] for row in heads],
+            n_truncated=n_long,
+        )
+    prefix, suffix = special_tokens_around(tokenizer)
+    room = max_length - len(prefix) - len(suffix)
     encoded = tokenizer(
         texts,
-        truncation=True,
-        max_length=max_length,
-        return_overflowing_tokens=True,
-        return_special_tokens_mask=True,
+        add_special_tokens=False,
+        truncation=False,
         return_attention_mask=False,
         return_token_type_ids=False,
+        verbose=False,
     )
-    # Long texts overflow into extra rows; the first row of a text is its head.
-    rows_per_text = np.bincount(
-        encoded["overflow_to_sample_mapping"], minlength=len(texts)
+    input_ids, special, n_truncated = [], [], 0
+    for ids in encoded["input_ids"]:
+        if len(ids) > room:
+            n_truncated += 1
+            head = 0 if long_text == "truncate_tail" else room // 4
+            ids = ids[:head] + ids[len(ids) - (room - head) :]
+        input_ids.append(prefix + ids + suffix)
+        special.append([1] * len(prefix) + [0] * len(ids) + [1] * len(suffix))
+    return Tokenized(input_ids, special, n_truncated)
+
+
+def tokenize_pairs(
+    tokenizer, texts_a: list[str], texts_b: list[str], max_length: int
+) -> Tokenized:
+    """Tokenize pairs as one input each: ``[CLS] A [SEP] B [SEP]`` for BERT.
+
+    Pairs longer than ``max_length`` lose tokens from the longer side first.
+    ``token_type_ids`` are the tokenizer's (0 for A, 1 for B); ``segment_ids``
+    say the same for every model, also those without token types (DistilBERT).
+    """
+    if not texts_a:
+        return Tokenized([], [], 0, token_type_ids=[], segment_ids=[])
+    encoded = tokenizer(
+        texts_a,
+        texts_b,
+        truncation="longest_first",
+        max_length=max_length,
+        return_special_tokens_mask=True,
+        return_token_type_ids=True,
+        return_attention_mask=False,
     )
-    heads = np.cumsum(rows_per_text) - rows_per_text
+    full = tokenizer(
+        texts_a,
+        texts_b,
+        truncation=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    n_truncated = sum(len(ids) > max_length for ids in full["input_ids"])
+    segment_ids = []
+    for i, ids in enumerate(encoded["input_ids"]):
+        sequence = encoded.sequence_ids(i)
+        # B starts at its first token; an empty B keeps only the final separator
+        b_start = next((k for k, s in enumerate(sequence) if s == 1), len(ids) - 1)
+        segment_ids.append([0] * b_start + [1] * (len(ids) - b_start))
     return Tokenized(
-        input_ids=[encoded["input_ids"][row] for row in heads],
-        special_tokens_mask=[encoded["special_tokens_mask"][row] for row in heads],
-        n_truncated=int((rows_per_text > 1).sum()),
+        input_ids=encoded["input_ids"],
+        special_tokens_mask=encoded["special_tokens_mask"],
+        n_truncated=n_truncated,
+        token_type_ids=encoded["token_type_ids"],
+        segment_ids=segment_ids,
     )
 
 
@@ -86,12 +207,15 @@ class Batch:
     attention_mask : Tensor of shape (batch, seq_len), on the model's device.
     special_tokens_mask : Tensor of shape (batch, seq_len), on the model's device.
     embeddings : Tensor of shape (batch, seq_len, width), the combined layers.
+    segment_ids : Tensor of shape (batch, seq_len) or None
+        For pairs, 0 on the tokens of A and 1 on those of B (and on padding).
     """
 
     rows: np.ndarray
     attention_mask: torch.Tensor
     special_tokens_mask: torch.Tensor
     embeddings: torch.Tensor
+    segment_ids: torch.Tensor | None = None
 
 
 def _show_progress(progress_bar: bool | None) -> bool:
@@ -145,17 +269,23 @@ def iter_batches(
             input_ids = np.full((len(rows), seq_len), pad_id, dtype=np.int64)
             attention = np.zeros((len(rows), seq_len), dtype=np.int64)
             special = np.zeros((len(rows), seq_len), dtype=np.int64)
+            types = np.zeros((len(rows), seq_len), dtype=np.int64)
+            segments = np.ones((len(rows), seq_len), dtype=np.int64)
             for j, row in enumerate(rows):
                 length = lengths[row]
                 input_ids[j, :length] = ids[row]
                 attention[j, :length] = 1
                 special[j, :length] = tokenized.special_tokens_mask[row]
+                if tokenized.token_type_ids is not None:
+                    types[j, :length] = tokenized.token_type_ids[row]
+                if tokenized.segment_ids is not None:
+                    segments[j, :length] = tokenized.segment_ids[row]
             inputs = {
                 "input_ids": torch.from_numpy(input_ids).to(device),
                 "attention_mask": torch.from_numpy(attention).to(device),
             }
             if loaded.uses_token_type_ids:
-                inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+                inputs["token_type_ids"] = torch.from_numpy(types).to(device)
             states = forward_hidden_states(loaded, inputs, layers)
             if len(layers) == 1:  # nothing to combine: skip the stack's copy
                 embeddings = states[layers[0]]
@@ -168,6 +298,11 @@ def iter_batches(
                 attention_mask=inputs["attention_mask"],
                 special_tokens_mask=torch.from_numpy(special).to(device),
                 embeddings=embeddings,
+                segment_ids=(
+                    None
+                    if tokenized.segment_ids is None
+                    else torch.from_numpy(segments).to(device)
+                ),
             )
             bar.update(len(rows))
 
@@ -184,18 +319,40 @@ def encode_texts(
     device: torch.device,
     batch_size: int,
     progress_bar: bool | None = None,
-) -> tuple[np.ndarray, int]:
+    long_text: str = "truncate",
+    stride: int = 0,
+    texts_b: list[str] | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts`` into a ``float32`` array of shape (n_texts, n_features).
 
-    Identical texts run through the model once. ``pool`` turns a
-    :class:`Batch` into a tensor of shape (batch, n_features).
+    Identical texts (or pairs) run through the model once. ``pool`` turns a
+    :class:`Batch` into a tensor of shape (batch, n_features). With
+    ``long_text="window"`` the windows of a text are averaged, weighted by
+    their number of non-special tokens; with ``"window_max"`` their
+    element-wise max is taken. ``texts_b`` makes each row the pair
+    ``(texts[i], texts_b[i])``, encoded as one input.
 
-    Returns the array and the number of distinct texts that were truncated.
+    Returns the array and counts for the call: ``n_texts``, ``n_distinct``,
+    ``n_tokens`` (fed to the model), ``n_truncated``, ``n_windowed`` and
+    ``n_windows``.
     """
-    unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    unique_texts = unique.tolist() if len(texts) else []
-    tokenized = tokenize(loaded.tokenizer, unique_texts, max_length)
-    out = np.empty((len(unique_texts), n_features), dtype=np.float32)
+    keys = texts if texts_b is None else list(zip(texts, texts_b, strict=True))
+    first_of: dict = {}
+    inverse = np.fromiter(
+        (first_of.setdefault(key, len(first_of)) for key in keys),
+        dtype=np.int64,
+        count=len(keys),
+    )
+    unique = list(first_of)
+    if texts_b is None:
+        tokenized = tokenize(loaded.tokenizer, unique, max_length, long_text, stride)
+    else:
+        tokenized = tokenize_pairs(
+            loaded.tokenizer, [a for a, _ in unique], [b for _, b in unique], max_length
+        )
+    n_rows = len(tokenized.input_ids)
+    rows_out = np.empty((n_rows, n_features), dtype=np.float32)
+    weights = np.empty(n_rows, dtype=np.float32)
     for batch in iter_batches(
         loaded,
         tokenized,
@@ -205,13 +362,63 @@ def encode_texts(
         batch_size=batch_size,
         progress_bar=progress_bar,
     ):
-        pooled = pool(batch)
-        out[batch.rows] = pooled.float().cpu().numpy()
-    return (out[inverse.reshape(-1)] if len(texts) else out), tokenized.n_truncated
+        rows_out[batch.rows] = pool(batch).float().cpu().numpy()
+        if tokenized.text_of_row is not None:
+            content = batch.attention_mask * (1 - batch.special_tokens_mask)
+            weights[batch.rows] = content.sum(dim=1).cpu().numpy()
+    if tokenized.text_of_row is None:
+        out = rows_out
+    else:
+        out = aggregate_windows(rows_out, weights, tokenized.text_of_row, long_text)
+    stats = {
+        "n_texts": len(keys),
+        "n_distinct": len(unique),
+        "n_tokens": sum(len(ids) for ids in tokenized.input_ids),
+        "n_truncated": tokenized.n_truncated,
+        "n_windowed": tokenized.n_windowed,
+        "n_windows": n_rows,
+    }
+    return out[inverse], stats
+
+
+def aggregate_windows(
+    rows: np.ndarray, weights: np.ndarray, text_of_row: np.ndarray, how: str
+) -> np.ndarray:
+    """Pool the vectors of each text's windows into one vector per text.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_windows, n_features)
+    weights : ndarray of shape (n_windows,), tokens per window (0 counts as 1).
+    text_of_row : ndarray of shape (n_windows,), non-decreasing text ids,
+        every text from 0 to n_texts - 1 present.
+    how : {"window", "window_max"}
+        Weighted mean, or element-wise max. A text with one window gets that
+        window's vector exactly.
+
+    Returns
+    -------
+    texts : ndarray of shape (n_texts, n_features)
+    """
+    if len(rows) == 0:
+        return rows
+    starts = np.flatnonzero(np.r_[True, text_of_row[1:] != text_of_row[:-1]])
+    counts = np.diff(np.r_[starts, len(text_of_row)])
+    out = rows[starts].copy()
+    several = counts > 1
+    if several.any():
+        if how == "window_max":
+            pooled = np.maximum.reduceat(rows, starts, axis=0)
+        else:
+            w = np.maximum(weights, 1.0)[:, None]
+            pooled = np.add.reduceat(rows * w, starts, axis=0)
+            pooled /= np.add.reduceat(w, starts, axis=0)
+        out[several] = pooled[several]
+    return out
 
 
 def sentence_pooler(
-    pooling: str, include_special_tokens: bool, normalize: bool
+    pooling: str, include_special_tokens: bool
 ) -> Callable[[Batch], torch.Tensor]:
     """The ``pool`` callback of :func:`encode_texts` for sentence vectors."""
 
@@ -219,10 +426,9 @@ def sentence_pooler(
         token_mask = batch.attention_mask
         if not include_special_tokens:
             token_mask = token_mask * (1 - batch.special_tokens_mask)
-        pooled = pool_tokens(batch.embeddings, token_mask, pooling)
-        if normalize:
-            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=-1)
-        return pooled
+        if pooling == "segment_mean":
+            return pool_segments(batch.embeddings, token_mask, batch.segment_ids)
+        return pool_tokens(batch.embeddings, token_mask, pooling)
 
     return pool
 

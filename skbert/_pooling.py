@@ -12,6 +12,7 @@ __all__ = [
     "POOLINGS",
     "combine_layers",
     "pool_subwords",
+    "pool_segments",
     "pool_tokens",
     "select_layers",
 ]
@@ -19,6 +20,33 @@ __all__ = [
 POOLINGS = ("mean", "max", "mean_max", "cls", "last", "mean_sqrt_len")
 LAYER_COMBINES = ("mean", "sum", "concat")
 SUBWORD_POOLINGS = ("mean", "first", "last", "sum", "max", "first_last")
+
+
+def pool_segments(
+    embeddings: torch.Tensor, token_mask: torch.Tensor, segment_ids: torch.Tensor
+) -> torch.Tensor:
+    """Mean over each segment of a sentence pair, concatenated.
+
+    Parameters
+    ----------
+    embeddings : Tensor of shape (batch, seq_len, hidden)
+    token_mask : Tensor of shape (batch, seq_len), 1 for tokens that count.
+    segment_ids : Tensor of shape (batch, seq_len), 0 for text A, 1 for text B.
+
+    Returns
+    -------
+    pooled : Tensor of shape (batch, 2 * hidden): mean of A, then mean of B.
+        A segment with no token in the mask pools to zeros.
+    """
+    first = token_mask * (segment_ids == 0)
+    second = token_mask * (segment_ids == 1)
+    return torch.cat(
+        (
+            pool_tokens(embeddings, first, "mean"),
+            pool_tokens(embeddings, second, "mean"),
+        ),
+        dim=-1,
+    )
 
 
 def select_layers(

@@ -237,6 +237,15 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
             texts.append(item)
         elif i in missing_set:  # handle_missing == "empty"
             texts.append("")
+        elif (
+            isinstance(item, tuple | list)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+        ):
+            raise TypeError(
+                f"Element {i} of X is a pair of texts, expected str; pass "
+                "pairs=True to encode (text_a, text_b) pairs as one input."
+            )
         elif isinstance(item, np.ndarray | list | tuple) and len(item) == 1:
             # one-column rows, e.g. from a list of lists
             inner = item[0]
@@ -250,3 +259,76 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
                 "with str() or drop it first."
             )
     return texts, index
+
+
+def check_pairs(
+    X: Any, *, handle_missing: str = "error"
+) -> tuple[list[str], list[str], Any]:
+    """Validate sentence pairs and return the first texts, the second texts
+    and the pandas index of the input, if it had one.
+
+    Accepts an iterable of ``(text_a, text_b)`` (tuples, lists or 2-element
+    arrays), a DataFrame with exactly two text columns, or a 2-D array with
+    two columns. Missing texts follow ``handle_missing`` as in
+    :func:`check_texts`.
+    """
+    if isinstance(X, str | bytes):
+        raise TypeError(
+            "Iterable over (text_a, text_b) pairs expected, string object received."
+        )
+    index = X.index if hasattr(X, "iloc") else None
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:
+        if X.shape[1] != 2:
+            raise ValueError(
+                f"pairs=True expects two text columns, got a DataFrame with "
+                f"{X.shape[1]} columns {list(X.columns)!r}; select the two text "
+                "columns, e.g. X[['sentence_a', 'sentence_b']]."
+            )
+        rows = list(zip(X.iloc[:, 0].tolist(), X.iloc[:, 1].tolist(), strict=True))
+    elif isinstance(X, np.ndarray) and X.ndim == 2:
+        if X.shape[1] != 2:
+            raise ValueError(
+                f"pairs=True expects two text columns, got an array of shape {X.shape}."
+            )
+        rows = [tuple(row) for row in X.tolist()]
+    elif isinstance(X, Iterable):
+        rows = X.tolist() if hasattr(X, "iloc") else list(X)
+    else:
+        raise TypeError(
+            "Iterable over (text_a, text_b) pairs expected, got "
+            f"{type(X).__name__} object instead."
+        )
+    firsts, seconds, missing = [], [], []
+    for i, row in enumerate(rows):
+        if isinstance(row, str) or not isinstance(row, tuple | list | np.ndarray):
+            raise TypeError(
+                f"Element {i} of X is {_describe(row)}, expected a pair "
+                "(text_a, text_b)."
+            )
+        if len(row) != 2:
+            raise ValueError(
+                f"Element {i} of X has {len(row)} items, expected a pair "
+                "(text_a, text_b)."
+            )
+        pair = []
+        for part in row:
+            if _is_missing(part):
+                if not missing or missing[-1] != i:
+                    missing.append(i)
+                pair.append("")
+            elif isinstance(part, str):
+                pair.append(part)
+            else:
+                raise TypeError(
+                    f"Element {i} of X holds {_describe(part)}, expected two str."
+                )
+        firsts.append(pair[0])
+        seconds.append(pair[1])
+    if missing and handle_missing == "error":
+        message = missing_message(
+            missing,
+            "X",
+            ", or pass handle_missing='empty' to embed them as ''.",
+        )
+        raise ValueError(message.format("pair(s) (None, NaN or pd.NA in a text)"))
+    return firsts, seconds, index

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import warnings
 from typing import Any
 
@@ -10,10 +12,12 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseBertVectorizer
-from ._encode import encode_texts, sentence_pooler
+from ._encode import LONG_TEXT, encode_texts, sentence_pooler
 from ._model import LoadedModel
 from ._pooling import POOLINGS
-from ._validation import Boolean, Options
+from ._validation import Boolean, Interval, Options, check_pairs
+
+logger = logging.getLogger("skbert")
 
 
 class BertSentenceVectorizer(_BaseBertVectorizer):
@@ -40,20 +44,45 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         them in the order given (the last four layers of bert-base give
         4 x 768 = 3072 features).
     pooling : {"auto", "mean", "max", "mean_max", "cls", "last", \
-"mean_sqrt_len"}, default="auto"
+"mean_sqrt_len", "segment_mean"}, default="auto"
         How token vectors become one vector per text; padding never counts.
         "mean_max" concatenates mean and max; "cls" takes the first token;
         "last" the last token in the mask; "mean_sqrt_len" divides the sum
         by the square root of the token count. "auto" uses the model's
         sentence-transformers pooling when it has one, else "mean".
+        "segment_mean" (with ``pairs=True``) is the mean over the tokens of
+        each text of a pair, concatenated (twice the width).
     include_special_tokens : bool, default=True
         Whether [CLS] and [SEP] take part in "mean", "max", "mean_max",
         "mean_sqrt_len" and "last" pooling. "cls" always uses [CLS].
     max_length : int or None, default=None
-        Longest input in tokens, special tokens included; longer texts are
-        cut to their head, with one warning per call giving the count. None
-        uses the model's sentence-transformers ``max_seq_length`` if it has
-        one (256 for the bundled model), else the model's limit.
+        Longest input in tokens, special tokens included; what happens to a
+        longer text is set by ``long_text``. None uses the model's
+        sentence-transformers ``max_seq_length`` if it has one (256 for the
+        bundled model), else the model's limit.
+    long_text : {"truncate", "truncate_tail", "truncate_head_tail", "window", \
+"window_max"}, default="truncate"
+        What happens to a text longer than ``max_length`` tokens.
+        "truncate" keeps its head, "truncate_tail" its tail, and
+        "truncate_head_tail" its first quarter and last three quarters; each
+        call that cuts texts warns once with their count. "window" reads the
+        whole text in overlapping windows of ``max_length`` tokens, each with
+        its own special tokens, pools each window and averages the windows
+        weighted by their number of tokens; "window_max" takes the
+        element-wise max of the windows instead. A text that fits gives the
+        same vector under every option. ``transform_stats_`` counts the
+        texts truncated or windowed by the last call.
+    stride : int or None, default=None
+        With "window" and "window_max", the number of tokens consecutive
+        windows share. None uses a quarter of a window's room for text.
+    pairs : bool, default=False
+        Read each sample as a pair ``(text_a, text_b)`` (or X as a DataFrame
+        or array with two text columns) and encode it as one input,
+        ``[CLS] A [SEP] B [SEP]``, with segment ids 0 for A and 1 for B where
+        the model takes them (DistilBERT has none: the separator alone marks
+        the boundary). Pairs longer than ``max_length`` lose tokens from the
+        longer text first. Pooling applies to the joint encoding. Without
+        ``pairs=True`` a pair is an error, never guessed from the shape.
     normalize : bool, default=False
         Scale each output row to unit L2 norm (all-zero rows stay zero).
     batch_size : int, default=32
@@ -93,6 +122,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         The resolved pooling.
     max_length_ : int
         The resolved maximum input length in tokens.
+    stride_ : int
+        The resolved window overlap in tokens (used by the window options).
+    transform_stats_ : dict
+        Counts of the last ``transform``: ``n_texts``, ``n_distinct``,
+        ``n_tokens`` fed to the model, ``n_truncated``, ``n_windowed``,
+        ``n_windows`` and ``seconds``.
 
     See Also
     --------
@@ -117,9 +152,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
 
     _parameter_constraints: dict[str, list] = {
         **_BaseBertVectorizer._parameter_constraints,
-        "pooling": [Options("auto", *POOLINGS)],
+        "pooling": [Options("auto", "segment_mean", *POOLINGS)],
         "include_special_tokens": [Boolean()],
         "normalize": [Boolean()],
+        "long_text": [Options(*LONG_TEXT)],
+        "stride": [Interval(0, None, allow_none=True)],
+        "pairs": [Boolean()],
     }
 
     def __init__(
@@ -131,6 +169,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         pooling: str = "auto",
         include_special_tokens: bool = True,
         max_length: int | None = None,
+        long_text: str = "truncate",
+        stride: int | None = None,
+        pairs: bool = False,
         normalize: bool = False,
         batch_size: int = 32,
         device: str = "auto",
@@ -144,6 +185,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.pooling = pooling
         self.include_special_tokens = include_special_tokens
         self.max_length = max_length
+        self.long_text = long_text
+        self.stride = stride
+        self.pairs = pairs
         self.normalize = normalize
         self.batch_size = batch_size
         self.device = device
@@ -155,6 +199,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         # sentence-transformers pools the last layer; the tutorial and
         # bert-as-service use the second-to-last.
         return [loaded.n_layers] if loaded.st_pooling else [loaded.n_layers - 1]
+
+    def _check_fit_input(self, X: Any) -> None:
+        if self.pairs:
+            check_pairs(X, handle_missing=self.handle_missing)
+        else:
+            super()._check_fit_input(X)
 
     def fit(self, X: Any = None, y: Any = None) -> BertSentenceVectorizer:
         """Load the model and resolve the settings; X and y are not used.
@@ -182,10 +232,29 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 UserWarning,
                 stacklevel=2,
             )
+        if self.pooling_ == "segment_mean" and not self.pairs:
+            raise ValueError(
+                "pooling='segment_mean' needs sentence pairs; pass pairs=True, or "
+                "choose another pooling."
+            )
+        if self.pairs and self.long_text != "truncate":
+            raise ValueError(
+                f"long_text={self.long_text!r} is not available with pairs=True: a "
+                "pair too long for max_length loses tokens from its longer text "
+                "first; use long_text='truncate'."
+            )
+        room = self.max_length_ - loaded.tokenizer.num_special_tokens_to_add()
+        self.stride_ = room // 4 if self.stride is None else self.stride
+        if self.long_text.startswith("window") and self.stride_ >= room:
+            raise ValueError(
+                f"stride={self.stride_} leaves windows no new tokens: windows of "
+                f"max_length={self.max_length_} hold {room} tokens of text; use "
+                f"stride < {room}."
+            )
         width = self.hidden_size_
         if self.layer_combine == "concat":
             width *= len(self.layers_)
-        if self.pooling_ == "mean_max":
+        if self.pooling_ in ("mean_max", "segment_mean"):
             width *= 2
         self._n_features_out = width
         return self
@@ -204,21 +273,44 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         X_new : ndarray of shape (n_samples, n_features_out), dtype float32
         """
         check_is_fitted(self)
-        texts = self._check_texts(X)
-        loaded = self._loaded()
-        embeddings, n_truncated = encode_texts(
-            loaded,
+        start = time.perf_counter()
+        if self.pairs:
+            texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
+        else:
+            texts, texts_b = self._check_texts(X), None
+        embeddings, stats = encode_texts(
+            self._loaded(),
             texts,
+            texts_b=texts_b,
             layers=self.layers_,
             layer_combine=self.layer_combine,
-            pool=sentence_pooler(
-                self.pooling_, self.include_special_tokens, self.normalize
-            ),
+            pool=sentence_pooler(self.pooling_, self.include_special_tokens),
             n_features=self._n_features_out,
             max_length=self.max_length_,
+            long_text=self.long_text,
+            stride=self.stride_,
             device=self.device_,
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
         )
-        self._warn_truncated(n_truncated, len(set(texts)))
+        if self.normalize:
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            embeddings /= np.maximum(norms, 1e-12)
+        kept = {
+            "truncate_tail": "their last tokens",
+            "truncate_head_tail": "their first and last tokens",
+        }.get(self.long_text, "their first tokens")
+        if self.pairs:
+            kept = "fit, taking tokens from the longer text of each pair first"
+        self._warn_truncated(stats["n_truncated"], stats["n_distinct"], kept)
+        if stats["n_windowed"]:
+            logger.info(
+                "%d of %d distinct texts were longer than max_length=%d tokens and "
+                "were read in %d windows.",
+                stats["n_windowed"],
+                stats["n_distinct"],
+                self.max_length_,
+                stats["n_windows"],
+            )
+        self.transform_stats_ = {**stats, "seconds": time.perf_counter() - start}
         return embeddings

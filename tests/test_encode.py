@@ -24,7 +24,7 @@ def _encode(path, texts, batch_size, max_length=64):
         texts,
         layers=[1, 2],
         layer_combine="concat",
-        pool=sentence_pooler("mean", True, False),
+        pool=sentence_pooler("mean", True),
         n_features=64,
         max_length=max_length,
         device=CPU,
@@ -63,9 +63,9 @@ def test_identical_texts_run_once_and_fill_every_row(tiny_bert, monkeypatch):
     seen = []
     real = encode_module.tokenize
 
-    def spy(tokenizer, texts, max_length):
+    def spy(tokenizer, texts, *args):
         seen.append(list(texts))
-        return real(tokenizer, texts, max_length)
+        return real(tokenizer, texts, *args)
 
     monkeypatch.setattr(encode_module, "tokenize", spy)
     out, _ = _encode(tiny_bert, ["b", "a", "b", "b"], 2)
@@ -76,8 +76,9 @@ def test_identical_texts_run_once_and_fill_every_row(tiny_bert, monkeypatch):
 
 
 def test_empty_input(tiny_bert):
-    out, n_truncated = _encode(tiny_bert, [], 4)
-    assert out.shape == (0, 64) and out.dtype == np.float32 and n_truncated == 0
+    out, stats = _encode(tiny_bert, [], 4)
+    assert out.shape == (0, 64) and out.dtype == np.float32
+    assert stats["n_texts"] == stats["n_truncated"] == 0
 
 
 def test_tokenize_truncates_to_head_and_counts(tiny_bert):

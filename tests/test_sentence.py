@@ -305,3 +305,186 @@ def test_tokenize_shows_wordpieces_like_the_tutorial():
     assert tokens["token_id"].tolist()[:3] == [101, 2182, 2003]
     row = tokens[tokens["token"] == "##ding"].iloc[0]
     assert TUTORIAL[row["start"] : row["end"]] == "ding"
+
+
+# -- long texts -------------------------------------------------------------
+
+LONG = " ".join(["the cat sat on the bank", "a dog barked at the robber"] * 6)
+
+
+def _windows_by_hand(path, text, max_length, stride):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    encoded = tokenizer(
+        text,
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_special_tokens_mask=True,
+    )
+    vectors, weights = [], []
+    for ids, special in zip(
+        encoded["input_ids"], encoded["special_tokens_mask"], strict=True
+    ):
+        with torch.no_grad():
+            hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        vectors.append(hidden[-1][0].mean(0))
+        weights.append(len(ids) - sum(special))
+    return torch.stack(vectors), torch.tensor(weights, dtype=torch.float32)
+
+
+def test_window_mean_and_max_equal_hand_computation(tiny_bert):
+    vectors, weights = _windows_by_hand(tiny_bert, LONG, 12, 3)
+    assert len(vectors) > 3
+    common = dict(model=str(tiny_bert), layers=-1, pooling="mean", max_length=12)
+    mean = BertSentenceVectorizer(**common, long_text="window", stride=3)
+    X = mean.fit_transform([LONG, "hello"])
+    expected = (vectors * weights[:, None]).sum(0) / weights.sum()
+    np.testing.assert_allclose(X[0], expected.numpy(), atol=1e-5)
+    assert mean.transform_stats_["n_windowed"] == 1
+    assert mean.transform_stats_["n_windows"] == len(vectors) + 1
+    assert mean.transform_stats_["n_truncated"] == 0
+    top = BertSentenceVectorizer(**common, long_text="window_max", stride=3)
+    np.testing.assert_allclose(
+        top.fit_transform([LONG])[0], vectors.max(0).values.numpy(), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("long_text", ["window", "window_max", "truncate_tail"])
+def test_text_that_fits_is_the_same_under_every_policy(tiny_bert, long_text):
+    text = "the cat sat on the bank a dog barked at"  # 10 tokens + 2 = 12
+    common = dict(model=str(tiny_bert), max_length=12, pooling="mean_max")
+    exact = BertSentenceVectorizer(**common).fit_transform([text])
+    other = BertSentenceVectorizer(**common, long_text=long_text).fit_transform([text])
+    np.testing.assert_array_equal(exact, other)
+
+
+@pytest.mark.parametrize(
+    "long_text, kept",
+    [
+        ("truncate", "the cat sat on the bank a dog"),
+        ("truncate_tail", "a dog barked at the robber the cat"),
+        ("truncate_head_tail", "the cat barked at the robber the cat"),
+    ],
+)
+def test_truncation_policies_keep_head_tail_or_both(tiny_bert, long_text, kept):
+    text = "the cat sat on the bank a dog barked at the robber the cat"
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), max_length=10, long_text=long_text
+    ).fit()
+    with pytest.warns(UserWarning, match="1 of 1 distinct texts.*truncated"):
+        X = vectorizer.transform([text])
+    assert vectorizer.transform_stats_["n_truncated"] == 1
+    np.testing.assert_allclose(X, vectorizer.transform([kept]), atol=1e-6)
+
+
+def test_very_long_text_goes_through_normal_batches(tiny_bert):
+    text = " ".join(["cat"] * 20_000)
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), long_text="window", batch_size=16
+    ).fit()
+    X = vectorizer.transform([text, "dog"])
+    assert np.isfinite(X).all()
+    stats = vectorizer.transform_stats_
+    assert stats["n_windowed"] == 1 and stats["n_windows"] > 20_000 // 62
+    assert stats["n_tokens"] < 1.5 * 20_000
+
+
+def test_bad_stride_and_combinations_are_refused(tiny_bert):
+    with pytest.raises(
+        ValueError, match=r"stride=10 leaves windows no new tokens.*< 10"
+    ):
+        BertSentenceVectorizer(
+            model=str(tiny_bert), max_length=12, long_text="window", stride=10
+        ).fit()
+    with pytest.raises(ValueError, match="segment_mean' needs sentence pairs"):
+        BertSentenceVectorizer(model=str(tiny_bert), pooling="segment_mean").fit()
+    with pytest.raises(ValueError, match="not available with pairs=True"):
+        BertSentenceVectorizer(
+            model=str(tiny_bert), pairs=True, long_text="window"
+        ).fit()
+
+
+# -- sentence pairs ---------------------------------------------------------
+
+PAIRS = [("the cat sat", "a dog barked at the robber"), ("bank vault", "river bank")]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_distilbert"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "segment_mean"])
+def test_pairs_equal_hand_computation(request, fixture, pooling):
+    path = request.getfixturevalue(fixture)
+    vectorizer = BertSentenceVectorizer(
+        model=str(path), pairs=True, layers=-1, pooling=pooling
+    )
+    X = vectorizer.fit_transform(PAIRS)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    for i, (a, b) in enumerate(PAIRS):
+        encoded = tokenizer(a, b, return_tensors="pt", return_token_type_ids=True)
+        types = encoded["token_type_ids"][0]
+        if fixture == "tiny_bert":
+            assert types.tolist().count(1) == len(tokenizer.tokenize(b)) + 1
+        else:
+            encoded.pop("token_type_ids")  # DistilBERT: the [SEP] alone
+        with torch.no_grad():
+            tokens = model(**encoded, output_hidden_states=True).hidden_states[-1][0]
+        if pooling == "mean":
+            expected = tokens.mean(0)
+        elif pooling == "cls":
+            expected = tokens[0]
+        else:
+            expected = torch.cat(
+                [tokens[types == 0].mean(0), tokens[types == 1].mean(0)]
+            )
+        np.testing.assert_allclose(X[i], expected.numpy(), atol=1e-5)
+    assert X.shape[1] == (64 if pooling == "segment_mean" else 32)
+
+
+def test_pairs_use_segment_ids_on_bert(tiny_bert):
+    joint = BertSentenceVectorizer(model=str(tiny_bert), pairs=True).fit_transform(
+        [("the cat", "the dog")]
+    )
+    single = BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(
+        ["the cat [SEP] the dog"]
+    )
+    assert not np.allclose(joint, single, atol=1e-4)  # token type 1 changes B
+
+
+def test_pair_input_forms(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), pairs=True).fit()
+    expected = vectorizer.transform(PAIRS)
+    frame = pd.DataFrame(PAIRS, columns=["sentence_a", "sentence_b"])
+    np.testing.assert_array_equal(vectorizer.transform(frame), expected)
+    np.testing.assert_array_equal(vectorizer.transform(np.array(PAIRS)), expected)
+    np.testing.assert_array_equal(
+        vectorizer.transform([list(p) for p in PAIRS]), expected
+    )
+    with pytest.raises(ValueError, match="two text columns"):
+        vectorizer.transform(frame.assign(c="x"))
+    with pytest.raises(TypeError, match="Element 0 of X is str"):
+        vectorizer.transform(["the cat"])
+    with pytest.raises(ValueError, match=r"1 missing pair\(s\).*position\(s\) 1"):
+        vectorizer.transform([("a", "b"), ("c", None)])
+
+
+def test_pairs_are_never_guessed_from_shape(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    with pytest.raises(TypeError, match="pairs=True"):
+        vectorizer.transform(PAIRS)
+    with pytest.raises(ValueError, match="one column"):
+        vectorizer.transform(pd.DataFrame(PAIRS))
+
+
+def test_pair_truncation_takes_from_the_longer_text_first(tiny_bert):
+    long_a = "the cat sat on the bank a dog barked at the robber"
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), pairs=True, max_length=10, layers=-1
+    ).fit()
+    with pytest.warns(UserWarning, match="1 of 1 distinct texts.*longer text"):
+        X = vectorizer.transform([(long_a, "river bank")])
+    # 10 = [CLS] + 5 of A + [SEP] + 2 of B + [SEP]: B is kept whole
+    np.testing.assert_allclose(
+        X, vectorizer.transform([("the cat sat on the", "river bank")]), atol=1e-6
+    )

@@ -64,11 +64,17 @@ def test_check_texts_missing_as_empty_opt_in():
 
 
 @pytest.mark.parametrize(
-    "item, name", [(3, "int"), (2.5, "float"), (["a", "b"], "list")]
+    "item, name", [(3, "int"), (2.5, "float"), (["a", 2], "list"), (b"a", "bytes")]
 )
 def test_check_texts_non_str_names_position(item, name):
     with pytest.raises(TypeError, match=f"Element 1 of X is {name}"):
         check_texts(["a", item])
+
+
+@pytest.mark.parametrize("pair", [("a", "b"), ["a", "b"]])
+def test_check_texts_points_pairs_to_the_pairs_option(pair):
+    with pytest.raises(TypeError, match="Element 1 of X is a pair.*pairs=True"):
+        check_texts(["a", pair])
 
 
 def test_check_texts_rejects_non_iterable():
