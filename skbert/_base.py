@@ -13,6 +13,7 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
+from ._cache import TokenStateCache, default_cache
 from ._model import (
     LoadedModel,
     _model_source,
@@ -27,6 +28,7 @@ from ._validation import (
     Interval,
     LayerSpec,
     ModelSpec,
+    NoneValue,
     Options,
     ProgressSpec,
     check_params,
@@ -50,6 +52,7 @@ class _BaseBertVectorizer(
         "dtype": [Options("float32", "bfloat16", "float16")],
         "progress_bar": [ProgressSpec()],
         "handle_missing": [Options("error", "empty")],
+        "cache": [Options("memory"), NoneValue()],
     }
 
     def __sklearn_tags__(self):
@@ -162,6 +165,10 @@ class _BaseBertVectorizer(
     def _check_texts(self, X: Any) -> list[str]:
         texts, _ = check_texts(X, handle_missing=self.handle_missing)
         return texts
+
+    def _token_cache(self) -> TokenStateCache | None:
+        """The token-state cache this estimator uses, or None."""
+        return default_cache() if self.cache == "memory" else None
 
     def _warn_truncated(
         self, n_truncated: int, n_texts: int, kept: str = "their first tokens"

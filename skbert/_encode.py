@@ -10,6 +10,7 @@ batch starts. Rows come back in the caller's order.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._cache import TokenStateCache, row_key
 from ._model import LoadedModel, forward_hidden_states
 from ._pooling import (
     combine_layers,
@@ -233,6 +235,8 @@ def iter_batches(
     device: torch.device,
     batch_size: int,
     progress_bar: bool | None = None,
+    cache: TokenStateCache | None = None,
+    stats: dict[str, int] | None = None,
 ) -> Iterator[Batch]:
     """Run the model over length-sorted batches and yield combined token states.
 
@@ -247,6 +251,11 @@ def iter_batches(
     batch_size : int
     progress_bar : bool or None
         None shows a bar only when stderr is a terminal.
+    cache : TokenStateCache or None
+        Rows found in the cache skip the model; the others run it, and the
+        states of every layer up to the deepest requested are stored.
+    stats : dict or None
+        ``stats["cache_hits"]`` is increased by the rows found in the cache.
     """
     ids = tokenized.input_ids
     n = len(ids)
@@ -286,13 +295,27 @@ def iter_batches(
             }
             if loaded.uses_token_type_ids:
                 inputs["token_type_ids"] = torch.from_numpy(types).to(device)
-            states = forward_hidden_states(loaded, inputs, layers)
-            if len(layers) == 1:  # nothing to combine: skip the stack's copy
-                embeddings = states[layers[0]]
-            else:
-                embeddings = combine_layers(
-                    select_layers(states, layers), layer_combine
+            if cache is not None:
+                embeddings, hits = _cached_embeddings(
+                    loaded,
+                    cache,
+                    tokenized,
+                    rows,
+                    lengths,
+                    inputs,
+                    layers,
+                    layer_combine,
                 )
+                if stats is not None:
+                    stats["cache_hits"] = stats.get("cache_hits", 0) + hits
+            else:
+                states = forward_hidden_states(loaded, inputs, layers)
+                if len(layers) == 1:  # nothing to combine: skip the stack's copy
+                    embeddings = states[layers[0]]
+                else:
+                    embeddings = combine_layers(
+                        select_layers(states, layers), layer_combine
+                    )
             yield Batch(
                 rows=rows,
                 attention_mask=inputs["attention_mask"],
@@ -305,6 +328,62 @@ def iter_batches(
                 ),
             )
             bar.update(len(rows))
+
+
+def _cached_embeddings(
+    loaded: LoadedModel,
+    cache: TokenStateCache,
+    tokenized: Tokenized,
+    rows: np.ndarray,
+    lengths: np.ndarray,
+    inputs: dict[str, torch.Tensor],
+    layers: list[int],
+    layer_combine: str,
+) -> tuple[torch.Tensor, int]:
+    """Combined token states of one batch, from the cache where possible.
+
+    Rows that miss run through the model as a sub-batch padded to their own
+    longest row; the states of layers ``0..max(layers)`` of each are stored
+    (real tokens only, float32 on the CPU), so later calls with other layers
+    up to that depth hit too. Returns the padded (batch, seq_len, width)
+    tensor on the model's device and the number of hits.
+    """
+    types = tokenized.token_type_ids if loaded.uses_token_type_ids else None
+    keys = [
+        row_key(
+            loaded.fingerprint,
+            tokenized.input_ids[row],
+            None if types is None else types[row],
+        )
+        for row in rows
+    ]
+    entries = [cache.get(key, layers) for key in keys]
+    missing = [j for j, entry in enumerate(entries) if entry is None]
+    if missing:
+        width = int(lengths[rows[missing[0]]])  # rows are sorted longest first
+        sub_inputs = {name: t[missing, :width] for name, t in inputs.items()}
+        computed = forward_hidden_states(
+            loaded, sub_inputs, list(range(max(layers) + 1))
+        )
+        for i, j in enumerate(missing):
+            n = int(lengths[rows[j]])
+            entry = {
+                layer: state[i, :n].to("cpu", torch.float32, copy=True)
+                for layer, state in computed.items()
+            }
+            cache.put(keys[j], entry)
+            entries[j] = entry
+    per_row = [
+        entry[layers[0]]
+        if len(layers) == 1
+        else combine_layers(
+            torch.stack([entry[layer] for layer in layers])[:, None], layer_combine
+        )[0]
+        for entry in entries
+    ]
+    device = inputs["input_ids"].device
+    padded = torch.nn.utils.rnn.pad_sequence(per_row, batch_first=True)
+    return padded.to(device), len(rows) - len(missing)
 
 
 def encode_texts(
@@ -322,6 +401,7 @@ def encode_texts(
     long_text: str = "truncate",
     stride: int = 0,
     texts_b: list[str] | None = None,
+    cache: TokenStateCache | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts`` into a ``float32`` array of shape (n_texts, n_features).
 
@@ -333,8 +413,8 @@ def encode_texts(
     ``(texts[i], texts_b[i])``, encoded as one input.
 
     Returns the array and counts for the call: ``n_texts``, ``n_distinct``,
-    ``n_tokens`` (fed to the model), ``n_truncated``, ``n_windowed`` and
-    ``n_windows``.
+    ``n_tokens`` (fed to the model), ``n_truncated``, ``n_windowed``,
+    ``n_windows`` and ``cache_hits`` (rows whose states came from ``cache``).
     """
     keys = texts if texts_b is None else list(zip(texts, texts_b, strict=True))
     first_of: dict = {}
@@ -353,6 +433,8 @@ def encode_texts(
     n_rows = len(tokenized.input_ids)
     rows_out = np.empty((n_rows, n_features), dtype=np.float32)
     weights = np.empty(n_rows, dtype=np.float32)
+    stats = {"cache_hits": 0}
+    pending: deque = deque()  # CUDA only: (rows, pinned host tensor, event)
     for batch in iter_batches(
         loaded,
         tokenized,
@@ -361,16 +443,33 @@ def encode_texts(
         device=device,
         batch_size=batch_size,
         progress_bar=progress_bar,
+        cache=cache,
+        stats=stats,
     ):
-        rows_out[batch.rows] = pool(batch).float().cpu().numpy()
+        pooled = pool(batch).float()
+        if pooled.is_cuda:  # copy back without waiting; the CPU path is below
+            host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+            host.copy_(pooled, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(pooled.device))
+            pending.append((batch.rows, host, done))
+            while pending and pending[0][2].query():
+                rows, host, _ = pending.popleft()
+                rows_out[rows] = host.numpy()
+        else:
+            rows_out[batch.rows] = pooled.cpu().numpy()
         if tokenized.text_of_row is not None:
             content = batch.attention_mask * (1 - batch.special_tokens_mask)
             weights[batch.rows] = content.sum(dim=1).cpu().numpy()
+    for rows, host, done in pending:
+        done.synchronize()
+        rows_out[rows] = host.numpy()
     if tokenized.text_of_row is None:
         out = rows_out
     else:
         out = aggregate_windows(rows_out, weights, tokenized.text_of_row, long_text)
     stats = {
+        **stats,
         "n_texts": len(keys),
         "n_distinct": len(unique),
         "n_tokens": sum(len(ids) for ids in tokenized.input_ids),
@@ -378,7 +477,9 @@ def encode_texts(
         "n_windowed": tokenized.n_windowed,
         "n_windows": n_rows,
     }
-    return out[inverse], stats
+    # first occurrences come in input order: without duplicates inverse is
+    # 0..n-1, and skipping the copy keeps peak memory at one output
+    return (out if len(unique) == len(keys) else out[inverse]), stats
 
 
 def aggregate_windows(
@@ -582,6 +683,7 @@ def encode_token_groups(
     device: torch.device,
     batch_size: int,
     progress_bar: bool | None = None,
+    cache: TokenStateCache | None = None,
 ) -> np.ndarray:
     """Embed groups of consecutive tokens, each pooled from one window of a text.
 
@@ -652,6 +754,7 @@ def encode_token_groups(
         device=device,
         batch_size=batch_size,
         progress_bar=progress_bar,
+        cache=cache,
     ):
         rows = batch.rows
         members = _segments(window_ptr[rows], window_ptr[rows + 1])

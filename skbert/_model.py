@@ -208,6 +208,7 @@ class LoadedModel:
     st_pooling: str | None
     st_max_length: int | None
     max_positions: int
+    fingerprint: str = ""
 
 
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}
@@ -297,6 +298,42 @@ def _read_st_config(source: str) -> tuple[str | None, int | None]:
     if bert_config is not None:
         max_length = json.loads(bert_config.read_text()).get("max_seq_length")
     return pooling, max_length
+
+
+def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
+    """Identity of loaded weights: where they came from, their files' sizes and
+    modification times, the device and the dtype. Changing a weights file
+    changes it, so no cached state outlives the weights it came from."""
+    path = Path(location).expanduser()
+    files = []
+    if path.is_dir():
+        for file in sorted(path.glob("*.safetensors")) + [path / "config.json"]:
+            if file.is_file():
+                stat = file.stat()
+                files.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    else:  # a hub id: the resolved snapshot
+        try:
+            from transformers.utils import cached_file
+
+            weights = cached_file(
+                location,
+                "model.safetensors",
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except Exception:  # noqa: BLE001 - fall back to the name alone
+            weights = None
+        if weights:
+            stat = Path(weights).stat()
+            files.append(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(
+        [
+            str(path.resolve()) if path.is_dir() else location,
+            *files,
+            str(device),
+            str(torch_dtype),
+        ]
+    )
 
 
 def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
@@ -395,6 +432,7 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
     if config.model_type in ("roberta", "xlm-roberta", "camembert"):
         max_positions -= getattr(config, "pad_token_id", 1) + 1
     return LoadedModel(
+        fingerprint=_fingerprint(location, device, torch_dtype),
         model=model,
         tokenizer=tokenizer,
         name=source,

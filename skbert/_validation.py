@@ -92,6 +92,14 @@ class AnyStr:
         return isinstance(value, str)
 
 
+class NoneValue:
+    def describe(self) -> str:
+        return "None"
+
+    def accepts(self, value: Any) -> bool:
+        return value is None
+
+
 class ProgressSpec:
     def describe(self) -> str:
         return "a bool or None"

@@ -100,6 +100,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         What to do with None, NaN or pd.NA in X: "error" raises a ValueError
         naming their count and positions; "empty" embeds them as "".
 
+    cache : {"memory"} or None, default=None
+        "memory" keeps the token states of every layer up to the deepest
+        requested in a per-process cache shared by all estimators (and
+        clones in ``GridSearchCV``), so a later call with other layers,
+        pooling or normalisation on the same texts skips the model. It is
+        bounded by ``SKBERT_CACHE_MB`` megabytes (default 1024), least
+        recently used first. None runs the model on every call.
     Attributes
     ----------
     model_ : torch.nn.Module
@@ -127,7 +134,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
     transform_stats_ : dict
         Counts of the last ``transform``: ``n_texts``, ``n_distinct``,
         ``n_tokens`` fed to the model, ``n_truncated``, ``n_windowed``,
-        ``n_windows`` and ``seconds``.
+        ``n_windows``, ``cache_hits`` (rows whose token states came from the
+        cache) and ``seconds``.
 
     See Also
     --------
@@ -178,6 +186,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         dtype: str = "float32",
         progress_bar: bool | None = None,
         handle_missing: str = "error",
+        cache: str | None = None,
     ):
         self.model = model
         self.layers = layers
@@ -194,6 +203,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.dtype = dtype
         self.progress_bar = progress_bar
         self.handle_missing = handle_missing
+        self.cache = cache
 
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         # sentence-transformers pools the last layer; the tutorial and
@@ -292,6 +302,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             device=self.device_,
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
+            cache=self._token_cache(),
         )
         if self.normalize:
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)

@@ -99,6 +99,13 @@ default="mean"
         raises a ValueError naming their count and positions; "empty" gives
         such a sample a row of zeros, and treats such a text as "" (no words).
 
+    cache : {"memory"} or None, default=None
+        "memory" keeps the token states of every layer up to the deepest
+        requested in a per-process cache shared by all estimators (and
+        clones in ``GridSearchCV``), so a later call with other layers,
+        pooling or normalisation on the same texts skips the model. It is
+        bounded by ``SKBERT_CACHE_MB`` megabytes (default 1024), least
+        recently used first. None runs the model on every call.
     Attributes
     ----------
     model_ : torch.nn.Module
@@ -226,6 +233,7 @@ default="mean"
         dtype: str = "float32",
         progress_bar: bool | None = None,
         handle_missing: str = "error",
+        cache: str | None = None,
     ):
         self.model = model
         self.layers = layers
@@ -237,6 +245,7 @@ default="mean"
         self.dtype = dtype
         self.progress_bar = progress_bar
         self.handle_missing = handle_missing
+        self.cache = cache
 
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         # The last four encoder layers, clamped to 1..L for shallow models.
@@ -497,6 +506,7 @@ default="mean"
             device=self.device_,
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
+            cache=self._token_cache(),
         )
 
     def _warn_windowed(self, n_long: int, n_texts: int) -> None:

@@ -348,6 +348,7 @@ def test_occurrences_in_one_text_share_one_forward_pass(tiny, monkeypatch):
         return forward(loaded, inputs, layers)
 
     monkeypatch.setattr(skbert._encode, "forward_hidden_states", counting)
+    tiny = clone(tiny).set_params(cache=None).fit()  # count passes, not cache hits
     text = "the bank robber was seen fishing on the river bank"
     end = len(text)
     samples = [(text, 4, 8), (text, end - 4, end), (text.split(), 2), "a [cat] sat"]
