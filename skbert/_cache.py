@@ -3,8 +3,9 @@
 Grid searches over ``layers``, ``layer_combine``, ``pooling``,
 ``subword_pooling`` and ``normalize`` change only what happens *after* the
 model. The cache keeps, for each model input (one row of token ids), the
-hidden states of every layer up to the deepest one computed, so that later
-settings pool from memory instead of running the model again.
+hidden states of every layer, so that later settings pool from memory instead
+of running the model again. (A call that fills the cache therefore runs all
+the layers, without early exit.)
 
 Keys
 ----

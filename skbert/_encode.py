@@ -253,7 +253,7 @@ def iter_batches(
         None shows a bar only when stderr is a terminal.
     cache : TokenStateCache or None
         Rows found in the cache skip the model; the others run it, and the
-        states of every layer up to the deepest requested are stored.
+        states of all its layers are stored.
     stats : dict or None
         ``stats["cache_hits"]`` is increased by the rows found in the cache.
     """
@@ -343,9 +343,10 @@ def _cached_embeddings(
     """Combined token states of one batch, from the cache where possible.
 
     Rows that miss run through the model as a sub-batch padded to their own
-    longest row; the states of layers ``0..max(layers)`` of each are stored
-    (real tokens only, float32 on the CPU), so later calls with other layers
-    up to that depth hit too. Returns the padded (batch, seq_len, width)
+    longest row; the states of every layer of each are stored (real tokens
+    only, float32 on the CPU), so later calls with any other layers hit too.
+    Caching therefore runs the whole model: it trades early exit for one
+    pass over a grid of layer settings. Returns the padded (batch, seq_len, width)
     tensor on the model's device and the number of hits.
     """
     types = tokenized.token_type_ids if loaded.uses_token_type_ids else None
@@ -363,7 +364,7 @@ def _cached_embeddings(
         width = int(lengths[rows[missing[0]]])  # rows are sorted longest first
         sub_inputs = {name: t[missing, :width] for name, t in inputs.items()}
         computed = forward_hidden_states(
-            loaded, sub_inputs, list(range(max(layers) + 1))
+            loaded, sub_inputs, list(range(loaded.n_layers + 1))
         )
         for i, j in enumerate(missing):
             n = int(lengths[rows[j]])

@@ -36,6 +36,9 @@ __all__ = ["main"]
 
 INPUT_FORMATS = (".csv", ".parquet", ".txt")
 OUTPUT_FORMATS = (".npy", ".parquet")
+# Texts embedded and written per step: the vectors of one chunk are all that
+# is held in memory (10,000 x 384 float32 is 15 MB for the bundled model).
+CHUNK_SIZE = 10_000
 
 # Exit codes: 2 for a wrong command line or unusable input/output path (found
 # before any model is loaded), 1 for a failure while reading the input,
@@ -57,8 +60,9 @@ inputs:
 outputs:
   .npy      float32 array of shape (n_texts, n_features), for numpy.load
   .parquet  float32 columns bertsentencevectorizer0, bertsentencevectorizer1, ...
-  The file is written under a temporary name next to OUT and renamed at
-  the end, so OUT never exists half-written.
+  Vectors are written in chunks of 10,000 texts, so memory does not grow
+  with the input. The file is written under a temporary name next to OUT
+  and renamed at the end, so OUT never exists half-written.
 
 exit status:
   0 on success; 2 for a wrong command line or an unusable input or output
@@ -326,23 +330,105 @@ def write_vectors(
     feature_names : sequence of str of length n_features
         Column names of a .parquet output.
     """
-    suffix = _suffix(path)
-    # Opened with "xb", so the file gets the usual permissions (umask) and an
-    # existing file of the same name is never overwritten.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            if suffix == ".npy":
-                np.save(f, vectors, allow_pickle=False)
-            else:
-                import pandas as pd
+    with VectorWriter(path, len(vectors), feature_names) as writer:
+        writer.write(vectors)
 
-                frame = pd.DataFrame(vectors, columns=list(feature_names))
-                frame.to_parquet(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+class VectorWriter:
+    """Stream rows of vectors to a .npy or .parquet file, atomically.
+
+    Rows are appended chunk by chunk, so only one chunk is ever in memory.
+    They go to a temporary file next to ``path``, renamed over ``path`` when
+    the ``with`` block ends without error and removed when it fails.
+
+    Parameters
+    ----------
+    path : Path
+    n_rows : int
+        The number of rows that will be written (the .npy header needs it).
+    feature_names : sequence of str
+        Column names of a .parquet output; their number is the width.
+    """
+
+    def __init__(self, path: Path, n_rows: int, feature_names: Sequence[str]):
+        self.path = path
+        self.n_rows = n_rows
+        self.feature_names = [str(name) for name in feature_names]
+        self.written = 0
+        self._tmp = path.with_name(
+            f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        )
+        self._file = None
+        self._parquet = None
+
+    def __enter__(self) -> VectorWriter:
+        # "xb": the file gets the usual permissions (umask) and an existing
+        # file of the same name is never overwritten.
+        self._file = open(self._tmp, "xb")
+        if _suffix(self.path) == ".npy":
+            np.lib.format.write_array_header_1_0(
+                self._file,
+                {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                    "fortran_order": False,
+                    "shape": (self.n_rows, len(self.feature_names)),
+                },
+            )
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            self._schema = pa.schema(
+                [(name, pa.float32()) for name in self.feature_names]
+            )
+            self._parquet = pq.ParquetWriter(self._file, self._schema)
+        return self
+
+    def write(self, vectors: np.ndarray) -> None:
+        """Append rows: an array of shape (n, n_features)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape[1:] != (len(self.feature_names),):
+            raise ValueError(
+                f"Expected rows of width {len(self.feature_names)}, got shape "
+                f"{vectors.shape}."
+            )
+        if self.written + len(vectors) > self.n_rows:
+            raise ValueError(f"More than the announced {self.n_rows} rows.")
+        if self._parquet is None:
+            self._file.write(vectors.tobytes())
+        else:
+            import pyarrow as pa
+
+            columns = [pa.array(vectors[:, j]) for j in range(vectors.shape[1])]
+            self._parquet.write_table(
+                pa.Table.from_arrays(columns, schema=self._schema)
+            )
+        self.written += len(vectors)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._parquet is not None:
+                if self.n_rows == 0:  # keep the schema of an empty output
+                    self._parquet.write_table(self._schema.empty_table())
+                self._parquet.close()
+            self._file.close()
+            if exc_type is None:
+                if self.written != self.n_rows:
+                    raise ValueError(
+                        f"{self.written} rows written, {self.n_rows} announced."
+                    )
+                os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def _chunks(texts: Any, size: int):
+    """Consecutive pieces of ``texts`` (list or pandas Series), ``size`` at most."""
+    for start in range(0, len(texts), size):
+        if hasattr(texts, "iloc"):
+            yield texts.iloc[start : start + size]
+        else:
+            yield texts[start : start + size]
 
 
 # -- the embed command ------------------------------------------------------
@@ -371,19 +457,22 @@ def _embed(args: argparse.Namespace) -> int:
         handle_missing=args.handle_missing,
     )
     start = time.perf_counter()
+    n_texts = len(texts)
     with warnings.catch_warnings(record=True) as caught:
         try:
-            vectors = vectorizer.fit_transform(texts)
+            vectorizer.fit(texts)  # checks every text, with its position
+            names = vectorizer.get_feature_names_out()
+            # chunk by chunk: only one chunk of vectors is ever in memory
+            with VectorWriter(args.output, n_texts, names) as writer:
+                for chunk in _chunks(texts, CHUNK_SIZE):
+                    writer.write(vectorizer.transform(chunk))
         finally:
             for message in dict.fromkeys(_first_line(w.message) for w in caught):
                 print(f"skbert: warning: {message}", file=sys.stderr)
     seconds = time.perf_counter() - start
-
-    write_vectors(args.output, vectors, vectorizer.get_feature_names_out())
-    n_texts = vectors.shape[0]
     rate = n_texts / seconds if seconds > 0 else float("inf")
     print(
-        f"Embedded {n_texts} texts -> shape {vectors.shape} {vectors.dtype} in "
+        f"Embedded {n_texts} texts -> shape {(n_texts, len(names))} float32 in "
         f"{seconds:.2f} s ({rate:.1f} texts/s, model loading included); "
         f"wrote {args.output}"
     )

@@ -100,12 +100,12 @@ default="mean"
         such a sample a row of zeros, and treats such a text as "" (no words).
 
     cache : {"memory"} or None, default=None
-        "memory" keeps the token states of every layer up to the deepest
-        requested in a per-process cache shared by all estimators (and
-        clones in ``GridSearchCV``), so a later call with other layers,
-        pooling or normalisation on the same texts skips the model. It is
-        bounded by ``SKBERT_CACHE_MB`` megabytes (default 1024), least
-        recently used first. None runs the model on every call.
+        "memory" keeps the token states of all layers in a per-process
+        cache shared by all estimators (and clones in ``GridSearchCV``), so
+        a later call with other layers, pooling or normalisation on the same
+        texts skips the model; a call that fills it runs every layer (no
+        early exit). It is bounded by ``SKBERT_CACHE_MB`` megabytes (default
+        1024), least recently used first. None runs the model on every call.
     Attributes
     ----------
     model_ : torch.nn.Module

@@ -1,0 +1,99 @@
+"""Tests of the performance paths: streamed CLI output, the copy-free return
+of distinct texts, and the asynchronous CUDA copy-back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skbert import BertSentenceVectorizer, cli
+
+TEXTS = [
+    "The cat sat.",
+    "A dog barked at the bank robber after fishing in the river.",
+    "hello world",
+    "",
+    "new york city, here i want to e mail the sentence",
+    "the bank",
+    "a cat and a dog",
+]
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+@pytest.mark.parametrize("source", [".txt", ".csv"])
+def test_cli_streams_in_chunks(tiny_bert, tmp_path, monkeypatch, suffix, source):
+    if source == ".txt":
+        path = tmp_path / "texts.txt"
+        path.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    else:  # a pandas Series, sliced with iloc
+        path = tmp_path / "texts.csv"
+        pd.DataFrame({"text": TEXTS}).to_csv(path, index=False)
+    monkeypatch.setattr(cli, "CHUNK_SIZE", 3)
+    out = tmp_path / f"vectors{suffix}"
+    assert (
+        cli.main(["embed", str(path), "-o", str(out), "--model", str(tiny_bert)]) == 0
+    )
+    expected = BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(TEXTS)
+    got = np.load(out) if suffix == ".npy" else pd.read_parquet(out).to_numpy()
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_vector_writer_checks_the_row_count(tmp_path):
+    out = tmp_path / "v.npy"
+    with pytest.raises(ValueError, match="1 rows written, 2 announced"):
+        with cli.VectorWriter(out, 2, ["a", "b"]) as writer:
+            writer.write(np.ones((1, 2), dtype=np.float32))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="width 2"):
+        with cli.VectorWriter(out, 1, ["a", "b"]) as writer:
+            writer.write(np.ones((1, 3), dtype=np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_vector_writer_empty_output(tmp_path, suffix):
+    out = tmp_path / f"v{suffix}"
+    with cli.VectorWriter(out, 0, ["a", "b"]):
+        pass
+    got = np.load(out) if suffix == ".npy" else pd.read_parquet(out)
+    assert got.shape == (0, 2)
+
+
+def test_distinct_and_duplicated_texts_give_identical_rows(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), batch_size=2).fit()
+    distinct = vectorizer.transform(TEXTS)
+    doubled = vectorizer.transform(TEXTS + TEXTS[::-1])
+    assert np.array_equal(doubled[: len(TEXTS)], distinct)
+    assert np.array_equal(doubled[len(TEXTS) :], distinct[::-1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fast_dtype_close_to_float32(tiny_bert, dtype):
+    exact = BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(TEXTS)
+    fast = BertSentenceVectorizer(model=str(tiny_bert), dtype=dtype).fit_transform(
+        TEXTS
+    )
+    cosine = np.sum(exact * fast, axis=1) / (
+        np.linalg.norm(exact, axis=1) * np.linalg.norm(fast, axis=1)
+    )
+    assert cosine.min() > (1 - 1e-6 if dtype == "float32" else 0.99)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_async_copy_back_matches_cpu(tiny_bert, dtype):
+    cpu = BertSentenceVectorizer(model=str(tiny_bert), device="cpu", batch_size=2)
+    gpu = BertSentenceVectorizer(
+        model=str(tiny_bert), device="cuda", dtype=dtype, batch_size=2
+    )
+    texts = TEXTS * 5 + [f"item {i}" for i in range(40)]
+    expected = cpu.fit_transform(texts)
+    got = gpu.fit_transform(texts)
+    atol = 1e-4 if dtype == "float32" else 5e-2
+    assert got.dtype == np.float32
+    assert np.abs(got - expected).max() < atol
