@@ -15,8 +15,9 @@ same distinct texts, in one process, methods taking turns repeat by repeat
     correct: a batched output keeps its batch's padding rows, so each output
     is cut to the text's own token count before the mean.
 ``skbert-fp32``
-    ``BertSentenceVectorizer(device="cpu")``, every other parameter at its
-    default: the exact path.
+    ``BertSentenceVectorizer(device="cpu", cache=None)``, every other
+    parameter at its default: the exact path (``cache=None``: every repeat
+    runs the model).
 ``skbert-fp32-l-2``
     the same with ``layers=-2``: early exit, the 6th layer is never run
     (a different output, so no agreement check; it measures early exit).
@@ -165,17 +166,17 @@ def make_methods(model_path: str, batch_size: int) -> dict[str, Any]:
     methods["pipeline"] = quiet(run_pipeline)
 
     exact = BertSentenceVectorizer(
-        batch_size=batch_size, device="cpu", progress_bar=False
+        batch_size=batch_size, device="cpu", progress_bar=False, cache=None
     ).fit()
     assert exact.max_length_ == MAX_LENGTH
     methods["skbert-fp32"] = quiet(exact.transform)
     early = BertSentenceVectorizer(
-        batch_size=batch_size, device="cpu", progress_bar=False, layers=-2
+        batch_size=batch_size, device="cpu", progress_bar=False, cache=None, layers=-2
     ).fit()
     methods["skbert-fp32-l-2"] = quiet(early.transform)
 
     int8 = BertSentenceVectorizer(
-        batch_size=batch_size, device="cpu", progress_bar=False
+        batch_size=batch_size, device="cpu", progress_bar=False, cache=None
     ).fit()
     # a private copy, so the shared cached model stays fp32; deepcopy keeps the
     # early-exit hooks
@@ -186,7 +187,11 @@ def make_methods(model_path: str, batch_size: int) -> dict[str, Any]:
     methods["skbert-int8"] = quiet(int8.transform)
 
     bf16 = BertSentenceVectorizer(
-        batch_size=batch_size, device="cpu", progress_bar=False, dtype="bfloat16"
+        batch_size=batch_size,
+        device="cpu",
+        progress_bar=False,
+        cache=None,
+        dtype="bfloat16",
     ).fit()
     methods["skbert-bf16"] = quiet(bf16.transform)
 

@@ -57,7 +57,12 @@ def _vectorizer(model, layers, pooling, **kwargs):
     from skbert import BertSentenceVectorizer
 
     return BertSentenceVectorizer(
-        model=model, layers=layers, pooling=pooling, progress_bar=False, **kwargs
+        model=model,
+        layers=layers,
+        pooling=pooling,
+        progress_bar=False,
+        cache=None,  # timed: every call runs the model
+        **kwargs,
     )
 
 

@@ -13,7 +13,7 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from ._cache import TokenStateCache, default_cache
+from ._cache import DiskCache, TokenStateCache, default_cache, disk_cache
 from ._model import (
     LoadedModel,
     _model_source,
@@ -25,10 +25,10 @@ from ._model import (
 from ._pooling import LAYER_COMBINES
 from ._validation import (
     AnyStr,
+    CacheSpec,
     Interval,
     LayerSpec,
     ModelSpec,
-    NoneValue,
     Options,
     ProgressSpec,
     check_params,
@@ -52,7 +52,7 @@ class _BaseBertVectorizer(
         "dtype": [Options("float32", "bfloat16", "float16")],
         "progress_bar": [ProgressSpec()],
         "handle_missing": [Options("error", "empty")],
-        "cache": [Options("memory"), NoneValue()],
+        "cache": [CacheSpec()],
     }
 
     def __sklearn_tags__(self):
@@ -166,9 +166,13 @@ class _BaseBertVectorizer(
         texts, _ = check_texts(X, handle_missing=self.handle_missing)
         return texts
 
-    def _token_cache(self) -> TokenStateCache | None:
+    def _token_cache(self) -> TokenStateCache | DiskCache | None:
         """The token-state cache this estimator uses, or None."""
-        return default_cache() if self.cache == "memory" else None
+        if self.cache is None:
+            return None
+        if isinstance(self.cache, str) and self.cache == "memory":
+            return default_cache()
+        return disk_cache(self.cache)
 
     def _warn_truncated(
         self, n_truncated: int, n_texts: int, kept: str = "their first tokens"

@@ -1,11 +1,10 @@
-"""A per-process, memory-bounded cache of token states between model and pooling.
+"""Token-state caches between model and pooling: in memory, and on disk.
 
 Grid searches over ``layers``, ``layer_combine``, ``pooling``,
 ``subword_pooling`` and ``normalize`` change only what happens *after* the
-model. The cache keeps, for each model input (one row of token ids), the
-hidden states of every layer, so that later settings pool from memory instead
-of running the model again. (A call that fills the cache therefore runs all
-the layers, without early exit.)
+model. A cache keeps, for each model input (one row of token ids), the hidden
+states of the layers the model ran, so later settings pool from them instead
+of running the model again.
 
 Keys
 ----
@@ -17,87 +16,150 @@ the model's output (the text, ``max_length``, ``long_text``, ``stride``,
 
 Values
 ------
-float32 tensors on the CPU, one per layer, holding only the real tokens (no
-padding). float32 keeps cached results within float rounding of the uncached
-path (the tests hold them to 1e-5); it costs twice float16's memory, which the
-budget bounds. The budget is ``SKBERT_CACHE_MB`` megabytes (default 1024);
-the least recently used entries are evicted first.
+One float32 CPU tensor of shape ``(seq_len, n_layers, hidden)`` per row: the
+real tokens only (no padding) and hidden states ``0 .. n_layers - 1``, that
+is every layer up to the deepest one a call asked for (the model stops there,
+so early exit is kept). A later call that needs a deeper layer runs the model
+again and replaces the entry. float32 keeps cached results within float
+rounding of the uncached path (the tests hold them to 1e-5); it costs twice
+float16's memory, which the budget bounds.
+
+In memory, the budget is ``SKBERT_CACHE_MB`` megabytes (default 1024) for the
+whole process; the least recently used entries go first. A call whose states
+could not all fit in the budget stores nothing in memory: an LRU scan larger
+than itself would evict every entry before its reuse.
+
+On disk (:class:`DiskCache`), each entry is one file named by its key, with a
+header holding its shape and a BLAKE2b checksum of its bytes. Files are
+written to a temporary name and renamed into place, so readers and other
+writers (processes sharing the directory) only ever see whole entries. An
+entry that fails its checks is removed and recomputed, never returned. A
+directory that cannot be created or written to gives one warning per call and
+the call goes on without writing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import threading
+import warnings
+from array import array
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["TokenStateCache", "default_cache", "row_key"]
+__all__ = ["DiskCache", "TokenStateCache", "default_cache", "disk_cache", "row_key"]
 
 
 def row_key(fingerprint: str, input_ids: list[int], token_type_ids=None) -> bytes:
     """A 128-bit digest of one model input under one model fingerprint."""
     digest = hashlib.blake2b(fingerprint.encode(), digest_size=16)
-    digest.update(np.asarray(input_ids, dtype=np.int64).tobytes())
+    digest.update(array("q", input_ids).tobytes())
     if token_type_ids is not None:
         digest.update(b"|types|")
-        digest.update(np.asarray(token_type_ids, dtype=np.int64).tobytes())
+        digest.update(array("q", token_type_ids).tobytes())
     return digest.digest()
 
 
+def _nbytes(states: torch.Tensor) -> int:
+    return states.numel() * states.element_size()
+
+
 class TokenStateCache:
-    """Least-recently-used map from row keys to ``{layer: Tensor (seq_len, hidden)}``.
+    """Least-recently-used map from row keys to tensors ``(seq_len, n_layers, hidden)``.
+
+    It also memoises tokenization (``get_tokens``/``put_tokens``), so a text
+    seen before is not tokenized again; that memo is bounded to a tenth of
+    the budget, by an estimate of its size.
 
     Parameters
     ----------
     max_bytes : int
-        Memory budget; entries are evicted, oldest use first, to stay within it.
-        An entry larger than the whole budget is not stored.
+        Memory budget for the token states; entries are evicted, oldest use
+        first, to stay within it. An entry larger than the whole budget is
+        not stored.
     """
+
+    persistent = False
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
         self.n_bytes = 0
-        self._entries: OrderedDict[bytes, dict[int, torch.Tensor]] = OrderedDict()
+        self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._tokens: OrderedDict[tuple, tuple] = OrderedDict()
+        self._token_bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes, layers: list[int]) -> dict[int, torch.Tensor] | None:
-        """The entry for ``key`` if it holds every layer in ``layers``, else None."""
+    def get(self, key: bytes, n_layers: int) -> torch.Tensor | None:
+        """The entry for ``key`` if it holds at least ``n_layers`` layers, else None."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or any(layer not in entry for layer in layers):
+            if entry is None or entry.shape[1] < n_layers:
                 return None
             self._entries.move_to_end(key)
             return entry
 
-    def put(self, key: bytes, states: dict[int, torch.Tensor]) -> None:
-        """Store (or extend) the entry for ``key``, then evict to fit the budget."""
-        size = sum(t.numel() * t.element_size() for t in states.values())
+    def begin_call(self) -> None:
+        """Nothing to do in memory (see :meth:`DiskCache.begin_call`)."""
+
+    def put(self, key: bytes, states: torch.Tensor, *, keep: bool = True) -> None:
+        """Store ``states`` for ``key`` unless it holds fewer layers than the entry.
+
+        ``keep=False`` stores nothing (the caller's states would not fit).
+        """
+        if not keep:
+            return
+        size = _nbytes(states)
         with self._lock:
-            old = self._entries.pop(key, None)
+            old = self._entries.get(key)
             if old is not None:
-                self.n_bytes -= sum(t.numel() * t.element_size() for t in old.values())
-                states = {**old, **states}
-                size = sum(t.numel() * t.element_size() for t in states.values())
+                if old.shape[1] >= states.shape[1]:
+                    self._entries.move_to_end(key)
+                    return
+                del self._entries[key]
+                self.n_bytes -= _nbytes(old)
             if size > self.max_bytes:
                 return
             self._entries[key] = states
             self.n_bytes += size
             while self.n_bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self.n_bytes -= sum(
-                    t.numel() * t.element_size() for t in evicted.values()
-                )
+                self.n_bytes -= _nbytes(evicted)
+
+    def get_tokens(self, key: tuple) -> tuple | None:
+        """A memoised tokenization (see :func:`skbert._encode.tokenize_cached`)."""
+        with self._lock:
+            item = self._tokens.get(key)
+            if item is None:
+                return None
+            self._tokens.move_to_end(key)
+            return item[0]
+
+    def put_tokens(self, key: tuple, value: tuple, n_tokens: int) -> None:
+        """Memoise a tokenization of ``n_tokens`` token ids (about 40 bytes each)."""
+        size = 256 + 40 * n_tokens
+        with self._lock:
+            if key in self._tokens:
+                return
+            self._tokens[key] = (value, size)
+            self._token_bytes += size
+            while self._token_bytes > self.max_bytes // 10 and self._tokens:
+                _, (_, evicted) = self._tokens.popitem(last=False)
+                self._token_bytes -= evicted
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._tokens.clear()
             self.n_bytes = 0
+            self._token_bytes = 0
 
 
 _DEFAULT: TokenStateCache | None = None
@@ -105,10 +167,181 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_cache() -> TokenStateCache:
-    """The process-wide cache that estimators with ``cache="memory"`` share."""
+    """The process-wide memory cache that every estimator shares."""
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
             megabytes = float(os.environ.get("SKBERT_CACHE_MB", "1024"))
             _DEFAULT = TokenStateCache(int(megabytes * 2**20))
         return _DEFAULT
+
+
+# -- on disk -------------------------------------------------------------------
+
+_MAGIC = b"SKBT\x01"
+# magic, seq_len, n_layers, hidden, payload bytes, BLAKE2b-128 of the payload
+_HEADER = struct.Struct("<5sIIIQ16s")
+_SUFFIX = ".skbt"
+
+
+class DiskCache:
+    """Token states in a directory, with the process's memory cache in front.
+
+    Parameters
+    ----------
+    directory : path
+        Created if missing. Entries live in ``directory/<2 hex>/<32 hex>.skbt``.
+    memory : TokenStateCache
+        Looked up first; entries read from disk are kept there too.
+
+    Notes
+    -----
+    :meth:`begin_call` starts a call: the first failed write of a call warns
+    and stops further writes for the rest of that call.
+    """
+
+    persistent = True
+
+    def __init__(self, directory: str | os.PathLike, memory: TokenStateCache):
+        self.directory = Path(directory)
+        self.memory = memory
+        self._on_disk: set[bytes] = set()
+        self._lock = threading.Lock()
+        self._writable = True
+        self.n_read = 0
+        self.n_written = 0
+        self.n_corrupt = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self.memory.max_bytes
+
+    def begin_call(self) -> None:
+        """Retry writing (a full or read-only directory may have been fixed)."""
+        self._writable = True
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self._fail(error)
+
+    def _fail(self, error: OSError) -> None:
+        if self._writable:
+            warnings.warn(
+                f"skbert cannot write its token-state cache to {str(self.directory)!r} "
+                f"({error.strerror or error}); this call goes on without writing "
+                "to it. Results are not affected.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._writable = False
+
+    def _path(self, key: bytes) -> Path:
+        name = key.hex()
+        return self.directory / name[:2] / (name + _SUFFIX)
+
+    def get_tokens(self, key: tuple) -> tuple | None:
+        return self.memory.get_tokens(key)
+
+    def put_tokens(self, key: tuple, value: tuple, n_tokens: int) -> None:
+        self.memory.put_tokens(key, value, n_tokens)
+
+    def get(self, key: bytes, n_layers: int) -> torch.Tensor | None:
+        """The entry for ``key`` from memory, else from disk if it is whole."""
+        entry = self.memory.get(key, n_layers)
+        if entry is not None:
+            if key not in self._on_disk:  # maybe computed under cache="memory"
+                if self._path(key).exists():
+                    with self._lock:
+                        self._on_disk.add(key)
+                else:
+                    self._write(key, entry)
+            return entry
+        entry = self._read(key)
+        if entry is None or entry.shape[1] < n_layers:
+            return None
+        self.memory.put(key, entry)
+        return entry
+
+    def put(self, key: bytes, states: torch.Tensor, *, keep: bool = True) -> None:
+        """Write ``states`` to disk, and keep them in memory if ``keep``."""
+        if keep:
+            self.memory.put(key, states)
+        self._write(key, states)
+
+    def _read(self, key: bytes) -> torch.Tensor | None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            return None
+        header_size = _HEADER.size
+        try:
+            magic, seq_len, n_layers, hidden, n_bytes, digest = _HEADER.unpack_from(
+                data
+            )
+        except struct.error:
+            magic = None
+        payload = memoryview(data)[header_size:]
+        if (
+            magic != _MAGIC
+            or n_bytes != len(payload)
+            or n_bytes != 4 * seq_len * n_layers * hidden
+            or hashlib.blake2b(payload, digest_size=16).digest() != digest
+        ):
+            self.n_corrupt += 1
+            try:  # recomputed by the caller and written again
+                path.unlink()
+            except OSError:
+                pass
+            return None
+        array = np.frombuffer(bytearray(payload), dtype="<f4")
+        self.n_read += 1
+        with self._lock:
+            self._on_disk.add(key)
+        return torch.from_numpy(array.reshape(seq_len, n_layers, hidden))
+
+    def _write(self, key: bytes, states: torch.Tensor) -> None:
+        if not self._writable:
+            return
+        path = self._path(key)
+        payload = states.contiguous().numpy().astype("<f4", copy=False).tobytes()
+        header = _HEADER.pack(
+            _MAGIC,
+            *states.shape,
+            len(payload),
+            hashlib.blake2b(payload, digest_size=16).digest(),
+        )
+        temporary = path.with_name(
+            f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        )
+        try:
+            path.parent.mkdir(exist_ok=True)
+            with open(temporary, "wb") as file:
+                file.write(header)
+                file.write(payload)
+            os.replace(temporary, path)  # atomic: readers see all of it or none
+        except OSError as error:
+            try:
+                temporary.unlink()
+            except OSError:
+                pass
+            self._fail(error)
+            return
+        self.n_written += 1
+        with self._lock:
+            self._on_disk.add(key)
+
+
+_DISK: dict[str, DiskCache] = {}
+
+
+def disk_cache(directory: str | os.PathLike) -> DiskCache:
+    """The process's :class:`DiskCache` for ``directory`` (one per directory)."""
+    name = os.path.abspath(os.fspath(directory))
+    memory = default_cache()
+    with _DEFAULT_LOCK:
+        cache = _DISK.get(name)
+        if cache is None:
+            cache = _DISK[name] = DiskCache(name, memory)
+        return cache

@@ -12,15 +12,16 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._cache import TokenStateCache, row_key
+from ._cache import row_key
 from ._model import LoadedModel, forward_hidden_states
 from ._pooling import (
+    LAYER_COMBINES,
     combine_layers,
     pool_segments,
     pool_subwords,
@@ -39,6 +40,7 @@ __all__ = [
     "iter_batches",
     "special_tokens_around",
     "tokenize",
+    "tokenize_cached",
     "tokenize_pairs",
     "tokenize_with_offsets",
     "window_around",
@@ -67,6 +69,10 @@ class Tokenized:
         With windows, the text each row belongs to (non-decreasing); None
         means one row per text.
     n_windowed : int, number of texts read in more than one window.
+    truncated : ndarray of shape (n_texts,) of bool or None
+        Which texts lost tokens.
+    row_keys : list of bytes or None
+        Cache keys of the rows (see :func:`skbert._cache.row_key`), when known.
     """
 
     input_ids: list[list[int]]
@@ -76,6 +82,8 @@ class Tokenized:
     segment_ids: list[list[int]] | None = None
     text_of_row: np.ndarray | None = None
     n_windowed: int = 0
+    truncated: np.ndarray | None = None
+    row_keys: list[bytes] | None = None
 
 
 def tokenize(
@@ -127,12 +135,14 @@ def tokenize(
                 n_truncated=0,
                 text_of_row=text_of_row,
                 n_windowed=n_long,
+                truncated=np.zeros(len(texts), dtype=bool),
             )
         heads = np.cumsum(rows_per_text) - rows_per_text
         return Tokenized(
             input_ids=[encoded["input_ids"][row] for row in heads],
             special_tokens_mask=[encoded["special_tokens_mask"][row] for row in heads],
             n_truncated=n_long,
+            truncated=rows_per_text > 1,
         )
     prefix, suffix = special_tokens_around(tokenizer)
     room = max_length - len(prefix) - len(suffix)
@@ -144,15 +154,16 @@ def tokenize(
         return_token_type_ids=False,
         verbose=False,
     )
-    input_ids, special, n_truncated = [], [], 0
-    for ids in encoded["input_ids"]:
+    input_ids, special = [], []
+    truncated = np.zeros(len(texts), dtype=bool)
+    for i, ids in enumerate(encoded["input_ids"]):
         if len(ids) > room:
-            n_truncated += 1
+            truncated[i] = True
             head = 0 if long_text == "truncate_tail" else room // 4
             ids = ids[:head] + ids[len(ids) - (room - head) :]
         input_ids.append(prefix + ids + suffix)
         special.append([1] * len(prefix) + [0] * len(ids) + [1] * len(suffix))
-    return Tokenized(input_ids, special, n_truncated)
+    return Tokenized(input_ids, special, int(truncated.sum()), truncated=truncated)
 
 
 def tokenize_pairs(
@@ -183,7 +194,7 @@ def tokenize_pairs(
         return_token_type_ids=False,
         verbose=False,
     )
-    n_truncated = sum(len(ids) > max_length for ids in full["input_ids"])
+    truncated = np.array([len(ids) > max_length for ids in full["input_ids"]])
     segment_ids = []
     for i, ids in enumerate(encoded["input_ids"]):
         sequence = encoded.sequence_ids(i)
@@ -193,9 +204,97 @@ def tokenize_pairs(
     return Tokenized(
         input_ids=encoded["input_ids"],
         special_tokens_mask=encoded["special_tokens_mask"],
-        n_truncated=n_truncated,
+        n_truncated=int(truncated.sum()),
         token_type_ids=encoded["token_type_ids"],
         segment_ids=segment_ids,
+        truncated=truncated,
+    )
+
+
+def tokenize_cached(
+    cache,
+    loaded: LoadedModel,
+    texts: list,
+    *,
+    pairs: bool,
+    max_length: int,
+    long_text: str = "truncate",
+    stride: int = 0,
+) -> Tokenized:
+    """:func:`tokenize` (or :func:`tokenize_pairs`) with a memo in ``cache``.
+
+    Texts tokenized before under the same model and settings are not
+    tokenized again, and the rows come with their cache keys
+    (``row_keys``). ``texts`` holds pairs ``(a, b)`` when ``pairs``.
+    """
+    windows = long_text.startswith("window")
+    settings = (
+        loaded.fingerprint,
+        max_length,
+        "window" if windows else long_text,
+        stride if windows else 0,
+        pairs,
+    )
+    records = [cache.get_tokens((settings, text)) for text in texts]
+    todo = [i for i, record in enumerate(records) if record is None]
+    if todo:
+        new = [texts[i] for i in todo]
+        if pairs:
+            part = tokenize_pairs(
+                loaded.tokenizer, [a for a, _ in new], [b for _, b in new], max_length
+            )
+        else:
+            part = tokenize(loaded.tokenizer, new, max_length, long_text, stride)
+        text_of_row = (
+            np.arange(len(new)) if part.text_of_row is None else part.text_of_row
+        )
+        bounds = np.searchsorted(text_of_row, np.arange(len(new) + 1))
+        for k, i in enumerate(todo):
+            rows = range(bounds[k], bounds[k + 1])
+            ids = [part.input_ids[r] for r in rows]
+            types = segments = key_types = None
+            if part.token_type_ids is not None:
+                types = [part.token_type_ids[r] for r in rows]
+                segments = [part.segment_ids[r] for r in rows]
+                if loaded.uses_token_type_ids:
+                    key_types = types
+            record = (
+                ids,
+                [part.special_tokens_mask[r] for r in rows],
+                types,
+                segments,
+                bool(part.truncated[k]),
+                [
+                    row_key(loaded.fingerprint, ids[j], key_types and key_types[j])
+                    for j in range(len(ids))
+                ],
+            )
+            cache.put_tokens((settings, texts[i]), record, sum(map(len, ids)))
+            records[i] = record
+    input_ids, special, types, segments, keys, text_of_row = [], [], [], [], [], []
+    for t, (ids, spec, typ, seg, _, row_keys) in enumerate(records):
+        input_ids += ids
+        special += spec
+        keys += row_keys
+        if typ is not None:
+            types += typ
+        if seg is not None:
+            segments += seg
+        text_of_row += [t] * len(ids)
+    truncated = np.fromiter((r[4] for r in records), dtype=bool, count=len(records))
+    rows_per_text = np.fromiter(
+        (len(r[0]) for r in records), dtype=np.int64, count=len(records)
+    )
+    return Tokenized(
+        input_ids=input_ids,
+        special_tokens_mask=special,
+        n_truncated=int(truncated.sum()),
+        token_type_ids=types if pairs else None,
+        segment_ids=segments if pairs else None,
+        text_of_row=np.asarray(text_of_row, dtype=np.int64) if windows else None,
+        n_windowed=int((rows_per_text > 1).sum()),
+        truncated=truncated,
+        row_keys=keys,
     )
 
 
@@ -208,7 +307,13 @@ class Batch:
     rows : ndarray of shape (batch,), the positions of these sequences in the input.
     attention_mask : Tensor of shape (batch, seq_len), on the model's device.
     special_tokens_mask : Tensor of shape (batch, seq_len), on the model's device.
-    embeddings : Tensor of shape (batch, seq_len, width), the combined layers.
+    layers : list of int
+        The layers :attr:`embeddings` combines.
+    layer_combine : {"mean", "sum", "concat"}
+    states : dict of int to Tensor of shape (batch, seq_len, hidden) or None
+        The hidden states the model returned (at least ``layers``).
+    cached : list of Tensor of shape (n_tokens, n_layers, hidden) or None
+        Instead of ``states``, the cache entries of the rows (real tokens only).
     segment_ids : Tensor of shape (batch, seq_len) or None
         For pairs, 0 on the tokens of A and 1 on those of B (and on padding).
     """
@@ -216,14 +321,95 @@ class Batch:
     rows: np.ndarray
     attention_mask: torch.Tensor
     special_tokens_mask: torch.Tensor
-    embeddings: torch.Tensor
+    layers: list[int]
+    layer_combine: str
+    states: dict[int, torch.Tensor] | None = None
+    cached: list[torch.Tensor] | None = None
     segment_ids: torch.Tensor | None = None
+    _combined: dict = field(default_factory=dict, repr=False)
+
+    def combined(
+        self, layers: list[int] | None = None, how: str | None = None
+    ) -> torch.Tensor:
+        """Tensor of shape (batch, seq_len, width): ``layers`` combined by ``how``.
+
+        Defaults to the batch's own ``layers`` and ``layer_combine``; each
+        combination is computed once per batch.
+        """
+        layers = list(self.layers if layers is None else layers)
+        how = self.layer_combine if how is None else how
+        key = (tuple(layers), how if len(layers) > 1 else None)
+        if key not in self._combined:
+            if self.states is None:
+                value = _combine_cached(self.cached, layers, how)
+                value = value.to(self.attention_mask.device)
+            elif len(layers) == 1:  # nothing to combine: skip the stack's copy
+                value = self.states[layers[0]]
+            else:
+                value = combine_layers(select_layers(self.states, layers), how)
+            self._combined[key] = value
+        return self._combined[key]
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The batch's layers combined: Tensor of shape (batch, seq_len, width)."""
+        return self.combined()
+
+
+def _combine_cached(
+    entries: list[torch.Tensor], layers: list[int], how: str
+) -> torch.Tensor:
+    """Combine the layers of each cache entry, then pad: (batch, seq_len, width).
+
+    Combining row by row before padding reads each entry once and writes
+    only the combined width, which is what bounds the cache's hit path.
+    """
+    first = layers[0]
+    if layers == list(range(first, first + len(layers))):  # a slice: a view
+        parts = [entry[:, first : first + len(layers)] for entry in entries]
+    else:
+        index = torch.tensor(layers)
+        parts = [entry.index_select(1, index) for entry in entries]
+    if len(layers) == 1:
+        rows = [part[:, 0] for part in parts]
+    elif how == "concat":
+        rows = [part.reshape(len(part), -1) for part in parts]
+    elif how == "sum":
+        rows = [part.sum(dim=1) for part in parts]
+    elif how == "mean":
+        rows = [part.mean(dim=1) for part in parts]
+    else:
+        raise ValueError(f"how must be one of {LAYER_COMBINES}, got {how!r}.")
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
 
 
 def _show_progress(progress_bar: bool | None) -> bool:
     if progress_bar is None:
         return bool(getattr(sys.stderr, "isatty", lambda: False)())
     return progress_bar
+
+
+# padded tokens per batch read from the cache (no model to bound the batch)
+HIT_TOKENS = 4096
+
+
+def _padded(tokenized: Tokenized, rows: np.ndarray, lengths: np.ndarray, pad_id: int):
+    """Padded ``input_ids``, ``types``, ``special`` and ``segments`` of ``rows``."""
+    seq_len = int(lengths[rows[0]])
+    input_ids = np.full((len(rows), seq_len), pad_id, dtype=np.int64)
+    special = np.zeros((len(rows), seq_len), dtype=np.int64)
+    types = np.zeros((len(rows), seq_len), dtype=np.int64)
+    segments = np.ones((len(rows), seq_len), dtype=np.int64)
+    for j, row in enumerate(rows):
+        length = lengths[row]
+        input_ids[j, :length] = tokenized.input_ids[row]
+        special[j, :length] = tokenized.special_tokens_mask[row]
+        if tokenized.token_type_ids is not None:
+            types[j, :length] = tokenized.token_type_ids[row]
+        if tokenized.segment_ids is not None:
+            segments[j, :length] = tokenized.segment_ids[row]
+    attention = (np.arange(seq_len)[None, :] < lengths[rows][:, None]).astype(np.int64)
+    return input_ids, attention, types, special, segments
 
 
 def iter_batches(
@@ -235,10 +421,10 @@ def iter_batches(
     device: torch.device,
     batch_size: int,
     progress_bar: bool | None = None,
-    cache: TokenStateCache | None = None,
+    cache=None,
     stats: dict[str, int] | None = None,
 ) -> Iterator[Batch]:
-    """Run the model over length-sorted batches and yield combined token states.
+    """Run the model over length-sorted batches and yield their token states.
 
     Parameters
     ----------
@@ -247,22 +433,52 @@ def iter_batches(
     layers : list of int
         Non-negative indices into ``hidden_states`` (0 = embedding output).
     layer_combine : {"mean", "sum", "concat"}
+        How :attr:`Batch.embeddings` combines ``layers``.
     device : torch.device
     batch_size : int
     progress_bar : bool or None
         None shows a bar only when stderr is a terminal.
-    cache : TokenStateCache or None
+    cache : TokenStateCache, DiskCache or None
         Rows found in the cache skip the model; the others run it, and the
-        states of all its layers are stored.
+        states of every layer up to the deepest in ``layers`` are stored. The
+        rows that run the model come first, in batches of ``batch_size``;
+        the rows read from the cache follow, in batches of up to
+        ``HIT_TOKENS`` padded tokens.
     stats : dict or None
         ``stats["cache_hits"]`` is increased by the rows found in the cache.
     """
-    ids = tokenized.input_ids
-    n = len(ids)
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+    n = len(tokenized.input_ids)
+    lengths = np.fromiter(
+        (len(x) for x in tokenized.input_ids), dtype=np.int64, count=n
+    )
     order = np.argsort(-lengths, kind="stable")
     pad_id = loaded.tokenizer.pad_token_id or 0
-    starts = range(0, n, batch_size)
+    deepest = max(layers)
+    run_layers = layers
+    hits = order[:0]
+    if cache is not None:
+        keys = tokenized.row_keys
+        if keys is None:
+            types = tokenized.token_type_ids if loaded.uses_token_type_ids else None
+            keys = [
+                row_key(
+                    loaded.fingerprint,
+                    tokenized.input_ids[row],
+                    None if types is None else types[row],
+                )
+                for row in range(n)
+            ]
+        entries = [cache.get(key, deepest + 1) for key in keys]
+        found = np.fromiter((e is not None for e in entries), dtype=bool, count=n)
+        hits, order = order[found[order]], order[~found[order]]
+        # a call whose states could not all stay in memory keeps none there
+        keep = int(lengths[order].sum()) * (deepest + 1) * loaded.hidden_size * 4
+        keep = keep <= cache.max_bytes
+        store = keep or cache.persistent
+        if store:
+            run_layers = list(range(deepest + 1))
+        if stats is not None:
+            stats["cache_hits"] = stats.get("cache_hits", 0) + len(hits)
     with (
         torch.inference_mode(),
         tqdm(
@@ -272,55 +488,31 @@ def iter_batches(
             desc="skbert",
         ) as bar,
     ):
-        for start in starts:
+        for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            seq_len = int(lengths[rows[0]])
-            input_ids = np.full((len(rows), seq_len), pad_id, dtype=np.int64)
-            attention = np.zeros((len(rows), seq_len), dtype=np.int64)
-            special = np.zeros((len(rows), seq_len), dtype=np.int64)
-            types = np.zeros((len(rows), seq_len), dtype=np.int64)
-            segments = np.ones((len(rows), seq_len), dtype=np.int64)
-            for j, row in enumerate(rows):
-                length = lengths[row]
-                input_ids[j, :length] = ids[row]
-                attention[j, :length] = 1
-                special[j, :length] = tokenized.special_tokens_mask[row]
-                if tokenized.token_type_ids is not None:
-                    types[j, :length] = tokenized.token_type_ids[row]
-                if tokenized.segment_ids is not None:
-                    segments[j, :length] = tokenized.segment_ids[row]
+            input_ids, attention, types, special, segments = _padded(
+                tokenized, rows, lengths, pad_id
+            )
             inputs = {
                 "input_ids": torch.from_numpy(input_ids).to(device),
                 "attention_mask": torch.from_numpy(attention).to(device),
             }
             if loaded.uses_token_type_ids:
                 inputs["token_type_ids"] = torch.from_numpy(types).to(device)
-            if cache is not None:
-                embeddings, hits = _cached_embeddings(
-                    loaded,
-                    cache,
-                    tokenized,
-                    rows,
-                    lengths,
-                    inputs,
-                    layers,
-                    layer_combine,
-                )
-                if stats is not None:
-                    stats["cache_hits"] = stats.get("cache_hits", 0) + hits
-            else:
-                states = forward_hidden_states(loaded, inputs, layers)
-                if len(layers) == 1:  # nothing to combine: skip the stack's copy
-                    embeddings = states[layers[0]]
-                else:
-                    embeddings = combine_layers(
-                        select_layers(states, layers), layer_combine
-                    )
+            states = forward_hidden_states(loaded, inputs, run_layers)
+            if cache is not None and store:
+                stacked = torch.stack([states[i] for i in run_layers], dim=2)
+                stacked = stacked.to("cpu", torch.float32)
+                for j, row in enumerate(rows):
+                    entry = stacked[j, : lengths[row]].clone()
+                    cache.put(keys[row], entry, keep=keep)
             yield Batch(
                 rows=rows,
                 attention_mask=inputs["attention_mask"],
                 special_tokens_mask=torch.from_numpy(special).to(device),
-                embeddings=embeddings,
+                states=states,
+                layers=layers,
+                layer_combine=layer_combine,
                 segment_ids=(
                     None
                     if tokenized.segment_ids is None
@@ -328,63 +520,43 @@ def iter_batches(
                 ),
             )
             bar.update(len(rows))
+        start = 0
+        while start < len(hits):
+            # longest first: as many rows as fit HIT_TOKENS at this length
+            stop = start + max(1, HIT_TOKENS // int(lengths[hits[start]]))
+            rows = hits[start:stop]
+            start = stop
+            yield _cached_batch(
+                tokenized, rows, lengths, pad_id, entries, layers, layer_combine, device
+            )
+            bar.update(len(rows))
 
 
-def _cached_embeddings(
-    loaded: LoadedModel,
-    cache: TokenStateCache,
+def _cached_batch(
     tokenized: Tokenized,
     rows: np.ndarray,
     lengths: np.ndarray,
-    inputs: dict[str, torch.Tensor],
+    pad_id: int,
+    entries: list[torch.Tensor],
     layers: list[int],
     layer_combine: str,
-) -> tuple[torch.Tensor, int]:
-    """Combined token states of one batch, from the cache where possible.
-
-    Rows that miss run through the model as a sub-batch padded to their own
-    longest row; the states of every layer of each are stored (real tokens
-    only, float32 on the CPU), so later calls with any other layers hit too.
-    Caching therefore runs the whole model: it trades early exit for one
-    pass over a grid of layer settings. Returns the padded (batch, seq_len, width)
-    tensor on the model's device and the number of hits.
-    """
-    types = tokenized.token_type_ids if loaded.uses_token_type_ids else None
-    keys = [
-        row_key(
-            loaded.fingerprint,
-            tokenized.input_ids[row],
-            None if types is None else types[row],
-        )
-        for row in rows
-    ]
-    entries = [cache.get(key, layers) for key in keys]
-    missing = [j for j, entry in enumerate(entries) if entry is None]
-    if missing:
-        width = int(lengths[rows[missing[0]]])  # rows are sorted longest first
-        sub_inputs = {name: t[missing, :width] for name, t in inputs.items()}
-        computed = forward_hidden_states(
-            loaded, sub_inputs, list(range(loaded.n_layers + 1))
-        )
-        for i, j in enumerate(missing):
-            n = int(lengths[rows[j]])
-            entry = {
-                layer: state[i, :n].to("cpu", torch.float32, copy=True)
-                for layer, state in computed.items()
-            }
-            cache.put(keys[j], entry)
-            entries[j] = entry
-    per_row = [
-        entry[layers[0]]
-        if len(layers) == 1
-        else combine_layers(
-            torch.stack([entry[layer] for layer in layers])[:, None], layer_combine
-        )[0]
-        for entry in entries
-    ]
-    device = inputs["input_ids"].device
-    padded = torch.nn.utils.rnn.pad_sequence(per_row, batch_first=True)
-    return padded.to(device), len(rows) - len(missing)
+    device: torch.device,
+) -> Batch:
+    """A :class:`Batch` of ``rows`` read from their cache entries, no model run."""
+    _, attention, _, special, segments = _padded(tokenized, rows, lengths, pad_id)
+    return Batch(
+        rows=rows,
+        attention_mask=torch.from_numpy(attention).to(device),
+        special_tokens_mask=torch.from_numpy(special).to(device),
+        layers=layers,
+        layer_combine=layer_combine,
+        cached=[entries[row] for row in rows],
+        segment_ids=(
+            None
+            if tokenized.segment_ids is None
+            else torch.from_numpy(segments).to(device)
+        ),
+    )
 
 
 def encode_texts(
@@ -402,7 +574,7 @@ def encode_texts(
     long_text: str = "truncate",
     stride: int = 0,
     texts_b: list[str] | None = None,
-    cache: TokenStateCache | None = None,
+    cache=None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts`` into a ``float32`` array of shape (n_texts, n_features).
 
@@ -425,7 +597,18 @@ def encode_texts(
         count=len(keys),
     )
     unique = list(first_of)
-    if texts_b is None:
+    if cache is not None:
+        cache.begin_call()
+        tokenized = tokenize_cached(
+            cache,
+            loaded,
+            unique,
+            pairs=texts_b is not None,
+            max_length=max_length,
+            long_text=long_text,
+            stride=stride,
+        )
+    elif texts_b is None:
         tokenized = tokenize(loaded.tokenizer, unique, max_length, long_text, stride)
     else:
         tokenized = tokenize_pairs(
@@ -684,7 +867,7 @@ def encode_token_groups(
     device: torch.device,
     batch_size: int,
     progress_bar: bool | None = None,
-    cache: TokenStateCache | None = None,
+    cache=None,
 ) -> np.ndarray:
     """Embed groups of consecutive tokens, each pooled from one window of a text.
 
@@ -702,6 +885,8 @@ def encode_token_groups(
     pooled : ndarray of shape (n_groups, n_features), float32
         Groups with no token are zeros.
     """
+    if cache is not None:
+        cache.begin_call()
     prefix, suffix = special_tokens_around(loaded.tokenizer)
     n_groups = len(group_first)
     out = np.zeros((n_groups, n_features), dtype=np.float32)

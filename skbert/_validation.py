@@ -92,6 +92,14 @@ class AnyStr:
         return isinstance(value, str)
 
 
+class CacheSpec:
+    def describe(self) -> str:
+        return "'memory', None, or a directory (str or os.PathLike)"
+
+    def accepts(self, value: Any) -> bool:
+        return value is None or isinstance(value, str | os.PathLike)
+
+
 class NoneValue:
     def describe(self) -> str:
         return "None"

@@ -230,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with missing texts (nulls in a .parquet INPUT): error "
         "stops, empty embeds them as '' (default: %(default)s)",
     )
+    embed.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep token states in DIR: a rerun after an interruption embeds only "
+        "the texts not finished, and later runs with other --layers (no deeper), "
+        "--pooling or --normalize skip the model (default: no cache)",
+    )
     embed.set_defaults(run=_embed)
     return parser
 
@@ -455,6 +464,8 @@ def _embed(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         progress_bar=args.progress_bar,
         handle_missing=args.handle_missing,
+        # one pass over a corpus: memory would only hold what it never reuses
+        cache=args.cache,
     )
     start = time.perf_counter()
     n_texts = len(texts)

@@ -100,13 +100,21 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         What to do with None, NaN or pd.NA in X: "error" raises a ValueError
         naming their count and positions; "empty" embeds them as "".
 
-    cache : {"memory"} or None, default=None
-        "memory" keeps the token states of all layers in a per-process
-        cache shared by all estimators (and clones in ``GridSearchCV``), so
-        a later call with other layers, pooling or normalisation on the same
-        texts skips the model; a call that fills it runs every layer (no
-        early exit). It is bounded by ``SKBERT_CACHE_MB`` megabytes (default
-        1024), least recently used first. None runs the model on every call.
+    cache : "memory", None or path, default="memory"
+        Keeps the token states (hidden states of every layer up to the
+        deepest one used, for each text) between calls, so that a later call
+        on the same texts with other layers (no deeper), pooling or
+        normalisation skips the model; GridSearchCV over those parameters
+        runs the model about once. "memory": a per-process cache that all
+        estimators and their clones share, bounded by ``SKBERT_CACHE_MB``
+        megabytes (default 1024), least recently used first; a call whose
+        states would not all fit stores none. A directory (str or
+        os.PathLike) keeps them on disk as well, for later processes and
+        for a rerun after an interruption, which computes only what was not
+        finished; entries are checksummed and written atomically, and a
+        directory that cannot be written gives a warning, never an error.
+        None runs the model on every call.
+
     Attributes
     ----------
     model_ : torch.nn.Module
@@ -186,7 +194,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         dtype: str = "float32",
         progress_bar: bool | None = None,
         handle_missing: str = "error",
-        cache: str | None = None,
+        cache: str | os.PathLike | None = "memory",
     ):
         self.model = model
         self.layers = layers

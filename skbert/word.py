@@ -99,13 +99,21 @@ default="mean"
         raises a ValueError naming their count and positions; "empty" gives
         such a sample a row of zeros, and treats such a text as "" (no words).
 
-    cache : {"memory"} or None, default=None
-        "memory" keeps the token states of all layers in a per-process
-        cache shared by all estimators (and clones in ``GridSearchCV``), so
-        a later call with other layers, pooling or normalisation on the same
-        texts skips the model; a call that fills it runs every layer (no
-        early exit). It is bounded by ``SKBERT_CACHE_MB`` megabytes (default
-        1024), least recently used first. None runs the model on every call.
+    cache : "memory", None or path, default="memory"
+        Keeps the token states (hidden states of every layer up to the
+        deepest one used, for each text) between calls, so that a later call
+        on the same texts with other layers (no deeper), pooling or
+        normalisation skips the model; GridSearchCV over those parameters
+        runs the model about once. "memory": a per-process cache that all
+        estimators and their clones share, bounded by ``SKBERT_CACHE_MB``
+        megabytes (default 1024), least recently used first; a call whose
+        states would not all fit stores none. A directory (str or
+        os.PathLike) keeps them on disk as well, for later processes and
+        for a rerun after an interruption, which computes only what was not
+        finished; entries are checksummed and written atomically, and a
+        directory that cannot be written gives a warning, never an error.
+        None runs the model on every call.
+
     Attributes
     ----------
     model_ : torch.nn.Module
@@ -233,7 +241,7 @@ default="mean"
         dtype: str = "float32",
         progress_bar: bool | None = None,
         handle_missing: str = "error",
-        cache: str | None = None,
+        cache: str | os.PathLike | None = "memory",
     ):
         self.model = model
         self.layers = layers

@@ -13,6 +13,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The default cache="memory" would serve a test's second call from the first
+# one's token states, so a test comparing two settings would compare the cache
+# with itself. A budget of 0 stores nothing; tests/test_cache.py gives its
+# tests a real cache.
+os.environ["SKBERT_CACHE_MB"] = "0"
 
 WORDS = (
     "the a an of and to in is was it for on with as at by from this that here "

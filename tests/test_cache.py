@@ -4,12 +4,22 @@ import numpy as np
 import pytest
 import torch
 
+import skbert._cache
 import skbert._encode
 from skbert import BertSentenceVectorizer, BertWordVectorizer
-from skbert._cache import TokenStateCache, default_cache, row_key
+from skbert._cache import TokenStateCache, row_key
 from skbert._model import clear_cache
 
 TEXTS = ["the cat sat on the bank", "a dog barked", "", "river bank money robber"]
+
+
+@pytest.fixture(autouse=True)
+def memory_cache(monkeypatch):
+    """A fresh 256 MiB process cache (conftest gives the others a budget of 0)."""
+    cache = TokenStateCache(256 * 2**20)
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", cache)
+    monkeypatch.setattr(skbert._cache, "_DISK", {})
+    return cache
 
 
 @pytest.fixture
@@ -27,18 +37,29 @@ def forward_calls(monkeypatch):
 
 
 def test_lru_cache_stays_within_budget_and_evicts_oldest():
-    entry = {0: torch.zeros(4, 8)}  # 128 bytes
+    entry = torch.zeros(4, 2, 4)  # (seq_len, n_layers, hidden): 128 bytes
     cache = TokenStateCache(max_bytes=3 * 128)
     for key in (b"a", b"b", b"c"):
-        cache.put(key, dict(entry))
-    assert cache.get(b"a", [0]) is not None  # a becomes the most recent
-    cache.put(b"d", dict(entry))
+        cache.put(key, entry.clone())
+    assert cache.get(b"a", 2) is not None  # a becomes the most recent
+    cache.put(b"d", entry.clone())
     assert cache.n_bytes <= 3 * 128 and len(cache) == 3
-    assert cache.get(b"b", [0]) is None  # the least recently used went first
-    assert cache.get(b"a", [0]) is not None and cache.get(b"d", [0]) is not None
-    assert cache.get(b"a", [0, 1]) is None  # a layer it does not hold
-    cache.put(b"huge", {0: torch.zeros(100, 8)})  # larger than the whole budget
-    assert cache.get(b"huge", [0]) is None and cache.n_bytes <= 3 * 128
+    assert cache.get(b"b", 2) is None  # the least recently used went first
+    assert cache.get(b"a", 2) is not None and cache.get(b"d", 2) is not None
+    assert cache.get(b"a", 3) is None  # a layer it does not hold
+    cache.put(b"huge", torch.zeros(100, 2, 4))  # larger than the whole budget
+    assert cache.get(b"huge", 1) is None and cache.n_bytes <= 3 * 128
+    cache.put(b"e", entry.clone(), keep=False)  # the caller's call would not fit
+    assert cache.get(b"e", 1) is None
+
+
+def test_deeper_entry_replaces_shallower_one():
+    cache = TokenStateCache(max_bytes=10_000)
+    cache.put(b"a", torch.zeros(3, 2, 4))
+    cache.put(b"a", torch.ones(3, 4, 4))
+    assert cache.get(b"a", 4).shape == (3, 4, 4) and cache.n_bytes == 3 * 4 * 4 * 4
+    cache.put(b"a", torch.zeros(3, 1, 4))  # shallower: the deeper one stays
+    assert float(cache.get(b"a", 1).sum()) == 3 * 4 * 4
 
 
 def test_row_key_depends_on_ids_types_and_model():
@@ -58,7 +79,6 @@ def test_row_key_depends_on_ids_types_and_model():
     ],
 )
 def test_cached_equals_uncached(tiny_bert, params):
-    default_cache().clear()
     uncached = BertSentenceVectorizer(model=str(tiny_bert), **params)
     cached = BertSentenceVectorizer(model=str(tiny_bert), cache="memory", **params)
     expected = uncached.fit_transform(TEXTS)
@@ -70,7 +90,6 @@ def test_cached_equals_uncached(tiny_bert, params):
 
 
 def test_second_call_and_other_settings_skip_the_model(tiny_bert, forward_calls):
-    default_cache().clear()
     BertSentenceVectorizer(
         model=str(tiny_bert), layers=-1, cache="memory"
     ).fit_transform(TEXTS)
@@ -90,21 +109,42 @@ def test_second_call_and_other_settings_skip_the_model(tiny_bert, forward_calls)
     assert forward_calls == []
 
 
-def test_any_layers_hit_after_one_pass(tiny_bert, forward_calls):
-    default_cache().clear()
-    BertSentenceVectorizer(
-        model=str(tiny_bert), layers=1, cache="memory"
-    ).fit_transform(TEXTS)
-    assert sum(forward_calls) == len(TEXTS)
-    forward_calls.clear()
-    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), layers=2, cache="memory")
-    vectorizer.fit_transform(TEXTS)  # deeper than asked before: stored all the same
-    assert forward_calls == []
-    assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS)
+def test_cache_keeps_early_exit_and_deeper_layers_extend_it(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), layers=1, cache="memory")
+    vectorizer.fit()
+    called = []
+    layer = vectorizer.model_.encoder.layer[1]  # hidden state 2
+    handle = layer.register_forward_pre_hook(lambda *args: called.append(1))
+    try:
+        vectorizer.transform(TEXTS)
+        assert called == []  # layers=1 stores states 0..1 and stops there
+        deeper = BertSentenceVectorizer(model=str(tiny_bert), layers=2, cache="memory")
+        deeper.fit_transform(TEXTS)  # deeper than stored: runs again, once
+        assert called and deeper.transform_stats_["cache_hits"] == 0
+        called.clear()
+        for layers in (2, 1, 0, [0, 2]):
+            again = BertSentenceVectorizer(
+                model=str(tiny_bert), layers=layers, cache="memory"
+            )
+            again.fit_transform(TEXTS)
+            assert again.transform_stats_["cache_hits"] == len(TEXTS)
+        assert called == []
+    finally:
+        handle.remove()
+
+
+def test_call_too_big_for_the_budget_stores_nothing(tiny_bert, monkeypatch):
+    # an LRU scan larger than the cache would evict every entry before reuse
+    cache = TokenStateCache(4000)  # one row's states fit, the call's do not
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", cache)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert))  # the default cache
+    vectorizer.fit_transform(TEXTS)
+    assert len(cache) == 0 and cache.n_bytes == 0
+    vectorizer.fit_transform(TEXTS[:1])  # a call that fits is stored
+    assert len(cache) == 1
 
 
 def test_word_vectors_cached_equal_uncached(tiny_bert):
-    default_cache().clear()
     samples = [("the cat sat on the bank", 19, 23), (["a", "dog", "barked"], 1)]
     expected = BertWordVectorizer(model=str(tiny_bert)).fit_transform(samples)
     cached = BertWordVectorizer(model=str(tiny_bert), cache="memory").fit()
@@ -137,7 +177,6 @@ def test_grid_search_runs_the_model_about_once(tiny_bert, forward_calls):
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
 
-    default_cache().clear()
     texts = [f"the cat sat on the bank {w}" for w in "abcdefghijkl"]
     labels = [0, 1] * 6
     pipeline = Pipeline(
@@ -151,3 +190,252 @@ def test_grid_search_runs_the_model_about_once(tiny_bert, forward_calls):
     # 9 candidates x 3 folds (+ refit) would run the model on ~ 9 * 3 * 12 texts
     # without the cache; with it each text runs once.
     assert sum(forward_calls) == len(texts)
+
+
+# -- on disk -------------------------------------------------------------------
+
+
+def _new_process(monkeypatch):
+    """Forget what this process holds, as a later process would."""
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", TokenStateCache(256 * 2**20))
+    monkeypatch.setattr(skbert._cache, "_DISK", {})
+
+
+def _entries(directory):
+    return sorted(directory.glob("*/*.skbt"))
+
+
+def test_disk_cache_serves_a_later_process(tiny_bert, tmp_path, monkeypatch):
+    directory = tmp_path / "states"
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        TEXTS
+    )
+    first = BertSentenceVectorizer(model=str(tiny_bert), cache=directory)
+    np.testing.assert_allclose(first.fit_transform(TEXTS), expected, atol=1e-5)
+    assert len(_entries(directory)) == len(TEXTS)
+    assert not list(directory.glob("*/.*.tmp"))  # no temporary file left
+    _new_process(monkeypatch)
+    later = BertSentenceVectorizer(
+        model=str(tiny_bert), cache=str(directory), pooling="max"
+    )
+    later.fit_transform(TEXTS)
+    assert later.transform_stats_["cache_hits"] == len(TEXTS)
+    np.testing.assert_allclose(
+        later.transform(TEXTS),
+        BertSentenceVectorizer(
+            model=str(tiny_bert), cache=None, pooling="max"
+        ).fit_transform(TEXTS),
+        atol=1e-5,
+    )
+
+
+def test_memory_entries_reach_a_disk_cache_asked_for_later(tiny_bert, tmp_path):
+    BertSentenceVectorizer(model=str(tiny_bert), cache="memory").fit_transform(TEXTS)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path / "c")
+    vectorizer.fit_transform(TEXTS)  # hits in memory, written to disk
+    assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS)
+    assert len(_entries(tmp_path / "c")) == len(TEXTS)
+
+
+def test_interrupted_transform_resumes(tiny_bert, tmp_path, monkeypatch):
+    texts = [f"the cat sat on the bank {w}" for w in "abcdef"]
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        texts
+    )
+    forward = skbert._encode.forward_hidden_states
+    calls = []
+
+    def interrupted(loaded, inputs, layers):
+        calls.append(inputs["input_ids"].shape[0])
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return forward(loaded, inputs, layers)
+
+    interrupt = True
+
+    monkeypatch.setattr(skbert._encode, "forward_hidden_states", interrupted)
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), cache=tmp_path, batch_size=1
+    ).fit()
+    with pytest.raises(KeyboardInterrupt):
+        vectorizer.transform(texts)
+    assert len(_entries(tmp_path)) == 2  # the two batches that finished
+    _new_process(monkeypatch)
+    calls.clear()
+    interrupt = False
+    np.testing.assert_allclose(vectorizer.transform(texts), expected, atol=1e-5)
+    assert calls == [1, 1, 1, 1]  # only the four unfinished texts ran
+    assert vectorizer.transform_stats_["cache_hits"] == 2
+
+
+KILLED_RUN = """
+import os, signal, sys
+import skbert._encode
+from skbert import BertSentenceVectorizer
+
+forward = skbert._encode.forward_hidden_states
+calls = []
+
+def killed(loaded, inputs, layers):
+    calls.append(1)
+    if len(calls) == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return forward(loaded, inputs, layers)
+
+skbert._encode.forward_hidden_states = killed
+texts = [f"the cat sat on the bank {w}" for w in "abcdef"]
+vectorizer = BertSentenceVectorizer(model=sys.argv[1], cache=sys.argv[2], batch_size=1)
+vectorizer.fit_transform(texts)
+"""
+
+
+def test_killed_process_resumes_from_whole_entries(tiny_bert, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(tiny_bert), str(tmp_path)],
+        capture_output=True,
+    )
+    assert result.returncode == -9, result.stderr.decode()
+    texts = [f"the cat sat on the bank {w}" for w in "abcdef"]
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
+    got = vectorizer.fit_transform(texts)
+    assert vectorizer.transform_stats_["cache_hits"] == 3
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        texts
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_corrupt_or_partial_entries_are_recomputed(tiny_bert, tmp_path, monkeypatch):
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        TEXTS
+    )
+    BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path).fit_transform(TEXTS)
+    first, second, third = _entries(tmp_path)[:3]
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])  # a partial write
+    data = bytearray(second.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in the payload
+    second.write_bytes(bytes(data))
+    third.write_bytes(b"")  # an empty file
+    _new_process(monkeypatch)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
+    np.testing.assert_allclose(vectorizer.fit_transform(TEXTS), expected, atol=1e-5)
+    assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS) - 3
+    _new_process(monkeypatch)  # rewritten whole: all hits now
+    vectorizer.transform(TEXTS)
+    assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS)
+
+
+def test_unwritable_directory_warns_and_goes_on(tiny_bert, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        TEXTS
+    )
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=blocker / "cache")
+    with pytest.warns(UserWarning, match="cannot write its token-state cache") as got:
+        result = vectorizer.fit_transform(TEXTS)
+    assert len([w for w in got if "token-state cache" in str(w.message)]) == 1
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def test_full_disk_warns_once_per_call_and_leaves_no_partial_file(
+    tiny_bert, tmp_path, monkeypatch
+):
+    import errno
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(skbert._cache.os, "replace", full)
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        TEXTS
+    )
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path).fit()
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="No space left on device") as got:
+            result = vectorizer.transform(TEXTS)
+        assert len([w for w in got if "token-state cache" in str(w.message)]) == 1
+        np.testing.assert_allclose(result, expected, atol=1e-5)
+    assert not list(tmp_path.rglob("*.tmp")) and not _entries(tmp_path)
+
+
+CONCURRENT_RUN = """
+import sys
+from skbert import BertSentenceVectorizer
+
+texts = [f"the cat sat on the bank {i}" for i in range(200)]
+vectorizer = BertSentenceVectorizer(model=sys.argv[1], cache=sys.argv[2], batch_size=4)
+vectorizer.fit_transform(texts)
+"""
+
+
+def test_concurrent_writers_leave_only_whole_entries(tiny_bert, tmp_path):
+    import subprocess
+    import sys
+
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_RUN, str(tiny_bert), str(tmp_path)],
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.wait() == 0, run.stderr.read().decode()
+    texts = [f"the cat sat on the bank {i}" for i in range(200)]
+    reader = skbert._cache.DiskCache(tmp_path, TokenStateCache(0))
+    assert len(_entries(tmp_path)) == 200
+    assert all(
+        reader._read(bytes.fromhex(path.stem)) is not None
+        for path in _entries(tmp_path)
+    )
+    assert reader.n_corrupt == 0
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
+    got = vectorizer.fit_transform(texts)
+    assert vectorizer.transform_stats_["cache_hits"] == 200
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        texts
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_disk_cache_with_parallel_grid_search(tiny_bert, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    texts = [f"the cat sat on the bank {w}" for w in "abcdefghijkl"]
+    labels = [0, 1] * 6
+    grid = {"bert__pooling": ["mean", "max"]}
+    scores = []
+    for cache, n_jobs in ((None, 1), (tmp_path, 2)):
+        pipeline = Pipeline(
+            [
+                ("bert", BertSentenceVectorizer(model=str(tiny_bert), cache=cache)),
+                ("clf", LogisticRegression()),
+            ]
+        )
+        search = GridSearchCV(pipeline, grid, cv=3, n_jobs=n_jobs).fit(texts, labels)
+        scores.append(search.cv_results_["mean_test_score"])
+    np.testing.assert_allclose(scores[0], scores[1])
+    assert len(_entries(tmp_path)) == len(texts)
+
+
+def test_changed_weights_invalidate_disk_entries(tiny_bert, tmp_path, monkeypatch):
+    from transformers import AutoModel
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    states = tmp_path / "states"
+    BertSentenceVectorizer(model=str(directory), cache=states).fit_transform(TEXTS)
+    model = AutoModel.from_pretrained(directory)
+    model.save_pretrained(directory)  # same weights, new files
+    clear_cache()
+    _new_process(monkeypatch)
+    vectorizer = BertSentenceVectorizer(model=str(directory), cache=states)
+    vectorizer.fit_transform(TEXTS)
+    assert vectorizer.transform_stats_["cache_hits"] == 0

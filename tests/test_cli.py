@@ -365,3 +365,33 @@ def test_python_dash_m(tiny_bert, csv_file, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("skbert: error: cannot write")
     assert result.stderr.count("\n") == 1
+
+
+def test_cache_directory_resumes_an_interrupted_run(
+    tiny_bert, csv_file, tmp_path, capsys, monkeypatch
+):
+    import skbert._encode
+
+    states = tmp_path / "states"
+    out = tmp_path / "vectors.npy"
+    forward = skbert._encode.forward_hidden_states
+    rows = []
+
+    def counting(loaded, inputs, layers):
+        rows.append(inputs["input_ids"].shape[0])
+        if interrupt and len(rows) == 3:
+            raise KeyboardInterrupt
+        return forward(loaded, inputs, layers)
+
+    interrupt = True
+    monkeypatch.setattr(skbert._encode, "forward_hidden_states", counting)
+    args = ["embed", csv_file, "-o", out, "--model", tiny_bert, "--batch-size", "1"]
+    status, _, stderr = _run(capsys, *args, "--cache", states)
+    assert status == 130 and "interrupted" in stderr
+    assert not out.exists()
+    interrupt, rows[:] = False, []
+    status, _, stderr = _run(capsys, *args, "--cache", states)
+    assert status == 0, stderr
+    assert len(rows) == len(set(TEXTS)) - 2  # the two finished texts were read back
+    expected, _ = _expected(tiny_bert, TEXTS, cache=None)
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
