@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from sklearn.base import (
     BaseEstimator,
@@ -27,10 +28,12 @@ from ._validation import (
     AnyStr,
     CacheSpec,
     Interval,
+    InvalidParameterError,
     LayerSpec,
     ModelSpec,
     Options,
     ProgressSpec,
+    ViewsSpec,
     check_params,
     check_texts,
     normalize_layers,
@@ -53,6 +56,7 @@ class _BaseBertVectorizer(
         "progress_bar": [ProgressSpec()],
         "handle_missing": [Options("error", "empty")],
         "cache": [CacheSpec()],
+        "views": [ViewsSpec()],
     }
 
     def __sklearn_tags__(self):
@@ -97,6 +101,106 @@ class _BaseBertVectorizer(
         )
         self.max_length_ = self._resolve_max_length(loaded)
         return loaded
+
+    # -- views -----------------------------------------------------------
+
+    # the parameters one view may set; every other parameter is shared
+    _view_keys: tuple[str, ...] = ()
+
+    def _resolve_views(self, loaded: LoadedModel) -> list[dict]:
+        """The settings of each view: one per entry of ``views``, or the estimator's.
+
+        Each dict holds ``name`` (None without ``views``) and every key of
+        ``_view_keys``, with ``layers`` resolved to non-negative indices;
+        keys a view leaves out take the estimator's value.
+        """
+        if self.views is None:
+            items = [(None, {})]
+        elif isinstance(self.views, dict):
+            items = list(self.views.items())
+        else:
+            items = [(_view_name(view), view) for view in self.views]
+        if not items:
+            raise ValueError(
+                "views must hold at least one view; use views=None for the "
+                "estimator's own settings."
+            )
+        resolved, seen = [], set()
+        for position, (name, view) in enumerate(items):
+            where = (
+                f"views[{position}]"
+                if isinstance(self.views, list | tuple)
+                else (f"views[{name!r}]")
+            )
+            if not isinstance(view, dict):
+                raise TypeError(
+                    f"{where} must be a dict of parameters, such as "
+                    f"{{'layers': -1, 'pooling': 'mean'}}; got {type(view).__name__}."
+                )
+            unknown = sorted(map(str, set(view) - set(self._view_keys)))
+            if unknown:
+                raise ValueError(
+                    f"{where} sets {', '.join(map(repr, unknown))}, which a view "
+                    f"cannot set; a view sets some of {list(self._view_keys)} and "
+                    "shares every other parameter."
+                )
+            for key, value in view.items():
+                allowed = self._parameter_constraints[key]
+                if not any(c.accepts(value) for c in allowed):
+                    described = " or ".join(c.describe() for c in allowed)
+                    raise InvalidParameterError(
+                        f"{where}[{key!r}] must be {described}. Got {value!r} instead."
+                    )
+            if self.views is not None and (not isinstance(name, str) or not name):
+                raise ValueError(
+                    f"The names of views must be non-empty str; got {name!r}."
+                )
+            if name in seen:
+                raise ValueError(
+                    f"Two views are named {name!r}; feature names must differ. Name "
+                    "the views with a dict, e.g. views={'a': {...}, 'b': {...}}."
+                )
+            seen.add(name)
+            settings = {
+                key: view.get(key, getattr(self, key)) for key in self._view_keys
+            }
+            settings["layers"] = (
+                self.layers_
+                if "layers" not in view
+                else self._resolve_layers(loaded)
+                if isinstance(view["layers"], str)
+                else normalize_layers(view["layers"], loaded.n_layers + 1)
+            )
+            resolved.append({"name": name, **settings})
+        return resolved
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output feature names.
+
+        Without ``views``: the lowercased class name and a number
+        (``bertsentencevectorizer0``, ...). With ``views``: each view's name and
+        a number (``l-1_mean_0``, ...).
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: text has no input feature names.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self, "_n_features_out")
+        if self.views is None:
+            return super().get_feature_names_out(input_features)
+        return np.asarray(
+            [
+                f"{view['name']}_{i}"
+                for view in self.views_
+                for i in range(view["n_features"])
+            ],
+            dtype=object,
+        )
 
     def _check_fit_input(self, X: Any) -> None:
         """Validate the X given to ``fit``; subclasses with other samples override."""
@@ -247,3 +351,21 @@ class _BaseBertVectorizer(
                 "end",
             ],
         )
+
+
+def _view_name(view: Any) -> Any:
+    """A readable name from the keys a view sets: ``{"layers": -1, "pooling": "mean"}``
+    gives ``"l-1_mean"``."""
+    if not isinstance(view, dict):
+        return view  # reported as not a dict
+    parts = []
+    for key, value in view.items():
+        if key == "layers":
+            layers = value if isinstance(value, list | tuple) else [value]
+            parts.append("l" + ".".join(str(layer) for layer in layers))
+        elif key in ("include_special_tokens", "normalize"):
+            short = {"include_special_tokens": "special", "normalize": "norm"}[key]
+            parts.append(short if value else "no" + short)
+        else:
+            parts.append(str(value))
+    return "_".join(parts) or "default"

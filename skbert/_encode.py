@@ -34,6 +34,7 @@ __all__ = [
     "Batch",
     "DocTokens",
     "aggregate_windows",
+    "concat_poolers",
     "Tokenized",
     "encode_texts",
     "encode_token_groups",
@@ -703,19 +704,36 @@ def aggregate_windows(
 
 
 def sentence_pooler(
-    pooling: str, include_special_tokens: bool
+    pooling: str,
+    include_special_tokens: bool,
+    layers: list[int] | None = None,
+    layer_combine: str | None = None,
 ) -> Callable[[Batch], torch.Tensor]:
-    """The ``pool`` callback of :func:`encode_texts` for sentence vectors."""
+    """The ``pool`` callback of :func:`encode_texts` for sentence vectors.
+
+    ``layers`` and ``layer_combine`` pick the batch's token vectors (default:
+    the batch's own, :attr:`Batch.embeddings`).
+    """
 
     def pool(batch: Batch) -> torch.Tensor:
+        embeddings = batch.combined(layers, layer_combine)
         token_mask = batch.attention_mask
         if not include_special_tokens:
             token_mask = token_mask * (1 - batch.special_tokens_mask)
         if pooling == "segment_mean":
-            return pool_segments(batch.embeddings, token_mask, batch.segment_ids)
-        return pool_tokens(batch.embeddings, token_mask, pooling)
+            return pool_segments(embeddings, token_mask, batch.segment_ids)
+        return pool_tokens(embeddings, token_mask, pooling)
 
     return pool
+
+
+def concat_poolers(
+    poolers: list[Callable[[Batch], torch.Tensor]],
+) -> Callable[[Batch], torch.Tensor]:
+    """One ``pool`` callback that joins the vectors of several, side by side."""
+    if len(poolers) == 1:
+        return poolers[0]
+    return lambda batch: torch.cat([pool(batch) for pool in poolers], dim=1)
 
 
 # -- word vectors: token offsets, windows around targets, sub-word pooling ---
@@ -860,9 +878,7 @@ def encode_token_groups(
     group_stop: np.ndarray,
     *,
     width: int,
-    layers: list[int],
-    layer_combine: str,
-    subword_pooling: str,
+    views: list[tuple[list[int], str, str]],
     n_features: int,
     device: torch.device,
     batch_size: int,
@@ -879,6 +895,9 @@ def encode_token_groups(
     the length-sorted batches of :func:`iter_batches`, and the pieces of
     every group in a batch are pooled at once by
     :func:`~skbert._pooling.pool_subwords`.
+
+    Each of ``views``, ``(layers, layer_combine, subword_pooling)``, gives
+    one block of columns, side by side, all from the same forward pass.
 
     Returns
     -------
@@ -935,8 +954,8 @@ def encode_token_groups(
     for batch in iter_batches(
         loaded,
         Tokenized(input_ids, special, 0),
-        layers=layers,
-        layer_combine=layer_combine,
+        layers=sorted({layer for layers, _, _ in views for layer in layers}),
+        layer_combine="mean",
         device=device,
         batch_size=batch_size,
         progress_bar=progress_bar,
@@ -946,20 +965,26 @@ def encode_token_groups(
         members = _segments(window_ptr[rows], window_ptr[rows + 1])
         if len(members) == 0:
             continue
-        seq_len = batch.embeddings.shape[1]
+        seq_len = int(batch.attention_mask.shape[1])
         local_row = np.repeat(
             np.arange(len(rows)), window_ptr[rows + 1] - window_ptr[rows]
         )
         flat_index = local_row * seq_len + member_position[members]
         groups, local_group = np.unique(member_group[members], return_inverse=True)
-        token_vectors = batch.embeddings.reshape(-1, batch.embeddings.shape[-1])[
-            torch.from_numpy(flat_index).to(batch.embeddings.device)
-        ].float()
-        pooled = pool_subwords(
-            token_vectors,
-            torch.from_numpy(local_group.reshape(-1)).to(token_vectors.device),
-            subword_pooling,
-            n_words=len(groups),
-        )
+        flat_index = torch.from_numpy(flat_index).to(batch.attention_mask.device)
+        local_group = torch.from_numpy(local_group.reshape(-1)).to(flat_index.device)
+        blocks = []
+        for layers, layer_combine, subword_pooling in views:
+            embeddings = batch.combined(layers, layer_combine)
+            token_vectors = embeddings.reshape(-1, embeddings.shape[-1])[flat_index]
+            blocks.append(
+                pool_subwords(
+                    token_vectors.float(),
+                    local_group,
+                    subword_pooling,
+                    n_words=len(groups),
+                )
+            )
+        pooled = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         out[group_id[groups]] = pooled.cpu().numpy()
     return out

@@ -100,6 +100,14 @@ class CacheSpec:
         return value is None or isinstance(value, str | os.PathLike)
 
 
+class ViewsSpec:
+    def describe(self) -> str:
+        return "None, a list of dicts, or a dict of dicts"
+
+    def accepts(self, value: Any) -> bool:
+        return value is None or isinstance(value, list | tuple | dict)
+
+
 class NoneValue:
     def describe(self) -> str:
         return "None"

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseBertVectorizer
-from ._encode import LONG_TEXT, encode_texts, sentence_pooler
+from ._encode import LONG_TEXT, concat_poolers, encode_texts, sentence_pooler
 from ._model import LoadedModel
 from ._pooling import POOLINGS
 from ._validation import Boolean, Interval, Options, check_pairs
@@ -99,7 +99,6 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
     handle_missing : {"error", "empty"}, default="error"
         What to do with None, NaN or pd.NA in X: "error" raises a ValueError
         naming their count and positions; "empty" embeds them as "".
-
     cache : "memory", None or path, default="memory"
         Keeps the token states (hidden states of every layer up to the
         deepest one used, for each text) between calls, so that a later call
@@ -114,6 +113,16 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         finished; entries are checksummed and written atomically, and a
         directory that cannot be written gives a warning, never an error.
         None runs the model on every call.
+    views : list of dict, dict of dict or None, default=None
+        Several views side by side from one forward pass, like a
+        FeatureUnion of vectorizers that runs the model once. A view is a
+        dict that sets some of ``layers``, ``layer_combine``, ``pooling``,
+        ``include_special_tokens`` and ``normalize``; what it leaves out,
+        and every other parameter, is shared. Features are named after their
+        view: a dict of views uses its keys (``{"last": {...}}`` gives
+        ``last_0``, ...); a list names each view from what it sets, in order
+        (``{"layers": -1, "pooling": "mean"}`` gives ``l-1_mean_0``, ...).
+        ``normalize`` scales each view's block to unit norm.
 
     Attributes
     ----------
@@ -139,6 +148,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         The resolved maximum input length in tokens.
     stride_ : int
         The resolved window overlap in tokens (used by the window options).
+    views_ : list of dict
+        The resolved settings of each view: its ``name`` (None without
+        ``views``), every key a view may set, and ``n_features``.
     transform_stats_ : dict
         Counts of the last ``transform``: ``n_texts``, ``n_distinct``,
         ``n_tokens`` fed to the model, ``n_truncated``, ``n_windowed``,
@@ -175,6 +187,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         "stride": [Interval(0, None, allow_none=True)],
         "pairs": [Boolean()],
     }
+    _view_keys = (
+        "layers",
+        "layer_combine",
+        "pooling",
+        "include_special_tokens",
+        "normalize",
+    )
 
     def __init__(
         self,
@@ -195,6 +214,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         progress_bar: bool | None = None,
         handle_missing: str = "error",
         cache: str | os.PathLike | None = "memory",
+        views: list[dict] | dict[str, dict] | None = None,
     ):
         self.model = model
         self.layers = layers
@@ -212,6 +232,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.progress_bar = progress_bar
         self.handle_missing = handle_missing
         self.cache = cache
+        self.views = views
 
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         # sentence-transformers pools the last layer; the tutorial and
@@ -269,12 +290,22 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"max_length={self.max_length_} hold {room} tokens of text; use "
                 f"stride < {room}."
             )
-        width = self.hidden_size_
-        if self.layer_combine == "concat":
-            width *= len(self.layers_)
-        if self.pooling_ in ("mean_max", "segment_mean"):
-            width *= 2
-        self._n_features_out = width
+        self.views_ = self._resolve_views(loaded)
+        for view in self.views_:
+            if view["pooling"] == "auto":
+                view["pooling"] = self.pooling_
+            if view["pooling"] == "segment_mean" and not self.pairs:
+                raise ValueError(
+                    f"The view {view['name']!r} has pooling='segment_mean', which "
+                    "needs sentence pairs; pass pairs=True, or choose another pooling."
+                )
+            width = self.hidden_size_
+            if view["layer_combine"] == "concat":
+                width *= len(view["layers"])
+            if view["pooling"] in ("mean_max", "segment_mean"):
+                width *= 2
+            view["n_features"] = width
+        self._n_features_out = sum(view["n_features"] for view in self.views_)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -296,13 +327,25 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
         else:
             texts, texts_b = self._check_texts(X), None
+        pool = concat_poolers(
+            [
+                sentence_pooler(
+                    view["pooling"],
+                    view["include_special_tokens"],
+                    view["layers"],
+                    view["layer_combine"],
+                )
+                for view in self.views_
+            ]
+        )
         embeddings, stats = encode_texts(
             self._loaded(),
             texts,
             texts_b=texts_b,
-            layers=self.layers_,
+            # one pass for every view: the model runs to the deepest layer
+            layers=sorted({layer for view in self.views_ for layer in view["layers"]}),
             layer_combine=self.layer_combine,
-            pool=sentence_pooler(self.pooling_, self.include_special_tokens),
+            pool=pool,
             n_features=self._n_features_out,
             max_length=self.max_length_,
             long_text=self.long_text,
@@ -312,9 +355,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             progress_bar=self.progress_bar,
             cache=self._token_cache(),
         )
-        if self.normalize:
-            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-            embeddings /= np.maximum(norms, 1e-12)
+        start = 0
+        for view in self.views_:
+            stop = start + view["n_features"]
+            if view["normalize"]:
+                block = embeddings[:, start:stop]
+                block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+            start = stop
         kept = {
             "truncate_tail": "their last tokens",
             "truncate_head_tail": "their first and last tokens",

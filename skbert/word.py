@@ -98,12 +98,11 @@ default="mean"
         start, end or index) or in a text of ``transform_words``: "error"
         raises a ValueError naming their count and positions; "empty" gives
         such a sample a row of zeros, and treats such a text as "" (no words).
-
     cache : "memory", None or path, default="memory"
         Keeps the token states (hidden states of every layer up to the
-        deepest one used, for each text) between calls, so that a later call
-        on the same texts with other layers (no deeper), pooling or
-        normalisation skips the model; GridSearchCV over those parameters
+        deepest one used, for each text or window) between calls, so that a
+        later call on the same texts with other layers (no deeper) or
+        sub-word pooling skips the model; GridSearchCV over those parameters
         runs the model about once. "memory": a per-process cache that all
         estimators and their clones share, bounded by ``SKBERT_CACHE_MB``
         megabytes (default 1024), least recently used first; a call whose
@@ -113,6 +112,15 @@ default="mean"
         finished; entries are checksummed and written atomically, and a
         directory that cannot be written gives a warning, never an error.
         None runs the model on every call.
+    views : list of dict, dict of dict or None, default=None
+        Several views side by side from one forward pass, like a
+        FeatureUnion of vectorizers that runs the model once. A view is a
+        dict that sets some of ``layers``, ``layer_combine`` and
+        ``subword_pooling``; what it leaves out, and every other
+        parameter, is shared. Features are named after their view: a dict of
+        views uses its keys (``{"last": {...}}`` gives ``last_0``, ...); a
+        list names each view from what it sets, in order
+        (``{"layers": -1, "subword_pooling": "first"}`` gives ``l-1_first_0``, ...).
 
     Attributes
     ----------
@@ -134,6 +142,9 @@ default="mean"
         The resolved non-negative hidden-state indices.
     max_length_ : int
         The resolved window length in tokens, special tokens included.
+    views_ : list of dict
+        The resolved settings of each view: its ``name`` (None without
+        ``views``), every key a view may set, and ``n_features``.
 
     See Also
     --------
@@ -227,6 +238,7 @@ default="mean"
         **_BaseBertVectorizer._parameter_constraints,
         "subword_pooling": [Options(*SUBWORD_POOLINGS)],
     }
+    _view_keys = ("layers", "layer_combine", "subword_pooling")
 
     def __init__(
         self,
@@ -242,6 +254,7 @@ default="mean"
         progress_bar: bool | None = None,
         handle_missing: str = "error",
         cache: str | os.PathLike | None = "memory",
+        views: list[dict] | dict[str, dict] | None = None,
     ):
         self.model = model
         self.layers = layers
@@ -254,6 +267,7 @@ default="mean"
         self.progress_bar = progress_bar
         self.handle_missing = handle_missing
         self.cache = cache
+        self.views = views
 
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         # The last four encoder layers, clamped to 1..L for shallow models.
@@ -283,12 +297,15 @@ default="mean"
                 f"max_length={self.max_length_} leaves no room for a word next to "
                 f"the {n_special} special tokens; use max_length >= {n_special + 1}."
             )
-        width = self.hidden_size_
-        if self.layer_combine == "concat":
-            width *= len(self.layers_)
-        if self.subword_pooling == "first_last":
-            width *= 2
-        self._n_features_out = width
+        self.views_ = self._resolve_views(loaded)
+        for view in self.views_:
+            width = self.hidden_size_
+            if view["layer_combine"] == "concat":
+                width *= len(view["layers"])
+            if view["subword_pooling"] == "first_last":
+                width *= 2
+            view["n_features"] = width
+        self._n_features_out = sum(view["n_features"] for view in self.views_)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -507,9 +524,10 @@ default="mean"
             group_keys[:, 1],
             group_keys[:, 2],
             width=width,
-            layers=self.layers_,
-            layer_combine=self.layer_combine,
-            subword_pooling=self.subword_pooling,
+            views=[
+                (view["layers"], view["layer_combine"], view["subword_pooling"])
+                for view in self.views_
+            ],
             n_features=self._n_features_out,
             device=self.device_,
             batch_size=self.batch_size,

@@ -439,3 +439,18 @@ def test_changed_weights_invalidate_disk_entries(tiny_bert, tmp_path, monkeypatc
     vectorizer = BertSentenceVectorizer(model=str(directory), cache=states)
     vectorizer.fit_transform(TEXTS)
     assert vectorizer.transform_stats_["cache_hits"] == 0
+
+
+def test_views_from_the_cache_equal_uncached(tiny_bert):
+    views = [
+        {"layers": -1, "pooling": "max"},
+        {"layers": [2, 0], "layer_combine": "concat", "pooling": "cls"},
+        {"layers": [0, 1, 2], "layer_combine": "mean", "normalize": True},
+    ]
+    expected = BertSentenceVectorizer(
+        model=str(tiny_bert), views=views, cache=None
+    ).fit_transform(TEXTS)
+    cached = BertSentenceVectorizer(model=str(tiny_bert), views=views).fit()
+    np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
+    assert cached.transform_stats_["cache_hits"] == len(TEXTS)

@@ -488,3 +488,120 @@ def test_pair_truncation_takes_from_the_longer_text_first(tiny_bert):
     np.testing.assert_allclose(
         X, vectorizer.transform([("the cat sat on the", "river bank")]), atol=1e-6
     )
+
+
+# -- views: several layer/pooling settings from one pass -----------------------
+
+VIEWS = [
+    {"layers": -1, "pooling": "mean"},
+    {"layers": [0, 1, 2], "layer_combine": "sum", "pooling": "max"},
+    {"layers": [2, 0], "layer_combine": "concat", "normalize": True},
+    {"pooling": "mean_max", "include_special_tokens": False},
+]
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "window"])
+def test_views_equal_separate_vectorizers_side_by_side(tiny_bert, long_text):
+    texts = TEXTS + ["the cat sat on the bank " * 12]
+    shared = dict(model=str(tiny_bert), cache=None, long_text=long_text)
+    if long_text == "window":
+        shared["max_length"] = 16
+    vectorizer = BertSentenceVectorizer(views=VIEWS, layers=1, **shared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = vectorizer.fit_transform(texts)
+        expected = np.hstack(
+            [
+                BertSentenceVectorizer(**{"layers": 1, **shared, **view}).fit_transform(
+                    texts
+                )
+                for view in VIEWS
+            ]
+        )
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    names = vectorizer.get_feature_names_out()
+    assert len(names) == got.shape[1] == 32 + 32 + 64 + 64
+    assert list(names[[0, 32, 64, 128, -1]]) == [
+        "l-1_mean_0",
+        "l0.1.2_sum_max_0",
+        "l2.0_concat_norm_0",
+        "mean_max_nospecial_0",
+        "mean_max_nospecial_63",
+    ]
+    assert [view["layers"] for view in vectorizer.views_] == [
+        [2],
+        [0, 1, 2],
+        [2, 0],
+        [1],
+    ]
+
+
+def test_views_run_the_model_once(tiny_bert, monkeypatch):
+    import skbert._encode
+
+    forward = skbert._encode.forward_hidden_states
+    calls = []
+
+    def counting(loaded, inputs, layers):
+        calls.append((inputs["input_ids"].shape[0], sorted(layers)))
+        return forward(loaded, inputs, layers)
+
+    monkeypatch.setattr(skbert._encode, "forward_hidden_states", counting)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), views=VIEWS, cache=None)
+    vectorizer.fit_transform(TEXTS)
+    # one pass over the texts, capturing the union of the views' layers
+    assert calls == [(len(TEXTS), [0, 1, 2])]
+
+
+def test_named_views_and_pandas_output(tiny_bert):
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert),
+        views={"last": {"layers": -1}, "cls": {"pooling": "cls"}},
+    ).set_output(transform="pandas")
+    frame = vectorizer.fit_transform(pd.Series(TEXTS, index=[5, 6, 7]))
+    assert list(frame.index) == [5, 6, 7]
+    assert list(frame.columns[[0, 31, 32, 63]]) == [
+        "last_0",
+        "last_31",
+        "cls_0",
+        "cls_31",
+    ]
+    # without views, the names are the estimator's own
+    plain = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    assert plain.get_feature_names_out()[0] == "bertsentencevectorizer0"
+
+
+@pytest.mark.parametrize(
+    "views, error, message",
+    [
+        ([], ValueError, "at least one view"),
+        ([{"layers": -1}, "mean"], TypeError, r"views\[1\] must be a dict"),
+        ([{"max_length": 8}], ValueError, "'max_length', which a view cannot set"),
+        ([{"pooling": "avg"}], ValueError, r"views\[0\]\['pooling'\] must be a str"),
+        ([{"layers": 7}], ValueError, r"layers=\[7\] is out of range"),
+        ([{"layers": -1}, {"layers": -1}], ValueError, "Two views are named 'l-1'"),
+        ({"": {"layers": -1}}, ValueError, "non-empty str"),
+        ([{"pooling": "segment_mean"}], ValueError, "needs sentence pairs"),
+        ("mean", ValueError, "'views' parameter of BertSentenceVectorizer must be"),
+    ],
+)
+def test_bad_views_are_refused_at_fit(tiny_bert, views, error, message):
+    with pytest.raises(error, match=message):
+        BertSentenceVectorizer(model=str(tiny_bert), views=views).fit()
+
+
+def test_grid_search_over_views(tiny_bert):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    texts = [f"the cat sat on the bank {w}" for w in "abcdefghijkl"]
+    pipeline = Pipeline(
+        [
+            ("bert", BertSentenceVectorizer(model=str(tiny_bert))),
+            ("clf", LogisticRegression()),
+        ]
+    )
+    grid = {"bert__views": [None, VIEWS[:2]]}
+    search = GridSearchCV(pipeline, grid, cv=2).fit(texts, [0, 1] * 6)
+    assert search.best_estimator_["bert"].views in (None, VIEWS[:2])

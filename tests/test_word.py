@@ -886,3 +886,30 @@ def test_cuda_matches_cpu(tiny_bert, tiny, dtype):
     words = gpu.transform_words(WORD_TEXTS)
     expected = tiny.transform_words(WORD_TEXTS)
     np.testing.assert_allclose(words.iloc[:, 5:], expected.iloc[:, 5:], atol=atol)
+
+
+def test_word_views_equal_separate_vectorizers(tiny_bert):
+    samples = [("the cat sat on the bank", 19, 23), (["a", "dog", "embeddings"], 2)]
+    views = [
+        {"layers": -1, "subword_pooling": "first"},
+        {"layers": [0, 2], "layer_combine": "concat", "subword_pooling": "first_last"},
+    ]
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), views=views, cache=None)
+    got = vectorizer.fit_transform(samples)
+    expected = np.hstack(
+        [
+            BertWordVectorizer(model=str(tiny_bert), cache=None, **view).fit_transform(
+                samples
+            )
+            for view in views
+        ]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    names = vectorizer.get_feature_names_out()
+    assert list(names[[0, 32, -1]]) == [
+        "l-1_first_0",
+        "l0.2_concat_first_last_0",
+        "l0.2_concat_first_last_127",
+    ]
+    words = vectorizer.transform_words(["the cat sat"])
+    assert list(words.columns[5:7]) == ["l-1_first_0", "l-1_first_1"]
