@@ -73,8 +73,10 @@ class TokenStateCache:
     """Least-recently-used map from row keys to tensors ``(seq_len, n_layers, hidden)``.
 
     It also memoises tokenization (``get_tokens``/``put_tokens``), so a text
-    seen before is not tokenized again; that memo is bounded to a tenth of
-    the budget, by an estimate of its size.
+    seen before is not tokenized again, within a tenth of the budget (by an
+    estimate of its size); and pooled rows (``get_pooled``/``put_pooled``),
+    so a row pooled the same way before is not pooled again, within a
+    quarter of the budget.
 
     Parameters
     ----------
@@ -92,6 +94,8 @@ class TokenStateCache:
         self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self._tokens: OrderedDict[tuple, tuple] = OrderedDict()
         self._token_bytes = 0
+        self._pooled: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._pooled_bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -154,12 +158,35 @@ class TokenStateCache:
                 _, (_, evicted) = self._tokens.popitem(last=False)
                 self._token_bytes -= evicted
 
+    def get_pooled(self, keys: list[bytes], pool_key: tuple) -> list:
+        """Memoised pooled rows (see :func:`skbert._encode.encode_texts`), or None."""
+        with self._lock:
+            found = [self._pooled.get((key, pool_key)) for key in keys]
+            for key, row in zip(keys, found, strict=True):
+                if row is not None:
+                    self._pooled.move_to_end((key, pool_key))
+            return found
+
+    def put_pooled(self, keys: list[bytes], pool_key: tuple, rows: np.ndarray) -> None:
+        """Memoise pooled ``rows``, within a quarter of the budget."""
+        with self._lock:
+            for key, row in zip(keys, rows, strict=True):
+                if (key, pool_key) in self._pooled:
+                    continue
+                self._pooled[(key, pool_key)] = row.copy()
+                self._pooled_bytes += row.nbytes
+            while self._pooled_bytes > self.max_bytes // 4 and self._pooled:
+                _, evicted = self._pooled.popitem(last=False)
+                self._pooled_bytes -= evicted.nbytes
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._tokens.clear()
+            self._pooled.clear()
             self.n_bytes = 0
             self._token_bytes = 0
+            self._pooled_bytes = 0
 
 
 _DEFAULT: TokenStateCache | None = None
@@ -244,6 +271,22 @@ class DiskCache:
 
     def put_tokens(self, key: tuple, value: tuple, n_tokens: int) -> None:
         self.memory.put_tokens(key, value, n_tokens)
+
+    def get_pooled(self, keys: list[bytes], pool_key: tuple) -> list:
+        """Memoised pooled rows of the keys whose states are on disk, else None.
+
+        Rows pooled under ``cache="memory"`` may have no file yet: they go
+        the way of states, which writes them.
+        """
+        found = self.memory.get_pooled(keys, pool_key)
+        with self._lock:
+            return [
+                row if key in self._on_disk else None
+                for key, row in zip(keys, found, strict=True)
+            ]
+
+    def put_pooled(self, keys: list[bytes], pool_key: tuple, rows: np.ndarray) -> None:
+        self.memory.put_pooled(keys, pool_key, rows)
 
     def get(self, key: bytes, n_layers: int) -> torch.Tensor | None:
         """The entry for ``key`` from memory, else from disk if it is whole."""

@@ -446,7 +446,9 @@ def iter_batches(
         the rows read from the cache follow, in batches of up to
         ``HIT_TOKENS`` padded tokens.
     stats : dict or None
-        ``stats["cache_hits"]`` is increased by the rows found in the cache.
+        ``stats["cache_hits"]`` is increased by the rows found in the cache;
+        ``stats["cache_kept"]`` says whether the rows computed are kept in
+        memory (False when they would not all fit in its budget).
     """
     n = len(tokenized.input_ids)
     lengths = np.fromiter(
@@ -476,6 +478,8 @@ def iter_batches(
         keep = int(lengths[order].sum()) * (deepest + 1) * loaded.hidden_size * 4
         keep = keep <= cache.max_bytes
         store = keep or cache.persistent
+        if stats is not None:
+            stats["cache_kept"] = keep
         if store:
             run_layers = list(range(deepest + 1))
         if stats is not None:
@@ -560,6 +564,22 @@ def _cached_batch(
     )
 
 
+def _subset(tokenized: Tokenized, rows: np.ndarray) -> Tokenized:
+    """The rows ``rows`` of ``tokenized`` (what :func:`iter_batches` reads)."""
+
+    def pick(values):
+        return None if values is None else [values[r] for r in rows]
+
+    return Tokenized(
+        input_ids=pick(tokenized.input_ids),
+        special_tokens_mask=pick(tokenized.special_tokens_mask),
+        n_truncated=0,
+        token_type_ids=pick(tokenized.token_type_ids),
+        segment_ids=pick(tokenized.segment_ids),
+        row_keys=pick(tokenized.row_keys),
+    )
+
+
 def encode_texts(
     loaded: LoadedModel,
     texts: list[str],
@@ -576,6 +596,7 @@ def encode_texts(
     stride: int = 0,
     texts_b: list[str] | None = None,
     cache=None,
+    pool_key: tuple | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts`` into a ``float32`` array of shape (n_texts, n_features).
 
@@ -586,9 +607,15 @@ def encode_texts(
     element-wise max is taken. ``texts_b`` makes each row the pair
     ``(texts[i], texts_b[i])``, encoded as one input.
 
+    With a ``cache`` and a ``pool_key`` (a hashable description of everything
+    ``pool`` does), pooled rows are memoised too: a row pooled before the same
+    way is not pooled again.
+
     Returns the array and counts for the call: ``n_texts``, ``n_distinct``,
-    ``n_tokens`` (fed to the model), ``n_truncated``, ``n_windowed``,
-    ``n_windows`` and ``cache_hits`` (rows whose states came from ``cache``).
+    ``n_tokens`` (in all inputs, read from the cache or not), ``n_truncated``,
+    ``n_windowed``, ``n_windows``, ``cache_hits`` (inputs whose states or
+    pooled vectors came from ``cache``) and ``cache_kept`` (whether the
+    computed ones were kept in memory).
     """
     keys = texts if texts_b is None else list(zip(texts, texts_b, strict=True))
     first_of: dict = {}
@@ -617,12 +644,27 @@ def encode_texts(
         )
     n_rows = len(tokenized.input_ids)
     rows_out = np.empty((n_rows, n_features), dtype=np.float32)
-    weights = np.empty(n_rows, dtype=np.float32)
     stats = {"cache_hits": 0}
+    todo = None  # rows still to pool, when some come from the pooled memo
+    memo = cache is not None and pool_key is not None
+    if memo:
+        found = cache.get_pooled(tokenized.row_keys, pool_key)
+        done = np.fromiter((f is not None for f in found), dtype=bool, count=n_rows)
+        if done.any():
+            rows_out[done] = np.stack([f for f in found if f is not None])
+            stats["cache_hits"] += int(done.sum())
+            todo = np.flatnonzero(~done)
+
+    def store(rows: np.ndarray, pooled: np.ndarray) -> None:
+        rows = rows if todo is None else todo[rows]
+        rows_out[rows] = pooled
+        if memo and stats.get("cache_kept", True):
+            cache.put_pooled([tokenized.row_keys[r] for r in rows], pool_key, pooled)
+
     pending: deque = deque()  # CUDA only: (rows, pinned host tensor, event)
     for batch in iter_batches(
         loaded,
-        tokenized,
+        tokenized if todo is None else _subset(tokenized, todo),
         layers=layers,
         layer_combine=layer_combine,
         device=device,
@@ -635,20 +677,24 @@ def encode_texts(
         if pooled.is_cuda:  # copy back without waiting; the CPU path is below
             host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
             host.copy_(pooled, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(torch.cuda.current_stream(pooled.device))
-            pending.append((batch.rows, host, done))
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(pooled.device))
+            pending.append((batch.rows, host, event))
             while pending and pending[0][2].query():
                 rows, host, _ = pending.popleft()
-                rows_out[rows] = host.numpy()
+                store(rows, host.numpy())
         else:
-            rows_out[batch.rows] = pooled.cpu().numpy()
-        if tokenized.text_of_row is not None:
-            content = batch.attention_mask * (1 - batch.special_tokens_mask)
-            weights[batch.rows] = content.sum(dim=1).cpu().numpy()
-    for rows, host, done in pending:
-        done.synchronize()
-        rows_out[rows] = host.numpy()
+            store(batch.rows, pooled.cpu().numpy())
+    for rows, host, event in pending:
+        event.synchronize()
+        store(rows, host.numpy())
+    if tokenized.text_of_row is not None:
+        # windows are weighted by their tokens of text
+        weights = np.fromiter(
+            (len(mask) - sum(mask) for mask in tokenized.special_tokens_mask),
+            dtype=np.float32,
+            count=n_rows,
+        )
     if tokenized.text_of_row is None:
         out = rows_out
     else:
@@ -661,6 +707,7 @@ def encode_texts(
         "n_truncated": tokenized.n_truncated,
         "n_windowed": tokenized.n_windowed,
         "n_windows": n_rows,
+        "cache_kept": bool(stats.get("cache_kept", False)),
     }
     # first occurrences come in input order: without duplicates inverse is
     # 0..n-1, and skipping the copy keeps peak memory at one output

@@ -153,9 +153,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``views``), every key a view may set, and ``n_features``.
     transform_stats_ : dict
         Counts of the last ``transform``: ``n_texts``, ``n_distinct``,
-        ``n_tokens`` fed to the model, ``n_truncated``, ``n_windowed``,
-        ``n_windows``, ``cache_hits`` (rows whose token states came from the
-        cache) and ``seconds``.
+        ``n_tokens`` (in the inputs: texts, pairs or windows),
+        ``n_truncated``, ``n_windowed``, ``n_windows`` (inputs),
+        ``cache_hits`` (inputs whose token states or pooled vectors came
+        from the cache), ``cache_kept`` (whether the states computed stayed
+        in the memory cache; False when the call's states would not fit in
+        its budget, or without a cache) and ``seconds``.
 
     See Also
     --------
@@ -354,6 +357,18 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
             cache=self._token_cache(),
+            pool_key=(
+                "sentence",
+                tuple(
+                    (
+                        view["pooling"],
+                        view["include_special_tokens"],
+                        tuple(view["layers"]),
+                        view["layer_combine"],
+                    )
+                    for view in self.views_
+                ),
+            ),
         )
         start = 0
         for view in self.views_:

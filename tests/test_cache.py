@@ -454,3 +454,27 @@ def test_views_from_the_cache_equal_uncached(tiny_bert):
     np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
     np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
     assert cached.transform_stats_["cache_hits"] == len(TEXTS)
+
+
+def test_pooled_rows_are_memoised_per_setting(tiny_bert, monkeypatch):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), pooling="max").fit()
+    first = vectorizer.transform(TEXTS)
+
+    def no_pooling(*args, **kwargs):
+        raise AssertionError("pooled again")
+
+    monkeypatch.setattr(skbert._encode, "pool_tokens", no_pooling)
+    np.testing.assert_array_equal(vectorizer.transform(TEXTS), first)
+    assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS)
+    with pytest.raises(AssertionError, match="pooled again"):  # another setting
+        vectorizer.set_params(pooling="mean").fit().transform(TEXTS)
+
+
+def test_pooled_memo_stays_within_a_quarter_of_the_budget():
+    cache = TokenStateCache(max_bytes=4 * 3 * 64)  # a quarter holds 3 rows
+    rows = np.ones((5, 16), dtype=np.float32)  # 64 bytes each
+    keys = [bytes([i]) for i in range(5)]
+    cache.put_pooled(keys, ("p",), rows)
+    found = cache.get_pooled(keys, ("p",))
+    assert [row is not None for row in found] == [False, False, True, True, True]
+    assert cache.get_pooled(keys[-1:], ("q",)) == [None]  # another pooling
