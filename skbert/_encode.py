@@ -931,6 +931,7 @@ def encode_token_groups(
     batch_size: int,
     progress_bar: bool | None = None,
     cache=None,
+    stats: dict | None = None,
 ) -> np.ndarray:
     """Embed groups of consecutive tokens, each pooled from one window of a text.
 
@@ -945,6 +946,9 @@ def encode_token_groups(
 
     Each of ``views``, ``(layers, layer_combine, subword_pooling)``, gives
     one block of columns, side by side, all from the same forward pass.
+    ``stats``, if given, receives ``n_windows`` and ``n_tokens`` (the inputs
+    run or read from the cache, special tokens included), ``cache_hits``
+    and ``cache_kept``.
 
     Returns
     -------
@@ -986,6 +990,12 @@ def encode_token_groups(
         for start, stop in zip(window_start, window_stop, strict=True)
     ]
 
+    if stats is not None:
+        stats["n_windows"] = len(input_ids)
+        stats["n_tokens"] = sum(len(ids) for ids in input_ids)
+        stats.setdefault("cache_hits", 0)
+        stats.setdefault("cache_kept", False)
+
     # every (group, token) pair, ordered by window and by position in it
     lengths = group_stop - group_first
     member_group = np.repeat(np.arange(len(group_first)), lengths)
@@ -1007,6 +1017,7 @@ def encode_token_groups(
         batch_size=batch_size,
         progress_bar=progress_bar,
         cache=cache,
+        stats=stats,
     ):
         rows = batch.rows
         members = _segments(window_ptr[rows], window_ptr[rows + 1])

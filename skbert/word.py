@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,6 +146,15 @@ default="mean"
     views_ : list of dict
         The resolved settings of each view: its ``name`` (None without
         ``views``), every key a view may set, and ``n_features``.
+    transform_stats_ : dict
+        Counts of the last ``transform`` or ``transform_words``:
+        ``n_samples`` (samples, or texts given), ``n_distinct`` (distinct
+        texts), ``n_tokens`` (in the windows read, special tokens included),
+        ``n_truncated`` (always 0: words are read from windows, never cut
+        off), ``n_windowed`` (distinct texts longer than one window),
+        ``n_windows`` (inputs), ``cache_hits`` (windows whose token states
+        came from the cache), ``cache_kept`` (whether the states computed
+        stayed in the memory cache) and ``seconds``.
 
     See Also
     --------
@@ -325,6 +335,7 @@ default="mean"
             One row per sample, in the order given.
         """
         check_is_fitted(self)
+        started = time.perf_counter()
         targets = _parse_samples(X, self.handle_missing)
         loaded = self._loaded()
         width = self._window_width(loaded)
@@ -364,11 +375,13 @@ default="mean"
 
         window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
         group_keys = np.array(list(groups), dtype=np.int64).reshape(-1, 3)
-        pooled = self._encode(loaded, docs, window_keys, group_keys, width)
+        stats = {}
+        pooled = self._encode(loaded, docs, window_keys, group_keys, width, stats)
         out = np.zeros((len(targets), self._n_features_out), dtype=np.float32)
         present = group_of_sample >= 0
         out[present] = pooled[group_of_sample[present]]
         self._warn_windowed(len(long_docs), len(docs))
+        self._set_stats(len(targets), len(docs), len(long_docs), stats, started)
         return out
 
     def transform_words(self, texts: Any):
@@ -402,6 +415,7 @@ default="mean"
         import pandas as pd
 
         check_is_fitted(self)
+        started = time.perf_counter()
         items, labels = _parse_texts(texts, self.handle_missing)
         loaded = self._loaded()
         width = self._window_width(loaded)
@@ -466,7 +480,8 @@ default="mean"
             group_windows[words] = ids[window_of_word]
         window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
         group_keys = np.column_stack((group_windows, table.first, table.stop))
-        pooled = self._encode(loaded, docs, window_keys, group_keys, width)
+        stats = {}
+        pooled = self._encode(loaded, docs, window_keys, group_keys, width, stats)
 
         # expand the distinct texts back to the caller's texts, in order
         item_source = np.asarray(source_of_item, dtype=np.int64)
@@ -497,10 +512,27 @@ default="mean"
                 UserWarning,
                 stacklevel=2,
             )
-        self._warn_windowed(int((n_tokens > width).sum()), len(docs))
+        n_long = int((n_tokens > width).sum())
+        self._warn_windowed(n_long, len(docs))
+        self._set_stats(len(source_of_item), len(docs), n_long, stats, started)
         return frame
 
     # -- helpers -----------------------------------------------------------
+
+    def _set_stats(
+        self, n_samples: int, n_distinct: int, n_windowed: int, stats: dict, started
+    ) -> None:
+        self.transform_stats_ = {
+            "n_samples": n_samples,
+            "n_distinct": n_distinct,
+            "n_tokens": stats.get("n_tokens", 0),
+            "n_truncated": 0,  # words are read from windows, never cut off
+            "n_windowed": n_windowed,
+            "n_windows": stats.get("n_windows", 0),
+            "cache_hits": stats.get("cache_hits", 0),
+            "cache_kept": bool(stats.get("cache_kept", False)),
+            "seconds": time.perf_counter() - started,
+        }
 
     def _window_width(self, loaded: LoadedModel) -> int:
         """Tokens of text that fit in one window, besides the special tokens."""
@@ -514,6 +546,7 @@ default="mean"
         window_keys: np.ndarray,
         group_keys: np.ndarray,
         width: int,
+        stats: dict | None = None,
     ) -> np.ndarray:
         return encode_token_groups(
             loaded,
@@ -533,6 +566,7 @@ default="mean"
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
             cache=self._token_cache(),
+            stats=stats,
         )
 
     def _warn_windowed(self, n_long: int, n_texts: int) -> None:

@@ -150,6 +150,7 @@ def test_word_vectors_cached_equal_uncached(tiny_bert):
     cached = BertWordVectorizer(model=str(tiny_bert), cache="memory").fit()
     np.testing.assert_allclose(cached.transform(samples), expected, atol=1e-5)
     np.testing.assert_allclose(cached.transform(samples), expected, atol=1e-5)
+    assert cached.transform_stats_["cache_hits"] == cached.transform_stats_["n_windows"]
 
 
 def test_new_weights_invalidate_entries(tiny_bert, tmp_path):

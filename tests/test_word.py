@@ -913,3 +913,19 @@ def test_word_views_equal_separate_vectorizers(tiny_bert):
     ]
     words = vectorizer.transform_words(["the cat sat"])
     assert list(words.columns[5:7]) == ["l-1_first_0", "l-1_first_1"]
+
+
+def test_transform_stats_for_words(tiny_bert):
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=8).fit()
+    samples = [("the cat sat", 4, 7), ("the cat sat", 8, 11), ("a dog barked", 2, 5)]
+    vectorizer.transform(samples)
+    stats = vectorizer.transform_stats_
+    assert stats["n_samples"] == 3 and stats["n_distinct"] == 2
+    assert stats["n_windows"] == 2 and stats["n_truncated"] == 0
+    assert stats["n_tokens"] == 5 + 5 and stats["seconds"] > 0
+    long_text = "the cat sat on the bank of the river"
+    with pytest.warns(UserWarning, match="1 of 2 distinct texts were longer"):
+        vectorizer.transform_words([long_text, "a dog"])
+    stats = vectorizer.transform_stats_
+    assert stats["n_samples"] == 2 and stats["n_windowed"] == 1
+    assert stats["n_windows"] > 2
