@@ -74,6 +74,8 @@ class Tokenized:
         Which texts lost tokens.
     row_keys : list of bytes or None
         Cache keys of the rows (see :func:`skbert._cache.row_key`), when known.
+    memo : list or None
+        Tokenizations to memoise (see :func:`tokenize_cached`).
     """
 
     input_ids: list[list[int]]
@@ -85,6 +87,7 @@ class Tokenized:
     n_windowed: int = 0
     truncated: np.ndarray | None = None
     row_keys: list[bytes] | None = None
+    memo: list | None = None
 
 
 def tokenize(
@@ -226,7 +229,9 @@ def tokenize_cached(
 
     Texts tokenized before under the same model and settings are not
     tokenized again, and the rows come with their cache keys
-    (``row_keys``). ``texts`` holds pairs ``(a, b)`` when ``pairs``.
+    (``row_keys``). ``texts`` holds pairs ``(a, b)`` when ``pairs``. New
+    tokenizations are not memoised yet: they are in ``memo``, for
+    :func:`remember_tokens` once the caller knows it keeps the call.
     """
     windows = long_text.startswith("window")
     settings = (
@@ -238,6 +243,7 @@ def tokenize_cached(
     )
     records = [cache.get_tokens((settings, text)) for text in texts]
     todo = [i for i, record in enumerate(records) if record is None]
+    new_records = []
     if todo:
         new = [texts[i] for i in todo]
         if pairs:
@@ -270,7 +276,7 @@ def tokenize_cached(
                     for j in range(len(ids))
                 ],
             )
-            cache.put_tokens((settings, texts[i]), record, sum(map(len, ids)))
+            new_records.append(((settings, texts[i]), record))
             records[i] = record
     input_ids, special, types, segments, keys, text_of_row = [], [], [], [], [], []
     for t, (ids, spec, typ, seg, _, row_keys) in enumerate(records):
@@ -296,7 +302,14 @@ def tokenize_cached(
         n_windowed=int((rows_per_text > 1).sum()),
         truncated=truncated,
         row_keys=keys,
+        memo=new_records,
     )
+
+
+def remember_tokens(cache, tokenized: Tokenized) -> None:
+    """Put the tokenizations :func:`tokenize_cached` made into ``cache``'s memo."""
+    for key, record in tokenized.memo or ():
+        cache.put_tokens(key, record, sum(map(len, record[0])), len(str(key[1])))
 
 
 @dataclass
@@ -390,6 +403,9 @@ def _show_progress(progress_bar: bool | None) -> bool:
     return progress_bar
 
 
+# distinct texts tokenized at once by encode_texts
+CHUNK_TEXTS = 8192
+
 # padded tokens per batch read from the cache (no model to bound the batch)
 HIT_TOKENS = 4096
 
@@ -424,6 +440,7 @@ def iter_batches(
     progress_bar: bool | None = None,
     cache=None,
     stats: dict[str, int] | None = None,
+    keep: bool | None = None,
 ) -> Iterator[Batch]:
     """Run the model over length-sorted batches and yield their token states.
 
@@ -449,6 +466,9 @@ def iter_batches(
         ``stats["cache_hits"]`` is increased by the rows found in the cache;
         ``stats["cache_kept"]`` says whether the rows computed are kept in
         memory (False when they would not all fit in its budget).
+    keep : bool or None
+        Whether to keep the computed states in memory; None decides from
+        their size, as above.
     """
     n = len(tokenized.input_ids)
     lengths = np.fromiter(
@@ -475,8 +495,9 @@ def iter_batches(
         found = np.fromiter((e is not None for e in entries), dtype=bool, count=n)
         hits, order = order[found[order]], order[~found[order]]
         # a call whose states could not all stay in memory keeps none there
-        keep = int(lengths[order].sum()) * (deepest + 1) * loaded.hidden_size * 4
-        keep = keep <= cache.max_bytes
+        if keep is None:
+            size = int(lengths[order].sum()) * (deepest + 1) * loaded.hidden_size * 4
+            keep = size <= cache.max_bytes
         store = keep or cache.persistent
         if stats is not None:
             stats["cache_kept"] = keep
@@ -627,24 +648,92 @@ def encode_texts(
     unique = list(first_of)
     if cache is not None:
         cache.begin_call()
-        tokenized = tokenize_cached(
-            cache,
+    out = np.empty((len(unique), n_features), dtype=np.float32)
+    stats = {"cache_hits": 0, "n_tokens": 0, "n_truncated": 0}
+    stats.update(n_windowed=0, n_windows=0)
+    keep = None
+    # chunks of texts bound what tokenization holds at once (~0.4 GiB for
+    # 100,000 texts); within a chunk, batches are length-sorted
+    for start in range(0, len(unique), CHUNK_TEXTS):
+        chunk = unique[start : start + CHUNK_TEXTS]
+        if cache is not None:
+            tokenized = tokenize_cached(
+                cache,
+                loaded,
+                chunk,
+                pairs=texts_b is not None,
+                max_length=max_length,
+                long_text=long_text,
+                stride=stride,
+            )
+            if keep is None and len(unique) > len(chunk):
+                # a call's states that could not all stay in memory keep none
+                # there (an LRU scan larger than itself evicts all before reuse)
+                n_tokens = sum(len(ids) for ids in tokenized.input_ids)
+                size = n_tokens * len(unique) / len(chunk)
+                size *= (max(layers) + 1) * loaded.hidden_size * 4
+                keep = size <= cache.max_bytes
+        elif texts_b is None:
+            tokenized = tokenize(loaded.tokenizer, chunk, max_length, long_text, stride)
+        else:
+            tokenized = tokenize_pairs(
+                loaded.tokenizer,
+                [a for a, _ in chunk],
+                [b for _, b in chunk],
+                max_length,
+            )
+        out[start : start + len(chunk)] = _encode_tokenized(
             loaded,
-            unique,
-            pairs=texts_b is not None,
-            max_length=max_length,
+            tokenized,
+            layers=layers,
+            layer_combine=layer_combine,
+            pool=pool,
+            n_features=n_features,
+            device=device,
+            batch_size=batch_size,
+            progress_bar=progress_bar,
             long_text=long_text,
-            stride=stride,
+            cache=cache,
+            pool_key=pool_key,
+            keep=keep,
+            stats=stats,
         )
-    elif texts_b is None:
-        tokenized = tokenize(loaded.tokenizer, unique, max_length, long_text, stride)
-    else:
-        tokenized = tokenize_pairs(
-            loaded.tokenizer, [a for a, _ in unique], [b for _, b in unique], max_length
-        )
+        stats["n_tokens"] += sum(len(ids) for ids in tokenized.input_ids)
+        stats["n_truncated"] += tokenized.n_truncated
+        stats["n_windowed"] += tokenized.n_windowed
+        stats["n_windows"] += len(tokenized.input_ids)
+        del tokenized
+    stats = {
+        **stats,
+        "n_texts": len(keys),
+        "n_distinct": len(unique),
+        "cache_kept": bool(stats.get("cache_kept", False)),
+    }
+    # first occurrences come in input order: without duplicates inverse is
+    # 0..n-1, and skipping the copy keeps peak memory at one output
+    return (out if len(unique) == len(keys) else out[inverse]), stats
+
+
+def _encode_tokenized(
+    loaded: LoadedModel,
+    tokenized: Tokenized,
+    *,
+    layers: list[int],
+    layer_combine: str,
+    pool: Callable[[Batch], torch.Tensor],
+    n_features: int,
+    device: torch.device,
+    batch_size: int,
+    progress_bar: bool | None,
+    long_text: str,
+    cache,
+    pool_key: tuple | None,
+    keep: bool | None,
+    stats: dict,
+) -> np.ndarray:
+    """Pooled vectors of the texts of ``tokenized`` (one chunk of a call)."""
     n_rows = len(tokenized.input_ids)
     rows_out = np.empty((n_rows, n_features), dtype=np.float32)
-    stats = {"cache_hits": 0}
     todo = None  # rows still to pool, when some come from the pooled memo
     memo = cache is not None and pool_key is not None
     if memo:
@@ -672,6 +761,7 @@ def encode_texts(
         progress_bar=progress_bar,
         cache=cache,
         stats=stats,
+        keep=keep,
     ):
         pooled = pool(batch).float()
         if pooled.is_cuda:  # copy back without waiting; the CPU path is below
@@ -688,30 +778,17 @@ def encode_texts(
     for rows, host, event in pending:
         event.synchronize()
         store(rows, host.numpy())
-    if tokenized.text_of_row is not None:
-        # windows are weighted by their tokens of text
-        weights = np.fromiter(
-            (len(mask) - sum(mask) for mask in tokenized.special_tokens_mask),
-            dtype=np.float32,
-            count=n_rows,
-        )
+    if cache is not None and stats.get("cache_kept", True):
+        remember_tokens(cache, tokenized)
     if tokenized.text_of_row is None:
-        out = rows_out
-    else:
-        out = aggregate_windows(rows_out, weights, tokenized.text_of_row, long_text)
-    stats = {
-        **stats,
-        "n_texts": len(keys),
-        "n_distinct": len(unique),
-        "n_tokens": sum(len(ids) for ids in tokenized.input_ids),
-        "n_truncated": tokenized.n_truncated,
-        "n_windowed": tokenized.n_windowed,
-        "n_windows": n_rows,
-        "cache_kept": bool(stats.get("cache_kept", False)),
-    }
-    # first occurrences come in input order: without duplicates inverse is
-    # 0..n-1, and skipping the copy keeps peak memory at one output
-    return (out if len(unique) == len(keys) else out[inverse]), stats
+        return rows_out
+    # windows are weighted by their tokens of text
+    weights = np.fromiter(
+        (len(mask) - sum(mask) for mask in tokenized.special_tokens_mask),
+        dtype=np.float32,
+        count=n_rows,
+    )
+    return aggregate_windows(rows_out, weights, tokenized.text_of_row, long_text)
 
 
 def aggregate_windows(

@@ -479,3 +479,39 @@ def test_pooled_memo_stays_within_a_quarter_of_the_budget():
     found = cache.get_pooled(keys, ("p",))
     assert [row is not None for row in found] == [False, False, True, True, True]
     assert cache.get_pooled(keys[-1:], ("q",)) == [None]  # another pooling
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "window"])
+def test_chunks_of_a_call_equal_one_chunk(tiny_bert, monkeypatch, long_text):
+    texts = TEXTS + ["the cat sat on the bank " * 8, "a dog barked", "hello world"]
+    params = dict(model=str(tiny_bert), long_text=long_text, max_length=16)
+    with pytest.warns(UserWarning) if long_text == "truncate" else _no_warning():
+        expected = BertSentenceVectorizer(cache=None, **params).fit_transform(texts)
+    monkeypatch.setattr(skbert._encode, "CHUNK_TEXTS", 2)
+    for cache in (None, "memory", "memory"):
+        vectorizer = BertSentenceVectorizer(cache=cache, **params).fit()
+        with pytest.warns(UserWarning) if long_text == "truncate" else _no_warning():
+            got = vectorizer.transform(texts)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        stats = vectorizer.transform_stats_
+        assert stats["n_texts"] == 7 and stats["n_distinct"] == 6
+        assert stats["n_truncated"] == (long_text == "truncate")
+        assert stats["n_windowed"] == (long_text == "window")
+    assert stats["cache_hits"] == stats["n_windows"]  # the second cached call
+
+
+def test_a_call_in_chunks_too_big_for_the_budget_keeps_nothing(tiny_bert, monkeypatch):
+    cache = TokenStateCache(10_000)  # each chunk's states fit, the call's do not
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", cache)
+    monkeypatch.setattr(skbert._encode, "CHUNK_TEXTS", 2)
+    texts = [f"the cat sat on the bank {w}" for w in "abcdefgh"]
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    vectorizer.transform(texts)
+    assert not vectorizer.transform_stats_["cache_kept"]
+    assert len(cache) == 0 and not cache._tokens and not cache._pooled
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()
