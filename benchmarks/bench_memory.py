@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                 f.write(text + "\n")
         for case in args.cases:
             suffix = ".parquet" if case.endswith("parquet") else ".npy"
-            out = Path(tmp) / f"out{suffix}"
+            out = Path(tmp) / f"{case}{suffix}"  # per case: transform writes none
             print(f"  {case}: {n_texts} texts ...", flush=True)
             _, busy0 = _common.cpu_seconds()
             start = time.perf_counter()
