@@ -241,6 +241,11 @@ def tokenize_cached(
         stride if windows else 0,
         pairs,
     )
+    # GridSearchCV hands every candidate the same folds: whole calls repeat
+    call_key = (settings, tuple(texts))
+    seen = cache.get_tokens(call_key)
+    if seen is not None:
+        return seen
     records = [cache.get_tokens((settings, text)) for text in texts]
     todo = [i for i, record in enumerate(records) if record is None]
     new_records = []
@@ -292,7 +297,7 @@ def tokenize_cached(
     rows_per_text = np.fromiter(
         (len(r[0]) for r in records), dtype=np.int64, count=len(records)
     )
-    return Tokenized(
+    tokenized = Tokenized(
         input_ids=input_ids,
         special_tokens_mask=special,
         n_truncated=int(truncated.sum()),
@@ -302,14 +307,21 @@ def tokenize_cached(
         n_windowed=int((rows_per_text > 1).sum()),
         truncated=truncated,
         row_keys=keys,
-        memo=new_records,
     )
+    new_records.append((call_key, tokenized))
+    tokenized.memo = new_records
+    return tokenized
 
 
 def remember_tokens(cache, tokenized: Tokenized) -> None:
     """Put the tokenizations :func:`tokenize_cached` made into ``cache``'s memo."""
     for key, record in tokenized.memo or ():
-        cache.put_tokens(key, record, sum(map(len, record[0])), len(str(key[1])))
+        if isinstance(record, Tokenized):  # a whole call: the rows' lists again
+            n_tokens = sum(map(len, record.input_ids)) + 8 * len(key[1])
+            cache.put_tokens(key, record, n_tokens)
+        else:
+            cache.put_tokens(key, record, sum(map(len, record[0])), len(str(key[1])))
+    tokenized.memo = None  # memoised once
 
 
 @dataclass
@@ -343,19 +355,29 @@ class Batch:
     _combined: dict = field(default_factory=dict, repr=False)
 
     def combined(
-        self, layers: list[int] | None = None, how: str | None = None
+        self,
+        layers: list[int] | None = None,
+        how: str | None = None,
+        first_token: bool = False,
     ) -> torch.Tensor:
         """Tensor of shape (batch, seq_len, width): ``layers`` combined by ``how``.
 
         Defaults to the batch's own ``layers`` and ``layer_combine``; each
-        combination is computed once per batch.
+        combination is computed once per batch. ``first_token=True`` needs
+        only position 0 (shape (batch, 1, width)), which spares a batch read
+        from the cache the combination of every other token.
         """
         layers = list(self.layers if layers is None else layers)
         how = self.layer_combine if how is None else how
         key = (tuple(layers), how if len(layers) > 1 else None)
+        if first_token:
+            if key in self._combined or self.states is not None:
+                return self.combined(layers, how)[:, :1]
+            key = (*key, "first")
         if key not in self._combined:
             if self.states is None:
-                value = _combine_cached(self.cached, layers, how)
+                entries = [e[:1] for e in self.cached] if first_token else self.cached
+                value = _combine_cached(entries, layers, how)
                 value = value.to(self.attention_mask.device)
             elif len(layers) == 1:  # nothing to combine: skip the stack's copy
                 value = self.states[layers[0]]
@@ -840,6 +862,8 @@ def sentence_pooler(
     """
 
     def pool(batch: Batch) -> torch.Tensor:
+        if pooling == "cls":  # position 0, whatever the mask
+            return batch.combined(layers, layer_combine, first_token=True)[:, 0]
         embeddings = batch.combined(layers, layer_combine)
         token_mask = batch.attention_mask
         if not include_special_tokens:

@@ -515,3 +515,20 @@ def _no_warning():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_a_repeated_call_is_not_tokenized_again(tiny_bert, monkeypatch):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    expected = vectorizer.transform(TEXTS)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(skbert._encode, "tokenize", no_tokenizing)
+    for pooling in ("mean", "cls", "max"):  # whole call, then texts, from the memo
+        vectorizer.set_params(pooling=pooling).fit()
+        got = vectorizer.transform(TEXTS)
+        assert got.shape == expected.shape
+        got = vectorizer.transform(list(reversed(TEXTS)))
+    with pytest.raises(AssertionError, match="tokenized again"):
+        vectorizer.transform(["a text never seen"])
