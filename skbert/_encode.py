@@ -400,6 +400,15 @@ def _combine_cached(
     Combining row by row before padding reads each entry once and writes
     only the combined width, which is what bounds the cache's hit path.
     """
+    return torch.nn.utils.rnn.pad_sequence(
+        _combined_rows(entries, layers, how), batch_first=True
+    )
+
+
+def _combined_rows(
+    entries: list[torch.Tensor], layers: list[int], how: str
+) -> list[torch.Tensor]:
+    """Each cache entry's ``layers`` combined by ``how``: (n_tokens, width) each."""
     first = layers[0]
     if layers == list(range(first, first + len(layers))):  # a slice: a view
         parts = [entry[:, first : first + len(layers)] for entry in entries]
@@ -416,7 +425,7 @@ def _combine_cached(
         rows = [part.mean(dim=1) for part in parts]
     else:
         raise ValueError(f"how must be one of {LAYER_COMBINES}, got {how!r}.")
-    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    return rows
 
 
 def _show_progress(progress_bar: bool | None) -> bool:
@@ -864,6 +873,29 @@ def sentence_pooler(
     def pool(batch: Batch) -> torch.Tensor:
         if pooling == "cls":  # position 0, whatever the mask
             return batch.combined(layers, layer_combine, first_token=True)[:, 0]
+        if (
+            batch.cached is not None
+            and include_special_tokens
+            and pooling
+            in (
+                "mean",
+                "max",
+                "mean_max",
+            )
+        ):
+            # every token of a cached row counts: reduce row by row, no padding
+            rows = _combined_rows(
+                batch.cached,
+                list(batch.layers if layers is None else layers),
+                batch.layer_combine if layer_combine is None else layer_combine,
+            )
+            parts = []
+            if pooling in ("mean", "mean_max"):
+                parts.append(torch.stack([row.mean(dim=0) for row in rows]))
+            if pooling in ("max", "mean_max"):
+                parts.append(torch.stack([row.amax(dim=0) for row in rows]))
+            pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            return pooled.to(batch.attention_mask.device)
         embeddings = batch.combined(layers, layer_combine)
         token_mask = batch.attention_mask
         if not include_special_tokens:

@@ -76,6 +76,8 @@ def test_row_key_depends_on_ids_types_and_model():
         dict(layers=[0, 1, 2], layer_combine="concat", pooling="max"),
         dict(layers=[1, 2], layer_combine="sum", pooling="cls", normalize=True),
         dict(layers=1, pooling="mean_max", include_special_tokens=False),
+        dict(layers=[1, 2], layer_combine="mean", pooling="mean_max"),
+        dict(layers=[2, 0], layer_combine="sum", pooling="mean_sqrt_len"),
     ],
 )
 def test_cached_equals_uncached(tiny_bert, params):
@@ -468,7 +470,7 @@ def test_pooled_rows_are_memoised_per_setting(tiny_bert, monkeypatch):
     np.testing.assert_array_equal(vectorizer.transform(TEXTS), first)
     assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS)
     with pytest.raises(AssertionError, match="pooled again"):  # another setting
-        vectorizer.set_params(pooling="mean").fit().transform(TEXTS)
+        vectorizer.set_params(pooling="mean_sqrt_len").fit().transform(TEXTS)
 
 
 def test_pooled_memo_stays_within_a_quarter_of_the_budget():
