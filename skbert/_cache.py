@@ -243,8 +243,6 @@ class DiskCache:
         self._on_disk: set[bytes] = set()
         self._lock = threading.Lock()
         self._writable = True
-        self.n_read = 0
-        self.n_written = 0
         self.n_corrupt = 0
 
     @property
@@ -349,7 +347,6 @@ class DiskCache:
                 pass
             return None
         array = np.frombuffer(bytearray(payload), dtype="<f4")
-        self.n_read += 1
         with self._lock:
             self._on_disk.add(key)
         return torch.from_numpy(array.reshape(seq_len, n_layers, hidden))
@@ -381,7 +378,6 @@ class DiskCache:
                 pass
             self._fail(error)
             return
-        self.n_written += 1
         with self._lock:
             self._on_disk.add(key)
 

@@ -276,10 +276,7 @@ def tokenize_cached(
                 types,
                 segments,
                 bool(part.truncated[k]),
-                [
-                    row_key(loaded.fingerprint, ids[j], key_types and key_types[j])
-                    for j in range(len(ids))
-                ],
+                _row_keys(loaded, ids, key_types),
             )
             new_records.append(((settings, texts[i]), record))
             records[i] = record
@@ -313,6 +310,18 @@ def tokenize_cached(
     return tokenized
 
 
+def _row_keys(
+    loaded: LoadedModel, input_ids: list[list[int]], token_type_ids=None
+) -> list[bytes]:
+    """The cache key of each row (``token_type_ids`` only for models that read them)."""
+    if token_type_ids is None:
+        return [row_key(loaded.fingerprint, ids) for ids in input_ids]
+    return [
+        row_key(loaded.fingerprint, ids, types)
+        for ids, types in zip(input_ids, token_type_ids, strict=True)
+    ]
+
+
 def remember_tokens(cache, tokenized: Tokenized) -> None:
     """Put the tokenizations :func:`tokenize_cached` made into ``cache``'s memo."""
     for key, record in tokenized.memo or ():
@@ -334,7 +343,7 @@ class Batch:
     attention_mask : Tensor of shape (batch, seq_len), on the model's device.
     special_tokens_mask : Tensor of shape (batch, seq_len), on the model's device.
     layers : list of int
-        The layers :attr:`embeddings` combines.
+        The layers :meth:`combined` combines by default.
     layer_combine : {"mean", "sum", "concat"}
     states : dict of int to Tensor of shape (batch, seq_len, hidden) or None
         The hidden states the model returned (at least ``layers``).
@@ -385,11 +394,6 @@ class Batch:
                 value = combine_layers(select_layers(self.states, layers), how)
             self._combined[key] = value
         return self._combined[key]
-
-    @property
-    def embeddings(self) -> torch.Tensor:
-        """The batch's layers combined: Tensor of shape (batch, seq_len, width)."""
-        return self.combined()
 
 
 def _combine_cached(
@@ -482,7 +486,7 @@ def iter_batches(
     layers : list of int
         Non-negative indices into ``hidden_states`` (0 = embedding output).
     layer_combine : {"mean", "sum", "concat"}
-        How :attr:`Batch.embeddings` combines ``layers``.
+        How :meth:`Batch.combined` combines ``layers`` by default.
     device : torch.device
     batch_size : int
     progress_bar : bool or None
@@ -513,15 +517,11 @@ def iter_batches(
     if cache is not None:
         keys = tokenized.row_keys
         if keys is None:
-            types = tokenized.token_type_ids if loaded.uses_token_type_ids else None
-            keys = [
-                row_key(
-                    loaded.fingerprint,
-                    tokenized.input_ids[row],
-                    None if types is None else types[row],
-                )
-                for row in range(n)
-            ]
+            keys = _row_keys(
+                loaded,
+                tokenized.input_ids,
+                tokenized.token_type_ids if loaded.uses_token_type_ids else None,
+            )
         entries = [cache.get(key, deepest + 1) for key in keys]
         found = np.fromiter((e is not None for e in entries), dtype=bool, count=n)
         hits, order = order[found[order]], order[~found[order]]
@@ -867,7 +867,7 @@ def sentence_pooler(
     """The ``pool`` callback of :func:`encode_texts` for sentence vectors.
 
     ``layers`` and ``layer_combine`` pick the batch's token vectors (default:
-    the batch's own, :attr:`Batch.embeddings`).
+    the batch's own, as :meth:`Batch.combined` gives them).
     """
 
     def pool(batch: Batch) -> torch.Tensor:
