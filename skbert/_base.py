@@ -39,6 +39,11 @@ from ._validation import (
     normalize_layers,
 )
 
+# what batch_size="auto" and max_batch_tokens="auto" mean (see _batching)
+CPU_BATCH_SIZE = 32
+CPU_BATCH_TOKENS = 4096
+ACCELERATOR_BATCH_TOKENS = 16384
+
 
 class _BaseBertVectorizer(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
@@ -50,7 +55,8 @@ class _BaseBertVectorizer(
         "layers": [LayerSpec()],
         "layer_combine": [Options(*LAYER_COMBINES)],
         "max_length": [Interval(1, None, allow_none=True)],
-        "batch_size": [Interval(1)],
+        "batch_size": [Interval(1), Options("auto")],
+        "max_batch_tokens": [Interval(1, None, allow_none=True), Options("auto")],
         "device": [AnyStr()],
         "dtype": [Options("float32", "bfloat16", "float16")],
         "progress_bar": [ProgressSpec()],
@@ -269,6 +275,22 @@ class _BaseBertVectorizer(
     def _check_texts(self, X: Any) -> list[str]:
         texts, _ = check_texts(X, handle_missing=self.handle_missing)
         return texts
+
+    def _batching(self) -> dict[str, int | None]:
+        """``batch_size`` and ``max_batch_tokens`` with "auto" resolved for ``device_``.
+
+        On the CPU, "auto" is 32 texts and 4,096 padded tokens per batch;
+        on an accelerator, batches are sized by tokens alone, up to
+        ``ACCELERATOR_BATCH_TOKENS``.
+        """
+        on_cpu = self.device_.type == "cpu"
+        rows = self.batch_size
+        if rows == "auto":
+            rows = CPU_BATCH_SIZE if on_cpu else None
+        tokens = self.max_batch_tokens
+        if tokens == "auto":
+            tokens = CPU_BATCH_TOKENS if on_cpu else ACCELERATOR_BATCH_TOKENS
+        return {"batch_size": rows, "max_batch_tokens": tokens}
 
     def _token_cache(self) -> TokenStateCache | DiskCache | None:
         """The token-state cache this estimator uses, or None."""

@@ -445,6 +445,28 @@ CHUNK_TEXTS = 8192
 HIT_TOKENS = 4096
 
 
+def batch_rows(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int | None,
+    max_tokens: int | None,
+) -> Iterator[np.ndarray]:
+    """Split ``order`` (rows sorted longest first) into consecutive batches.
+
+    A batch holds at most ``batch_size`` rows (None: no limit) and at most
+    ``max_tokens`` padded tokens, rows times its longest row (None: no
+    limit), but always at least one row.
+    """
+    start, n = 0, len(order)
+    while start < n:
+        size = n - start if batch_size is None else batch_size
+        if max_tokens is not None:
+            longest = max(int(lengths[order[start]]), 1)
+            size = min(size, max(1, max_tokens // longest))
+        yield order[start : start + size]
+        start += size
+
+
 def _padded(tokenized: Tokenized, rows: np.ndarray, lengths: np.ndarray, pad_id: int):
     """Padded ``input_ids``, ``types``, ``special`` and ``segments`` of ``rows``."""
     seq_len = int(lengths[rows[0]])
@@ -471,11 +493,12 @@ def iter_batches(
     layers: list[int],
     layer_combine: str,
     device: torch.device,
-    batch_size: int,
+    batch_size: int | None,
     progress_bar: bool | None = None,
     cache=None,
     stats: dict[str, int] | None = None,
     keep: bool | None = None,
+    max_batch_tokens: int | None = None,
 ) -> Iterator[Batch]:
     """Run the model over length-sorted batches and yield their token states.
 
@@ -488,7 +511,8 @@ def iter_batches(
     layer_combine : {"mean", "sum", "concat"}
         How :meth:`Batch.combined` combines ``layers`` by default.
     device : torch.device
-    batch_size : int
+    batch_size : int or None
+        Most rows per model batch (None: no limit); see :func:`batch_rows`.
     progress_bar : bool or None
         None shows a bar only when stderr is a terminal.
     cache : TokenStateCache, DiskCache or None
@@ -496,7 +520,8 @@ def iter_batches(
         states of every layer up to the deepest in ``layers`` are stored. The
         rows that run the model come first, in batches of ``batch_size``;
         the rows read from the cache follow, in batches of up to
-        ``HIT_TOKENS`` padded tokens.
+        ``HIT_TOKENS`` padded tokens. On CUDA the states are copied to the
+        host without waiting and stored once the copy has finished.
     stats : dict or None
         ``stats["cache_hits"]`` is increased by the rows found in the cache;
         ``stats["cache_kept"]`` says whether the rows computed are kept in
@@ -504,6 +529,8 @@ def iter_batches(
     keep : bool or None
         Whether to keep the computed states in memory; None decides from
         their size, as above.
+    max_batch_tokens : int or None
+        Most padded tokens per model batch (None: no limit).
     """
     n = len(tokenized.input_ids)
     lengths = np.fromiter(
@@ -545,8 +572,8 @@ def iter_batches(
             desc="skbert",
         ) as bar,
     ):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        stored: deque = deque()  # CUDA: (rows, pinned host states, event)
+        for rows in batch_rows(order, lengths, batch_size, max_batch_tokens):
             input_ids, attention, types, special, segments = _padded(
                 tokenized, rows, lengths, pad_id
             )
@@ -559,10 +586,17 @@ def iter_batches(
             states = forward_hidden_states(loaded, inputs, run_layers)
             if cache is not None and store:
                 stacked = torch.stack([states[i] for i in run_layers], dim=2)
-                stacked = stacked.to("cpu", torch.float32)
-                for j, row in enumerate(rows):
-                    entry = stacked[j, : lengths[row]].clone()
-                    cache.put(keys[row], entry, keep=keep)
+                stacked = stacked.to(torch.float32)
+                if stacked.is_cuda:  # no wait: store once the copy is done
+                    host = torch.empty(stacked.shape, pin_memory=True)
+                    host.copy_(stacked, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record(torch.cuda.current_stream(stacked.device))
+                    stored.append((rows, host, event))
+                else:
+                    stored.append((rows, stacked, None))
+                while stored and (stored[0][2] is None or stored[0][2].query()):
+                    _store_states(cache, keys, lengths, *stored.popleft()[:2], keep)
             yield Batch(
                 rows=rows,
                 attention_mask=inputs["attention_mask"],
@@ -577,6 +611,10 @@ def iter_batches(
                 ),
             )
             bar.update(len(rows))
+        for rows, host, event in stored:
+            if event is not None:
+                event.synchronize()
+            _store_states(cache, keys, lengths, rows, host, keep)
         start = 0
         while start < len(hits):
             # longest first: as many rows as fit HIT_TOKENS at this length
@@ -587,6 +625,12 @@ def iter_batches(
                 tokenized, rows, lengths, pad_id, entries, layers, layer_combine, device
             )
             bar.update(len(rows))
+
+
+def _store_states(cache, keys, lengths, rows, states, keep) -> None:
+    """Put each row's states (host tensor, batch-padded) into ``cache``."""
+    for j, row in enumerate(rows):
+        cache.put(keys[row], states[j, : lengths[row]].clone(), keep=keep)
 
 
 def _cached_batch(
@@ -642,13 +686,14 @@ def encode_texts(
     n_features: int,
     max_length: int,
     device: torch.device,
-    batch_size: int,
+    batch_size: int | None,
     progress_bar: bool | None = None,
     long_text: str = "truncate",
     stride: int = 0,
     texts_b: list[str] | None = None,
     cache=None,
     pool_key: tuple | None = None,
+    max_batch_tokens: int | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts`` into a ``float32`` array of shape (n_texts, n_features).
 
@@ -722,6 +767,7 @@ def encode_texts(
             n_features=n_features,
             device=device,
             batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
             progress_bar=progress_bar,
             long_text=long_text,
             cache=cache,
@@ -754,7 +800,8 @@ def _encode_tokenized(
     pool: Callable[[Batch], torch.Tensor],
     n_features: int,
     device: torch.device,
-    batch_size: int,
+    batch_size: int | None,
+    max_batch_tokens: int | None,
     progress_bar: bool | None,
     long_text: str,
     cache,
@@ -789,6 +836,7 @@ def _encode_tokenized(
         layer_combine=layer_combine,
         device=device,
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         progress_bar=progress_bar,
         cache=cache,
         stats=stats,
@@ -1061,10 +1109,11 @@ def encode_token_groups(
     views: list[tuple[list[int], str, str]],
     n_features: int,
     device: torch.device,
-    batch_size: int,
+    batch_size: int | None,
     progress_bar: bool | None = None,
     cache=None,
     stats: dict | None = None,
+    max_batch_tokens: int | None = None,
 ) -> np.ndarray:
     """Embed groups of consecutive tokens, each pooled from one window of a text.
 
@@ -1148,6 +1197,7 @@ def encode_token_groups(
         layer_combine="mean",
         device=device,
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         progress_bar=progress_bar,
         cache=cache,
         stats=stats,

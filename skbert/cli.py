@@ -97,6 +97,21 @@ def _choices(param: str) -> tuple[str, ...]:
     return tuple(v for c in constraints for v in getattr(c, "values", ()))
 
 
+def _auto_or_int(value: str) -> int | str:
+    """Parse "auto" or a positive int (the batching options)."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or an int >= 1, got {value!r}"
+        )
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``skbert`` argument parser.
 
@@ -198,10 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--batch-size",
-        type=int,
-        default=32,
+        type=_auto_or_int,
+        default="auto",
         metavar="N",
-        help="texts per forward pass (default: %(default)s)",
+        help="most texts per forward pass; auto: 32 on the CPU, no limit on a "
+        "GPU (default: %(default)s)",
+    )
+    embed.add_argument(
+        "--max-batch-tokens",
+        type=_auto_or_int,
+        default="auto",
+        metavar="N",
+        help="most padded tokens per forward pass; auto: 4096 on the CPU, "
+        "16384 on a GPU (default: %(default)s)",
     )
     embed.add_argument(
         "--device",
@@ -460,6 +484,7 @@ def _embed(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         normalize=args.normalize,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         device=args.device,
         dtype=args.dtype,
         progress_bar=args.progress_bar,

@@ -85,9 +85,16 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``pairs=True`` a pair is an error, never guessed from the shape.
     normalize : bool, default=False
         Scale each output row to unit L2 norm (all-zero rows stay zero).
-    batch_size : int, default=32
-        Texts per forward pass. Texts are sorted by length first, so padding
-        stays small; results do not depend on it beyond float rounding.
+    batch_size : int or "auto", default="auto"
+        Most texts per forward pass. Texts are sorted by length first, so
+        padding stays small; results do not depend on batching beyond float
+        rounding. "auto" is 32 on the CPU and no limit on an accelerator,
+        where ``max_batch_tokens`` alone sizes the batches.
+    max_batch_tokens : int, "auto" or None, default="auto"
+        Most padded tokens (rows times the longest row) per forward pass; a
+        text longer than this runs alone. It keeps batches of long texts
+        small enough to stay fast and bounded in memory. "auto" is 4,096 on
+        the CPU and 16,384 on an accelerator; None sets no limit.
     device : str, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
@@ -211,7 +218,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         stride: int | None = None,
         pairs: bool = False,
         normalize: bool = False,
-        batch_size: int = 32,
+        batch_size: int | str = "auto",
+        max_batch_tokens: int | str | None = "auto",
         device: str = "auto",
         dtype: str = "float32",
         progress_bar: bool | None = None,
@@ -230,6 +238,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.pairs = pairs
         self.normalize = normalize
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.device = device
         self.dtype = dtype
         self.progress_bar = progress_bar
@@ -354,7 +363,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             long_text=self.long_text,
             stride=self.stride_,
             device=self.device_,
-            batch_size=self.batch_size,
+            **self._batching(),
             progress_bar=self.progress_bar,
             cache=self._token_cache(),
             pool_key=(

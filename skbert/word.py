@@ -82,10 +82,16 @@ default="mean"
         count of such texts). None uses the model's sentence-transformers
         ``max_seq_length`` if it has one (256 for the bundled model), else
         the model's limit.
-    batch_size : int, default=32
-        Windows per forward pass. Windows are sorted by length first, so
-        padding stays small; results do not depend on it beyond float
-        rounding.
+    batch_size : int or "auto", default="auto"
+        Most windows per forward pass. Windows are sorted by length first, so
+        padding stays small; results do not depend on batching beyond float
+        rounding. "auto" is 32 on the CPU and no limit on an accelerator,
+        where ``max_batch_tokens`` alone sizes the batches.
+    max_batch_tokens : int, "auto" or None, default="auto"
+        Most padded tokens (rows times the longest row) per forward pass; a
+        window longer than this runs alone. It keeps batches of long windows
+        small enough to stay fast and bounded in memory. "auto" is 4,096 on
+        the CPU and 16,384 on an accelerator; None sets no limit.
     device : str, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
@@ -258,7 +264,8 @@ default="mean"
         layer_combine: str = "sum",
         subword_pooling: str = "mean",
         max_length: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | str = "auto",
+        max_batch_tokens: int | str | None = "auto",
         device: str = "auto",
         dtype: str = "float32",
         progress_bar: bool | None = None,
@@ -272,6 +279,7 @@ default="mean"
         self.subword_pooling = subword_pooling
         self.max_length = max_length
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.device = device
         self.dtype = dtype
         self.progress_bar = progress_bar
@@ -563,7 +571,7 @@ default="mean"
             ],
             n_features=self._n_features_out,
             device=self.device_,
-            batch_size=self.batch_size,
+            **self._batching(),
             progress_bar=self.progress_bar,
             cache=self._token_cache(),
             stats=stats,

@@ -168,6 +168,10 @@ def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
             ["--pooling", "cls", "--max-length", "6", "--batch-size", "2"],
             {"pooling": "cls", "max_length": 6, "batch_size": 2},
         ),
+        (
+            ["--batch-size", "auto", "--max-batch-tokens", "5"],
+            {"batch_size": "auto", "max_batch_tokens": 5},
+        ),
         (["--device", "cpu", "--dtype", "float32", "--no-progress"], {}),
     ],
 )
@@ -283,7 +287,7 @@ def test_existing_output_is_replaced(tiny_bert, csv_file, tmp_path, capsys):
         (
             ["{d}/texts.csv", "-o", "{d}/o.npy", "--batch-size", "x"],
             2,
-            "argument --batch-size: invalid int value: 'x'",
+            "argument --batch-size: expected 'auto' or an int >= 1, got 'x'",
         ),
         (
             ["{d}/texts.csv"],
@@ -395,3 +399,14 @@ def test_cache_directory_resumes_an_interrupted_run(
     assert len(rows) == len(set(TEXTS)) - 2  # the two finished texts were read back
     expected, _ = _expected(tiny_bert, TEXTS, cache=None)
     np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many", "2.5"])
+def test_bad_batching_option_is_a_usage_error(csv_file, tmp_path, capsys, value):
+    out = tmp_path / "v.npy"
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--max-batch-tokens", value
+    )
+    assert status == 2
+    assert "expected 'auto' or an int >= 1" in stderr
+    assert not out.exists()

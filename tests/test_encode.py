@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from skbert._encode import encode_texts, sentence_pooler, tokenize
+from skbert._encode import batch_rows, encode_texts, sentence_pooler, tokenize
 from skbert._model import load_model
 
 CPU = torch.device("cpu")
@@ -17,7 +17,7 @@ TEXTS = [
 ]
 
 
-def _encode(path, texts, batch_size, max_length=64):
+def _encode(path, texts, batch_size, max_length=64, max_batch_tokens=None):
     loaded = load_model(str(path), CPU)
     return encode_texts(
         loaded,
@@ -29,7 +29,35 @@ def _encode(path, texts, batch_size, max_length=64):
         max_length=max_length,
         device=CPU,
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
     )
+
+
+def test_batch_rows_respects_both_limits():
+    lengths = np.array([3, 50, 10, 10, 9, 2, 1, 40])
+    order = np.argsort(-lengths, kind="stable")
+    batches = list(batch_rows(order, lengths, 3, 40))
+    # 50 tokens > 40 runs alone; 40 fits once; then 3 rows of <= 10 tokens
+    assert [b.tolist() for b in batches] == [[1], [7], [2, 3, 4], [0, 5, 6]]
+    for rows, limit in ((None, 20), (2, None), (None, None), (100, 1)):
+        batches = list(batch_rows(order, lengths, rows, limit))
+        assert np.array_equal(np.concatenate(batches), order)
+        for batch in batches:
+            assert rows is None or len(batch) <= rows
+            assert (
+                limit is None
+                or len(batch) == 1
+                or (len(batch) * lengths[batch[0]] <= limit)
+            )
+    assert [len(b) for b in batch_rows(order, lengths, None, None)] == [8]
+    assert list(batch_rows(order[:0], lengths, 4, 4)) == []
+
+
+@pytest.mark.parametrize("max_batch_tokens", [1, 12, 40, None])
+def test_token_budget_invariance(tiny_bert, max_batch_tokens):
+    expected, _ = _encode(tiny_bert, TEXTS, 1)
+    got, _ = _encode(tiny_bert, TEXTS, None, max_batch_tokens=max_batch_tokens)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_distilbert"])

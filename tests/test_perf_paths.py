@@ -97,3 +97,104 @@ def test_cuda_async_copy_back_matches_cpu(tiny_bert, dtype):
     atol = 1e-4 if dtype == "float32" else 5e-2
     assert got.dtype == np.float32
     assert np.abs(got - expected).max() < atol
+
+
+def _record_batches(monkeypatch):
+    """Record the (rows, padded length) of every model batch."""
+    from skbert import _encode
+
+    shapes = []
+    forward = _encode.forward_hidden_states
+
+    def recording(loaded, inputs, layers):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return forward(loaded, inputs, layers)
+
+    monkeypatch.setattr(_encode, "forward_hidden_states", recording)
+    return shapes
+
+
+def test_auto_batching_on_cpu_caps_texts_and_tokens(bundled_model, monkeypatch):
+    shapes = _record_batches(monkeypatch)
+    short = [f"short text number {i}" for i in range(70)]
+    long = [" ".join(["word"] * 300) + f" {i}" for i in range(20)]
+    vectorizer = BertSentenceVectorizer(device="cpu", cache=None).fit()
+    auto = vectorizer.transform(short + long)
+    # long texts: at most 4,096 padded tokens; short ones: at most 32 texts
+    assert max(rows * length for rows, length in shapes) <= 4096
+    assert max(rows for rows, _ in shapes) == 32
+    assert sum(rows for rows, _ in shapes) == 90
+    shapes.clear()
+    unlimited = vectorizer.set_params(batch_size=64, max_batch_tokens=None)
+    np.testing.assert_allclose(unlimited.transform(short + long), auto, atol=1e-5)
+    assert [rows for rows, _ in shapes] == [64, 26]
+
+
+def test_word_vectorizer_honours_max_batch_tokens(tiny_bert, monkeypatch):
+    from skbert import BertWordVectorizer
+
+    samples = [("the cat sat on the bank " * 4, 8, 11), (["a", "dog", "bank"], 2)]
+    samples = samples * 5 + [(f"item {i} of the bank", 0, 4) for i in range(6)]
+    expected = BertWordVectorizer(model=str(tiny_bert), batch_size=1).fit_transform(
+        samples
+    )
+    shapes = _record_batches(monkeypatch)
+    got = BertWordVectorizer(
+        model=str(tiny_bert), batch_size="auto", max_batch_tokens=30
+    ).fit_transform(samples)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert all(rows == 1 or rows * length <= 30 for rows, length in shapes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_auto_batches_by_tokens(tiny_bert, monkeypatch):
+    shapes = _record_batches(monkeypatch)
+    texts = [f"item {i} of the list" for i in range(100)]
+    expected = BertSentenceVectorizer(
+        model=str(tiny_bert), device="cpu", cache=None
+    ).fit_transform(texts)
+    shapes.clear()
+    got = BertSentenceVectorizer(
+        model=str(tiny_bert), device="cuda", cache=None
+    ).fit_transform(texts)
+    assert [rows for rows, _ in shapes] == [100]  # one batch: no 32-text limit
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_cache_matches_uncached(tiny_bert, tmp_path, monkeypatch, dtype):
+    from skbert import BertWordVectorizer, _cache
+
+    monkeypatch.setattr(_cache, "_DEFAULT", _cache.TokenStateCache(256 * 2**20))
+    texts = TEXTS * 3 + [f"item {i}" for i in range(40)]
+    params = {"model": str(tiny_bert), "device": "cuda", "dtype": dtype}
+    tol = 1e-5 if dtype == "float32" else 1e-2
+    uncached = BertSentenceVectorizer(cache=None, batch_size=3, **params)
+    expected = uncached.fit_transform(texts)
+    for cache in ("memory", tmp_path / "states"):
+        first = BertSentenceVectorizer(cache=cache, batch_size=3, **params)
+        np.testing.assert_allclose(first.fit_transform(texts), expected, atol=1e-5)
+        # other layers and pooling from the stored states, no model run
+        other = BertSentenceVectorizer(
+            cache=cache, layers=[0, 1], pooling="max", **params
+        ).fit()
+        reference = BertSentenceVectorizer(
+            cache=None, layers=[0, 1], pooling="max", **params
+        ).fit()
+        np.testing.assert_allclose(
+            other.transform(texts), reference.transform(texts), rtol=tol, atol=tol
+        )
+        assert (
+            other.transform_stats_["cache_hits"] == other.transform_stats_["n_distinct"]
+        )
+    words = [("the cat sat on the bank", 19, 23), (["a", "dog"], 1)]
+    word_expected = BertWordVectorizer(cache=None, **params).fit_transform(words)
+    cached = BertWordVectorizer(cache="memory", **params).fit()
+    for _ in range(2):
+        np.testing.assert_allclose(
+            cached.transform(words), word_expected, rtol=tol, atol=tol
+        )
+    assert cached.transform_stats_["cache_hits"] == 2

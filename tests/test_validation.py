@@ -114,3 +114,12 @@ def test_check_params_error_is_value_and_type_error(batch_size):
     for error in (ValueError, TypeError):
         with pytest.raises(error, match=r"'batch_size'.*\[1, inf\].*Got"):
             check_params(estimator, estimator._parameter_constraints)
+
+
+@pytest.mark.parametrize("value", ["8", 0, 2.0, True, "none"])
+def test_bad_max_batch_tokens_names_its_options(value):
+    from skbert import BertSentenceVectorizer, BertWordVectorizer
+
+    for cls in (BertSentenceVectorizer, BertWordVectorizer):
+        with pytest.raises(ValueError, match=r"'max_batch_tokens'.*\[1, inf\] or None"):
+            cls(max_batch_tokens=value).fit()
