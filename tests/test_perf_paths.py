@@ -176,7 +176,11 @@ def test_cuda_cache_matches_uncached(tiny_bert, tmp_path, monkeypatch, dtype):
     expected = uncached.fit_transform(texts)
     for cache in ("memory", tmp_path / "states"):
         first = BertSentenceVectorizer(cache=cache, batch_size=3, **params)
-        np.testing.assert_allclose(first.fit_transform(texts), expected, atol=1e-5)
+        # stored states are float32: pooled from them, half-precision
+        # results can differ from the uncached ones by their rounding
+        np.testing.assert_allclose(
+            first.fit_transform(texts), expected, rtol=tol, atol=tol
+        )
         # other layers and pooling from the stored states, no model run
         other = BertSentenceVectorizer(
             cache=cache, layers=[0, 1], pooling="max", **params
