@@ -130,7 +130,8 @@ def main() -> None:
 
     exact = results["skbert-float32"]["out"]
     context = _common.run_context("gpu")
-    context["commit"] = context["commit"] or os.environ.get("SKBERT_COMMIT")
+    # where the checkout travels without its history, SKBERT_COMMIT names it
+    context["commit"] = os.environ.get("SKBERT_COMMIT") or context["commit"]
     device = torch.cuda.get_device_name(0)
     rows, table = [], []
     for name, (precision, _) in methods.items():
