@@ -439,7 +439,7 @@ def _show_progress(progress_bar: bool | None) -> bool:
 
 
 # distinct texts tokenized at once by encode_texts
-CHUNK_TEXTS = 2048
+CHUNK_TEXTS = 8192
 
 # padded tokens per batch read from the cache (no model to bound the batch)
 HIT_TOKENS = 4096
@@ -728,8 +728,8 @@ def encode_texts(
     stats = {"cache_hits": 0, "n_tokens": 0, "n_truncated": 0}
     stats.update(n_windowed=0, n_windows=0)
     keep = None
-    # chunks of texts bound what tokenization holds at once; within a chunk,
-    # batches are length-sorted
+    # chunks of texts bound what tokenization holds at once (~0.4 GiB for
+    # 100,000 texts); within a chunk, batches are length-sorted
     for start in range(0, len(unique), CHUNK_TEXTS):
         chunk = unique[start : start + CHUNK_TEXTS]
         if cache is not None:
