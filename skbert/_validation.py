@@ -246,6 +246,8 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
             f"{type(X).__name__} object instead."
         )
 
+    if all(isinstance(item, str) for item in items):  # the common case
+        return items, index
     missing = [i for i, item in enumerate(items) if _is_missing(item)]
     if missing and handle_missing == "error":
         message = missing_message(
