@@ -10,6 +10,8 @@ batch starts. Rows come back in the caller's order.
 from __future__ import annotations
 
 import sys
+import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -118,15 +120,8 @@ def tokenize(
         return Tokenized([], [], 0)
     if long_text in ("truncate", "window", "window_max"):
         windows = long_text != "truncate"
-        encoded = tokenizer(
-            texts,
-            truncation=True,
-            max_length=max_length,
-            stride=stride if windows else 0,
-            return_overflowing_tokens=True,
-            return_special_tokens_mask=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
+        encoded = _encode_overflowing(
+            tokenizer, texts, max_length, stride if windows else 0
         )
         # A long text overflows into extra rows; its first row is its head.
         text_of_row = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
@@ -168,6 +163,56 @@ def tokenize(
         input_ids.append(prefix + ids + suffix)
         special.append([1] * len(prefix) + [0] * len(ids) + [1] * len(suffix))
     return Tokenized(input_ids, special, int(truncated.sum()), truncated=truncated)
+
+
+# a private copy of each tokenizer's Rust backend, set up per call under a lock
+_BACKENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BACKENDS_LOCK = threading.Lock()
+
+
+def _encode_overflowing(tokenizer, texts: list[str], max_length: int, stride: int):
+    """``input_ids``, ``special_tokens_mask`` and ``overflow_to_sample_mapping``
+    of ``texts``, truncated to ``max_length`` with overflowing rows, as
+    ``tokenizer(texts, truncation=True, return_overflowing_tokens=True, ...)``
+    gives them.
+
+    A fast tokenizer's Rust backend is called directly: transformers' own
+    call spends about as long again turning each encoding into Python dicts.
+    The backend is a private copy, so the user's tokenizer keeps its settings.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or tokenizer.truncation_side != "right":
+        return tokenizer(
+            texts,
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_special_tokens_mask=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+    with _BACKENDS_LOCK:
+        entry = _BACKENDS.get(tokenizer)
+        if entry is None or entry[0] is not backend:
+            entry = (backend, backend.from_str(backend.to_str()), threading.Lock())
+            _BACKENDS[tokenizer] = entry
+    _, private, lock = entry
+    with lock:
+        private.no_padding()
+        private.enable_truncation(max_length, stride=stride, strategy="longest_first")
+        encodings = private.encode_batch(texts, add_special_tokens=True)
+    input_ids, special, text_of_row = [], [], []
+    for i, encoding in enumerate(encodings):
+        for row in (encoding, *encoding.overflowing):
+            input_ids.append(row.ids)
+            special.append(row.special_tokens_mask)
+            text_of_row.append(i)
+    return {
+        "input_ids": input_ids,
+        "special_tokens_mask": special,
+        "overflow_to_sample_mapping": text_of_row,
+    }
 
 
 def tokenize_pairs(

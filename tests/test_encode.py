@@ -119,3 +119,56 @@ def test_tokenize_truncates_to_head_and_counts(tiny_bert):
     first = tokenized.input_ids[0]
     assert first[0] == cls and first[-1] == sep
     assert tokenized.special_tokens_mask[0] == [1] + [0] * 8 + [1]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_distilbert"])
+@pytest.mark.parametrize("max_length, stride", [(64, 0), (8, 2), (5, 0)])
+def test_backend_encoding_equals_transformers(request, fixture, max_length, stride):
+    from skbert._encode import _encode_overflowing
+
+    tokenizer = load_model(str(request.getfixturevalue(fixture)), CPU).tokenizer
+    texts = [*TEXTS, " ", "the bank " * 20]
+    expected = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_special_tokens_mask=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    got = _encode_overflowing(tokenizer, texts, max_length, stride)
+    for key in ("input_ids", "special_tokens_mask", "overflow_to_sample_mapping"):
+        assert list(got[key]) == list(expected[key]), key
+    # the user's tokenizer keeps its own settings
+    before = (
+        tokenizer.backend_tokenizer.truncation,
+        tokenizer.backend_tokenizer.padding,
+    )
+    tokenize(tokenizer, texts, 7, "window", 3)
+    after = (
+        tokenizer.backend_tokenizer.truncation,
+        tokenizer.backend_tokenizer.padding,
+    )
+    assert after == before
+
+
+def test_left_truncating_tokenizer_goes_through_transformers(tiny_bert):
+    from skbert._encode import _encode_overflowing
+
+    tokenizer = load_model(str(tiny_bert), CPU).tokenizer
+    saved = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        got = _encode_overflowing(tokenizer, ["the cat sat on the bank"], 5, 0)
+        expected = tokenizer(
+            ["the cat sat on the bank"],
+            truncation=True,
+            max_length=5,
+            return_overflowing_tokens=True,
+            return_special_tokens_mask=True,
+        )
+        assert got["input_ids"] == expected["input_ids"]
+    finally:
+        tokenizer.truncation_side = saved
