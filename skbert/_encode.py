@@ -181,7 +181,11 @@ def _encode_overflowing(tokenizer, texts: list[str], max_length: int, stride: in
     The backend is a private copy, so the user's tokenizer keeps its settings.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or tokenizer.truncation_side != "right":
+    if (
+        backend is None
+        or getattr(tokenizer, "truncation_side", "right") != "right"
+        or getattr(tokenizer, "split_special_tokens", False)
+    ):  # settings that transformers applies itself
         return tokenizer(
             texts,
             truncation=True,

@@ -154,16 +154,20 @@ def test_backend_encoding_equals_transformers(request, fixture, max_length, stri
     assert after == before
 
 
-def test_left_truncating_tokenizer_goes_through_transformers(tiny_bert):
+@pytest.mark.parametrize(
+    "setting, value", [("truncation_side", "left"), ("split_special_tokens", True)]
+)
+def test_tokenizer_settings_go_through_transformers(tiny_bert, setting, value):
     from skbert._encode import _encode_overflowing
 
     tokenizer = load_model(str(tiny_bert), CPU).tokenizer
-    saved = tokenizer.truncation_side
-    tokenizer.truncation_side = "left"
+    saved = getattr(tokenizer, setting)
+    setattr(tokenizer, setting, value)
+    texts = ["the cat sat on the [SEP] bank", "[CLS] hello world"]
     try:
-        got = _encode_overflowing(tokenizer, ["the cat sat on the bank"], 5, 0)
+        got = _encode_overflowing(tokenizer, texts, 5, 0)
         expected = tokenizer(
-            ["the cat sat on the bank"],
+            texts,
             truncation=True,
             max_length=5,
             return_overflowing_tokens=True,
@@ -171,4 +175,4 @@ def test_left_truncating_tokenizer_goes_through_transformers(tiny_bert):
         )
         assert got["input_ids"] == expected["input_ids"]
     finally:
-        tokenizer.truncation_side = saved
+        setattr(tokenizer, setting, saved)
