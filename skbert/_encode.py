@@ -626,6 +626,11 @@ def iter_batches(
             input_ids, attention, types, special, segments = _padded(
                 tokenized, rows, lengths, pad_id
             )
+            if stats is not None:  # model runs only, not batches read from the cache
+                stats["n_batches"] = stats.get("n_batches", 0) + 1
+                stats["n_padded_tokens"] = (
+                    stats.get("n_padded_tokens", 0) + input_ids.size
+                )
             inputs = {
                 "input_ids": torch.from_numpy(input_ids).to(device),
                 "attention_mask": torch.from_numpy(attention).to(device),
@@ -760,8 +765,9 @@ def encode_texts(
     Returns the array and counts for the call: ``n_texts``, ``n_distinct``,
     ``n_tokens`` (in all inputs, read from the cache or not), ``n_truncated``,
     ``n_windowed``, ``n_windows``, ``cache_hits`` (inputs whose states or
-    pooled vectors came from ``cache``) and ``cache_kept`` (whether the
-    computed ones were kept in memory).
+    pooled vectors came from ``cache``), ``cache_kept`` (whether the
+    computed ones were kept in memory), ``n_batches`` (model runs) and
+    ``n_padded_tokens`` (the tokens those runs computed, padding included).
     """
     keys = texts if texts_b is None else list(zip(texts, texts_b, strict=True))
     first_of: dict = {}
@@ -775,7 +781,7 @@ def encode_texts(
         cache.begin_call()
     out = np.empty((len(unique), n_features), dtype=np.float32)
     stats = {"cache_hits": 0, "n_tokens": 0, "n_truncated": 0}
-    stats.update(n_windowed=0, n_windows=0)
+    stats.update(n_windowed=0, n_windows=0, n_batches=0, n_padded_tokens=0)
     keep = None
     # chunks of texts bound what tokenization holds at once (~0.4 GiB for
     # 100,000 texts); within a chunk, batches are length-sorted

@@ -165,7 +165,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``cache_hits`` (inputs whose token states or pooled vectors came
         from the cache), ``cache_kept`` (whether the states computed stayed
         in the memory cache; False when the call's states would not fit in
-        its budget, or without a cache) and ``seconds``.
+        its budget, or without a cache), ``n_batches`` (forward passes run),
+        ``n_padded_tokens`` (the tokens they computed, padding included; over
+        ``n_tokens`` it shows what padding costs) and ``seconds``.
 
     See Also
     --------

@@ -160,7 +160,9 @@ default="mean"
         off), ``n_windowed`` (distinct texts longer than one window),
         ``n_windows`` (inputs), ``cache_hits`` (windows whose token states
         came from the cache), ``cache_kept`` (whether the states computed
-        stayed in the memory cache) and ``seconds``.
+        stayed in the memory cache), ``n_batches`` (forward passes run),
+        ``n_padded_tokens`` (the tokens they computed, padding included) and
+        ``seconds``.
 
     See Also
     --------
@@ -539,6 +541,8 @@ default="mean"
             "n_windows": stats.get("n_windows", 0),
             "cache_hits": stats.get("cache_hits", 0),
             "cache_kept": bool(stats.get("cache_kept", False)),
+            "n_batches": stats.get("n_batches", 0),
+            "n_padded_tokens": stats.get("n_padded_tokens", 0),
             "seconds": time.perf_counter() - started,
         }
 

@@ -124,6 +124,10 @@ def test_auto_batching_on_cpu_caps_texts_and_tokens(bundled_model, monkeypatch):
     assert max(rows * length for rows, length in shapes) <= 4096
     assert max(rows for rows, _ in shapes) == 32
     assert sum(rows for rows, _ in shapes) == 90
+    stats = vectorizer.transform_stats_
+    assert stats["n_batches"] == len(shapes)
+    assert stats["n_padded_tokens"] == sum(rows * length for rows, length in shapes)
+    assert stats["n_tokens"] <= stats["n_padded_tokens"]
     shapes.clear()
     unlimited = vectorizer.set_params(batch_size=64, max_batch_tokens=None)
     np.testing.assert_allclose(unlimited.transform(short + long), auto, atol=1e-5)
@@ -139,11 +143,15 @@ def test_word_vectorizer_honours_max_batch_tokens(tiny_bert, monkeypatch):
         samples
     )
     shapes = _record_batches(monkeypatch)
-    got = BertWordVectorizer(
+    vectorizer = BertWordVectorizer(
         model=str(tiny_bert), batch_size="auto", max_batch_tokens=30
-    ).fit_transform(samples)
+    )
+    got = vectorizer.fit_transform(samples)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert all(rows == 1 or rows * length <= 30 for rows, length in shapes)
+    stats = vectorizer.transform_stats_
+    assert stats["n_batches"] == len(shapes) > 1
+    assert stats["n_padded_tokens"] == sum(rows * length for rows, length in shapes)
 
 
 @pytest.mark.gpu
