@@ -632,11 +632,11 @@ def iter_batches(
                     stats.get("n_padded_tokens", 0) + input_ids.size
                 )
             inputs = {
-                "input_ids": torch.from_numpy(input_ids).to(device),
-                "attention_mask": torch.from_numpy(attention).to(device),
+                "input_ids": _upload(input_ids, device),
+                "attention_mask": _upload(attention, device),
             }
             if loaded.uses_token_type_ids:
-                inputs["token_type_ids"] = torch.from_numpy(types).to(device)
+                inputs["token_type_ids"] = _upload(types, device)
             states = forward_hidden_states(loaded, inputs, run_layers)
             if cache is not None and store:
                 stacked = torch.stack([states[i] for i in run_layers], dim=2)
@@ -654,14 +654,12 @@ def iter_batches(
             yield Batch(
                 rows=rows,
                 attention_mask=inputs["attention_mask"],
-                special_tokens_mask=torch.from_numpy(special).to(device),
+                special_tokens_mask=_upload(special, device),
                 states=states,
                 layers=layers,
                 layer_combine=layer_combine,
                 segment_ids=(
-                    None
-                    if tokenized.segment_ids is None
-                    else torch.from_numpy(segments).to(device)
+                    None if tokenized.segment_ids is None else _upload(segments, device)
                 ),
             )
             bar.update(len(rows))
@@ -679,6 +677,18 @@ def iter_batches(
                 tokenized, rows, lengths, pad_id, entries, layers, layer_combine, device
             )
             bar.update(len(rows))
+
+
+def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device``.
+
+    To CUDA it goes through pinned memory without waiting: a copy from
+    pageable memory would first synchronise the stream, once per batch.
+    """
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _store_states(cache, keys, lengths, rows, states, keep) -> None:
@@ -701,15 +711,13 @@ def _cached_batch(
     _, attention, _, special, segments = _padded(tokenized, rows, lengths, pad_id)
     return Batch(
         rows=rows,
-        attention_mask=torch.from_numpy(attention).to(device),
-        special_tokens_mask=torch.from_numpy(special).to(device),
+        attention_mask=_upload(attention, device),
+        special_tokens_mask=_upload(special, device),
         layers=layers,
         layer_combine=layer_combine,
         cached=[entries[row] for row in rows],
         segment_ids=(
-            None
-            if tokenized.segment_ids is None
-            else torch.from_numpy(segments).to(device)
+            None if tokenized.segment_ids is None else _upload(segments, device)
         ),
     )
 
