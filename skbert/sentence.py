@@ -336,7 +336,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         X_new : ndarray of shape (n_samples, n_features_out), dtype float32
         """
         check_is_fitted(self)
-        start = time.perf_counter()
+        started = time.perf_counter()
         if self.pairs:
             texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
         else:
@@ -404,5 +404,5 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 self.max_length_,
                 stats["n_windows"],
             )
-        self.transform_stats_ = {**stats, "seconds": time.perf_counter() - start}
+        self.transform_stats_ = {**stats, "seconds": time.perf_counter() - started}
         return embeddings

@@ -1,3 +1,4 @@
+import time
 import warnings
 
 import numpy as np
@@ -605,3 +606,12 @@ def test_grid_search_over_views(tiny_bert):
     grid = {"bert__views": [None, VIEWS[:2]]}
     search = GridSearchCV(pipeline, grid, cv=2).fit(texts, [0, 1] * 6)
     assert search.best_estimator_["bert"].views in (None, VIEWS[:2])
+
+
+@pytest.mark.parametrize("views", [None, [{"layers": -1, "pooling": "mean"}]])
+def test_transform_stats_seconds_is_the_calls_wall_time(tiny_bert, views):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), views=views).fit()
+    before = time.perf_counter()
+    vectorizer.transform(["the cat sat", "a dog barked"])
+    wall = time.perf_counter() - before
+    assert 0 < vectorizer.transform_stats_["seconds"] <= wall
