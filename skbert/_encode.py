@@ -495,6 +495,13 @@ CHUNK_TEXTS = 8192
 HIT_TOKENS = 4096
 
 
+# A model batch costs about as much as this many more padded tokens (launch
+# overhead, smaller matrix products): the price of a split in ``batch_rows``.
+BATCH_COST_TOKENS = 64
+# Above this many rows per batch, ``batch_rows`` fills batches greedily.
+PLANNED_MAX_ROWS = 512
+
+
 def batch_rows(
     order: np.ndarray,
     lengths: np.ndarray,
@@ -506,15 +513,65 @@ def batch_rows(
     A batch holds at most ``batch_size`` rows (None: no limit) and at most
     ``max_tokens`` padded tokens, rows times its longest row (None: no
     limit), but always at least one row.
+
+    Within those limits the split is planned: it minimises the padded tokens
+    of all batches plus ``BATCH_COST_TOKENS`` per batch (dynamic programming
+    over the sorted rows), so a batch ends where the lengths drop sharply
+    instead of padding short rows to a long one. With no row limit (the
+    default on an accelerator), or when a batch may hold more than
+    ``PLANNED_MAX_ROWS`` rows, batches are filled greedily instead: as many
+    rows as the limits allow.
     """
-    start, n = 0, len(order)
-    while start < n:
-        size = n - start if batch_size is None else batch_size
-        if max_tokens is not None:
-            longest = max(int(lengths[order[start]]), 1)
-            size = min(size, max(1, max_tokens // longest))
-        yield order[start : start + size]
-        start += size
+    n = len(order)
+    if n == 0:
+        return
+    sorted_lengths = [max(int(x), 1) for x in lengths[order]]
+    window = n if batch_size is None else min(batch_size, n)
+    if max_tokens is not None:
+        window = min(window, max(1, max_tokens // sorted_lengths[-1]))
+    if batch_size is None or window > PLANNED_MAX_ROWS:
+        start = 0
+        while start < n:
+            size = n - start if batch_size is None else batch_size
+            if max_tokens is not None:
+                size = min(size, max(1, max_tokens // sorted_lengths[start]))
+            yield order[start : start + size]
+            start += size
+        return
+    starts = _planned_starts(sorted_lengths, window, max_tokens)
+    for start, stop in zip(starts, starts[1:] + [n], strict=True):
+        yield order[start:stop]
+
+
+def _planned_starts(
+    lengths: list[int], window: int, max_tokens: int | None
+) -> list[int]:
+    """First row of each batch in the cheapest split of ``lengths`` (descending).
+
+    ``cost[j]`` is the cheapest split of the first ``j`` rows; the last batch
+    of that split starts at ``start[j]``. A batch of rows ``i..j-1`` pads to
+    ``lengths[i]``. Its token count grows as ``i`` goes down, so the search
+    stops at the first start over ``max_tokens``.
+    """
+    n = len(lengths)
+    cost = [0] * (n + 1)
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        best, best_i = cost[j - 1] + lengths[j - 1], j - 1
+        for i in range(j - 2, max(0, j - window) - 1, -1):
+            tokens = (j - i) * lengths[i]
+            if max_tokens is not None and tokens > max_tokens:
+                break
+            if cost[i] + tokens < best:
+                best, best_i = cost[i] + tokens, i
+        cost[j] = best + BATCH_COST_TOKENS
+        start[j] = best_i
+    starts = []
+    j = n
+    while j > 0:
+        j = start[j]
+        starts.append(j)
+    return starts[::-1]
 
 
 def _padded(tokenized: Tokenized, rows: np.ndarray, lengths: np.ndarray, pad_id: int):

@@ -1,8 +1,16 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from skbert._encode import batch_rows, encode_texts, sentence_pooler, tokenize
+from skbert._encode import (
+    BATCH_COST_TOKENS,
+    batch_rows,
+    encode_texts,
+    sentence_pooler,
+    tokenize,
+)
 from skbert._model import load_model
 
 CPU = torch.device("cpu")
@@ -51,6 +59,47 @@ def test_batch_rows_respects_both_limits():
             )
     assert [len(b) for b in batch_rows(order, lengths, None, None)] == [8]
     assert list(batch_rows(order[:0], lengths, 4, 4)) == []
+
+
+def _split_cost(lengths, batches):
+    return sum(len(b) * lengths[b[0]] + BATCH_COST_TOKENS for b in batches)
+
+
+def test_batch_rows_ends_a_batch_where_lengths_drop():
+    lengths = np.array([100, 100] + [10] * 30)
+    order = np.arange(len(lengths))
+    # greedy: one batch of 32 rows padded to 100 tokens (3,200 tokens)
+    assert [len(b) for b in batch_rows(order, lengths, 32, None)] == [2, 30]
+    # no row limit: batches are filled greedily, up to the token limit
+    assert [len(b) for b in batch_rows(order, lengths, None, None)] == [32]
+    assert [len(b) for b in batch_rows(order, lengths, None, 1000)] == [10, 22]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batch_rows_finds_the_cheapest_split(seed):
+    """The planned split is the cheapest of all splits within the limits."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 10))
+    lengths = rng.integers(1, 200, n)
+    order = np.argsort(-lengths, kind="stable")
+    batch_size, max_tokens = int(rng.integers(1, 6)), [None, 300][seed % 2]
+    planned = list(batch_rows(order, lengths, batch_size, max_tokens))
+    assert np.array_equal(np.concatenate(planned), order)
+
+    def allowed(batch):
+        tokens = len(batch) * lengths[batch[0]]
+        return len(batch) <= batch_size and (
+            max_tokens is None or len(batch) == 1 or tokens <= max_tokens
+        )
+
+    assert all(allowed(b) for b in planned)
+    best = min(
+        _split_cost(lengths, batches)
+        for cuts in itertools.product([False, True], repeat=n - 1)
+        for batches in [np.split(order, [i + 1 for i, c in enumerate(cuts) if c])]
+        if all(allowed(b) for b in batches)
+    )
+    assert _split_cost(lengths, planned) == best
 
 
 @pytest.mark.parametrize("max_batch_tokens", [1, 12, 40, None])
