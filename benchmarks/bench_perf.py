@@ -366,11 +366,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"less than {BUSY_CORES} core",
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per workload (default: the profile's)",
+    )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="which workloads to run",
+    )
+    parser.add_argument(
         "--output", type=Path, default=_common.RESULTS_DIR / "bench_perf.jsonl"
     )
     args = parser.parse_args(argv)
+    repeats = args.repeats
     for key, value in PROFILES[args.profile].items():
         setattr(args, key, value)
+    if repeats is not None:
+        if repeats < 1:
+            parser.error(f"--repeats must be at least 1, got {repeats}")
+        args.repeats = repeats
     return args
 
 
@@ -433,7 +451,7 @@ def main(argv=None) -> int:
         for name in ("skbert-fp32", *SKBERT_MODES)
     }
     early_exit = None
-    for workload in WORKLOADS:
+    for workload in args.workloads:
         texts = workloads[workload]
         subset = texts[: args.subset]
         print(f"  {workload}: {len(texts)} texts, subset {len(subset)} ...", flush=True)
@@ -548,9 +566,10 @@ def main(argv=None) -> int:
         f"relatedness Spearman minus fp32's ({spearman['skbert-fp32']:.4f}, first "
         f"{args.sick_pairs} test pairs)."
     )
-    print(f"early exit: layers=-2 is {early_exit:.2f}x layers=-1 on mixed")
-    for row in rows:
-        row["early_exit_speedup_mixed"] = early_exit
+    if early_exit is not None:
+        print(f"early exit: layers=-2 is {early_exit:.2f}x layers=-1 on mixed")
+        for row in rows:
+            row["early_exit_speedup_mixed"] = early_exit
     busy = sorted(
         {f"{r['workload']}/{r['method']}" for r in rows if r["other_cpu_cores"] > 0.1}
     )
