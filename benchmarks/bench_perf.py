@@ -333,14 +333,20 @@ def timed(encode, texts) -> tuple[float, float, Any]:
 
 
 def run_round_robin(methods, names, texts, repeats, warmup, wait_idle):
-    """Warm each method up, then time ``repeats`` rounds, methods taking turns."""
+    """Warm each method up, then time ``repeats`` rounds, methods taking turns.
+
+    Each round starts one method later than the one before, so that no
+    method always holds the same place in the round (say, right after the
+    slow HF pipeline), which could bias its time.
+    """
     for name in names:
         methods[name](texts[:warmup])
     results = {name: {"times_s": [], "other_cores": []} for name in names}
-    for _ in range(repeats):
+    for round_ in range(repeats):
         if wait_idle > 0:
             _common.wait_for_idle_cpu(wait_idle, BUSY_CORES)
-        for name in names:
+        shift = round_ % len(names)
+        for name in [*names[shift:], *names[:shift]]:
             seconds, other, out = timed(methods[name], texts)
             results[name]["times_s"].append(seconds)
             results[name]["other_cores"].append(other)
