@@ -89,7 +89,10 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         Most texts per forward pass. Texts are sorted by length first, so
         padding stays small; results do not depend on batching beyond float
         rounding. "auto" is 32 on the CPU and no limit on an accelerator,
-        where ``max_batch_tokens`` alone sizes the batches.
+        where ``max_batch_tokens`` alone sizes the batches. With a limit, the
+        sorted texts are split where padding costs least (a batch counts as
+        64 padded tokens); without one, batches are filled up to
+        ``max_batch_tokens``.
     max_batch_tokens : int, "auto" or None, default="auto"
         Most padded tokens (rows times the longest row) per forward pass; a
         text longer than this runs alone. It keeps batches of long texts
