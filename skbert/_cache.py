@@ -35,7 +35,9 @@ written to a temporary name and renamed into place, so readers and other
 writers (processes sharing the directory) only ever see whole entries. An
 entry that fails its checks is removed and recomputed, never returned. A
 directory that cannot be created or written to gives one warning per call and
-the call goes on without writing.
+the call goes on without writing. The directory is bounded by
+``SKBERT_DISK_CACHE_MB`` megabytes (default 10240, ``inf`` for no bound): past
+it, the entries least recently written or read go first.
 """
 
 from __future__ import annotations
@@ -201,13 +203,27 @@ _DEFAULT: TokenStateCache | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
+def _budget_bytes(variable: str, default: str) -> float:
+    """The budget in bytes that environment ``variable`` gives in megabytes."""
+    value = os.environ.get(variable, default)
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes >= 0:
+        raise ValueError(
+            f"{variable} must be a number of megabytes >= 0 (or inf), got {value!r}."
+        )
+    return megabytes * 2**20
+
+
 def default_cache() -> TokenStateCache:
     """The process-wide memory cache that every estimator shares."""
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            megabytes = float(os.environ.get("SKBERT_CACHE_MB", "1024"))
-            _DEFAULT = TokenStateCache(int(megabytes * 2**20))
+            budget = _budget_bytes("SKBERT_CACHE_MB", "1024")
+            _DEFAULT = TokenStateCache(int(min(budget, 2**62)))
         return _DEFAULT
 
 
@@ -228,18 +244,33 @@ class DiskCache:
         Created if missing. Entries live in ``directory/<2 hex>/<32 hex>.skbt``.
     memory : TokenStateCache
         Looked up first; entries read from disk are kept there too.
+    max_disk_bytes : float, default=inf
+        Most bytes of entries in the directory. Past it, the entries least
+        recently written or read (by modification time, which a read
+        refreshes) are removed until the directory holds 90% of it.
 
     Notes
     -----
     :meth:`begin_call` starts a call: the first failed write of a call warns
     and stops further writes for the rest of that call.
+
+    The directory's size is counted once per process and then kept up to date
+    from this process's writes; each eviction counts it again, so entries that
+    other processes wrote are taken into account then.
     """
 
     persistent = True
 
-    def __init__(self, directory: str | os.PathLike, memory: TokenStateCache):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        memory: TokenStateCache,
+        max_disk_bytes: float = float("inf"),
+    ):
         self.directory = Path(directory)
         self.memory = memory
+        self.max_disk_bytes = max_disk_bytes
+        self._disk_bytes: int | None = None  # counted at the first call
         self._on_disk: set[bytes] = set()
         self._lock = threading.Lock()
         self._writable = True
@@ -256,6 +287,57 @@ class DiskCache:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             self._fail(error)
+            return
+        if self._disk_bytes is None and self.max_disk_bytes != float("inf"):
+            entries = self._entries()
+            with self._lock:
+                self._disk_bytes = sum(size for _, size, _ in entries)
+            if self._disk_bytes > self.max_disk_bytes:
+                self._evict()
+
+    def _entries(self) -> list[tuple[int, int, Path]]:
+        """(modification time in ns, size, path) of every entry file."""
+        found = []
+        try:
+            folders = [e for e in os.scandir(self.directory) if e.is_dir()]
+        except OSError:
+            return found
+        for folder in folders:
+            try:
+                files = list(os.scandir(folder.path))
+            except OSError:
+                continue
+            for file in files:
+                if not file.name.endswith(_SUFFIX) or file.name.startswith("."):
+                    continue
+                try:
+                    info = file.stat()
+                except OSError:  # removed meanwhile, by another process
+                    continue
+                found.append((info.st_mtime_ns, info.st_size, Path(file.path)))
+        return found
+
+    def _evict(self) -> None:
+        """Remove the least recently used entries down to 90% of the budget."""
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _ in entries)
+        target = 0.9 * self.max_disk_bytes
+        removed = []
+        for _, size, path in entries:
+            if total <= target:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another process removed it first
+                pass
+            except OSError:
+                continue
+            total -= size
+            removed.append(path)
+        with self._lock:
+            self._disk_bytes = total
+            for path in removed:
+                self._on_disk.discard(bytes.fromhex(path.name[: -len(_SUFFIX)]))
 
     def _fail(self, error: OSError) -> None:
         if self._writable:
@@ -347,6 +429,10 @@ class DiskCache:
                 pass
             return None
         array = np.frombuffer(bytearray(payload), dtype="<f4")
+        try:  # now recently used: evicted last
+            os.utime(path)
+        except OSError:
+            pass
         with self._lock:
             self._on_disk.add(key)
         return torch.from_numpy(array.reshape(seq_len, n_layers, hidden))
@@ -362,6 +448,9 @@ class DiskCache:
             len(payload),
             hashlib.blake2b(payload, digest_size=16).digest(),
         )
+        n_bytes = len(header) + len(payload)
+        if n_bytes > self.max_disk_bytes:  # would push out everything else
+            return
         temporary = path.with_name(
             f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         )
@@ -380,6 +469,13 @@ class DiskCache:
             return
         with self._lock:
             self._on_disk.add(key)
+            if self._disk_bytes is not None:
+                self._disk_bytes += n_bytes
+            over = self._disk_bytes is not None and (
+                self._disk_bytes > self.max_disk_bytes
+            )
+        if over:
+            self._evict()
 
 
 _DISK: dict[str, DiskCache] = {}
@@ -392,5 +488,6 @@ def disk_cache(directory: str | os.PathLike) -> DiskCache:
     with _DEFAULT_LOCK:
         cache = _DISK.get(name)
         if cache is None:
-            cache = _DISK[name] = DiskCache(name, memory)
+            budget = _budget_bytes("SKBERT_DISK_CACHE_MB", "10240")
+            cache = _DISK[name] = DiskCache(name, memory, budget)
         return cache

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep token states in DIR: a rerun after an interruption embeds only "
         "the texts not finished, and later runs with other --layers (no deeper), "
-        "--pooling or --normalize skip the model (default: no cache)",
+        "--pooling or --normalize skip the model (default: no cache; DIR is "
+        "bounded by SKBERT_DISK_CACHE_MB, default 10240 MB, least recently used first)",
     )
     embed.set_defaults(run=_embed)
     return parser

@@ -122,6 +122,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         for a rerun after an interruption, which computes only what was not
         finished; entries are checksummed and written atomically, and a
         directory that cannot be written gives a warning, never an error.
+        The directory is bounded by ``SKBERT_DISK_CACHE_MB`` megabytes
+        (default 10240), least recently used first.
         None runs the model on every call.
     views : list of dict, dict of dict or None, default=None
         Several views side by side from one forward pass, like a

@@ -534,3 +534,70 @@ def test_a_repeated_call_is_not_tokenized_again(tiny_bert, monkeypatch):
         got = vectorizer.transform(list(reversed(TEXTS)))
     with pytest.raises(AssertionError, match="tokenized again"):
         vectorizer.transform(["a text never seen"])
+
+
+def _entry_bytes(directory) -> list[int]:
+    return [path.stat().st_size for path in _entries(directory)]
+
+
+def test_disk_cache_stays_within_its_budget(tiny_bert, tmp_path, monkeypatch):
+    texts = [f"the cat sat on the bank {i}" for i in range(40)]
+    BertSentenceVectorizer(
+        model=str(tiny_bert), cache=tmp_path / "probe"
+    ).fit_transform(texts[:1])
+    size = _entry_bytes(tmp_path / "probe")[0]  # every text here has one size
+    _new_process(monkeypatch)
+    monkeypatch.setenv("SKBERT_DISK_CACHE_MB", str(10.5 * size / 2**20))
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), cache=tmp_path / "c", batch_size=4
+    )
+    got = vectorizer.fit_transform(texts)
+    assert sum(_entry_bytes(tmp_path / "c")) <= 10.5 * size
+    assert len(_entries(tmp_path / "c")) >= 9  # evicted down to 90%, not further
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        texts
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # a later process reads back every entry that was kept, and stays in budget
+    kept = len(_entries(tmp_path / "c"))
+    _new_process(monkeypatch)
+    later = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path / "c").fit()
+    np.testing.assert_allclose(later.transform(texts), expected, atol=1e-5)
+    assert later.transform_stats_["cache_hits"] == kept
+    assert sum(_entry_bytes(tmp_path / "c")) <= 10.5 * size
+
+
+def test_disk_cache_evicts_the_least_recently_used(tiny_bert, tmp_path, monkeypatch):
+    import os
+    import time
+
+    texts = ["the cat sat", "the dog sat", "the bank sat", "the river sat"]
+    directory = tmp_path / "c"
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=directory).fit()
+    files = []
+    for text in texts:  # the file each text adds
+        before = set(_entries(directory))
+        vectorizer.transform([text])
+        (added,) = set(_entries(directory)) - before
+        files.append(added)
+    sizes = {path.stat().st_size for path in files}
+    assert len(sizes) == 1
+    files[3].unlink()
+    now = time.time()
+    for age, path in zip((300, 200, 100), files[:3], strict=True):
+        os.utime(path, (now - age, now - age))  # written a, b, c, long ago
+    monkeypatch.setenv("SKBERT_DISK_CACHE_MB", str(3.5 * sizes.pop() / 2**20))
+    _new_process(monkeypatch)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=directory).fit()
+    vectorizer.transform(texts[:1])  # read from disk: a is now the most recent
+    assert vectorizer.transform_stats_["cache_hits"] == 1
+    vectorizer.transform(texts[3:])  # d makes 4 entries > 3.5: evict down to 3.15
+    assert [path.exists() for path in files] == [True, False, True, True]
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "nan"])
+def test_bad_disk_budget_is_refused(tiny_bert, tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SKBERT_DISK_CACHE_MB", value)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
+    with pytest.raises(ValueError, match="SKBERT_DISK_CACHE_MB must be a number"):
+        vectorizer.fit_transform(TEXTS)
