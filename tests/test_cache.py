@@ -601,3 +601,13 @@ def test_bad_disk_budget_is_refused(tiny_bert, tmp_path, monkeypatch, value):
     vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
     with pytest.raises(ValueError, match="SKBERT_DISK_CACHE_MB must be a number"):
         vectorizer.fit_transform(TEXTS)
+
+
+@pytest.mark.parametrize("value", ["-5", "a lot"])
+def test_bad_memory_budget_is_refused(monkeypatch, value):
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", None)
+    monkeypatch.setenv("SKBERT_CACHE_MB", value)
+    with pytest.raises(ValueError, match="SKBERT_CACHE_MB must be a number"):
+        skbert._cache.default_cache()
+    monkeypatch.setenv("SKBERT_CACHE_MB", "inf")  # no bound
+    assert skbert._cache.default_cache().max_bytes >= 2**60
