@@ -78,7 +78,9 @@ Usage
 
     python benchmarks/bench_perf.py --profile fast   # smoke run, about a minute
     python benchmarks/bench_perf.py --profile medium # about 4 min on 2 idle cores
-    python benchmarks/bench_perf.py                  # --profile full, < 10 min
+    python benchmarks/bench_perf.py                  # --profile full, about 12 min
+    python benchmarks/bench_perf.py --repeats 5      # full, 5 rounds: about 16 min
+    python benchmarks/bench_perf.py --workloads mixed --repeats 7   # the target only
 """
 
 from __future__ import annotations
