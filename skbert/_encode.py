@@ -76,8 +76,8 @@ class Tokenized:
         Which texts lost tokens.
     row_keys : list of bytes or None
         Cache keys of the rows (see :func:`skbert._cache.row_key`), when known.
-    memo : list or None
-        Tokenizations to memoise (see :func:`tokenize_cached`).
+    memo : tuple or None
+        What :func:`remember_tokens` memoises (see :func:`tokenize_cached`).
     """
 
     input_ids: list[list[int]]
@@ -89,7 +89,7 @@ class Tokenized:
     n_windowed: int = 0
     truncated: np.ndarray | None = None
     row_keys: list[bytes] | None = None
-    memo: list | None = None
+    memo: tuple | None = None
 
 
 def tokenize(
@@ -298,7 +298,6 @@ def tokenize_cached(
         return seen
     records = [cache.get_tokens((settings, text)) for text in texts]
     todo = [i for i, record in enumerate(records) if record is None]
-    new_records = []
     if todo:
         new = [texts[i] for i in todo]
         if pairs:
@@ -307,28 +306,18 @@ def tokenize_cached(
             )
         else:
             part = tokenize(loaded.tokenizer, new, max_length, long_text, stride)
-        text_of_row = (
-            np.arange(len(new)) if part.text_of_row is None else part.text_of_row
+        part.row_keys = _row_keys(
+            loaded,
+            part.input_ids,
+            part.token_type_ids if loaded.uses_token_type_ids else None,
         )
-        bounds = np.searchsorted(text_of_row, np.arange(len(new) + 1))
-        for k, i in enumerate(todo):
-            rows = range(bounds[k], bounds[k + 1])
-            ids = [part.input_ids[r] for r in rows]
-            types = segments = key_types = None
-            if part.token_type_ids is not None:
-                types = [part.token_type_ids[r] for r in rows]
-                segments = [part.segment_ids[r] for r in rows]
-                if loaded.uses_token_type_ids:
-                    key_types = types
-            record = (
-                ids,
-                [part.special_tokens_mask[r] for r in rows],
-                types,
-                segments,
-                bool(part.truncated[k]),
-                _row_keys(loaded, ids, key_types),
-            )
-            new_records.append(((settings, texts[i]), record))
+        if len(todo) == len(texts):  # nothing memoised: the call is ``part``
+            # its per-text records are built only if the call is kept
+            part.memo = (settings, texts, call_key)
+            return part
+        for i, (_, record) in zip(
+            todo, _text_records(settings, new, part), strict=True
+        ):
             records[i] = record
     input_ids, special, types, segments, keys, text_of_row = [], [], [], [], [], []
     for t, (ids, spec, typ, seg, _, row_keys) in enumerate(records):
@@ -355,9 +344,36 @@ def tokenize_cached(
         truncated=truncated,
         row_keys=keys,
     )
-    new_records.append((call_key, tokenized))
-    tokenized.memo = new_records
+    new_texts = [texts[i] for i in todo]
+    tokenized.memo = (settings, new_texts, call_key, part if todo else None)
     return tokenized
+
+
+def _text_records(settings: tuple, texts: list, part: Tokenized):
+    """``((settings, text), record)`` for each text of ``part``, in order.
+
+    A record holds a text's rows: ids, special-token masks, token type ids,
+    segment ids (None unless pairs), whether it was truncated, row keys.
+    """
+    text_of_row = (
+        np.arange(len(texts)) if part.text_of_row is None else part.text_of_row
+    )
+    bounds = np.searchsorted(text_of_row, np.arange(len(texts) + 1))
+    for k, text in enumerate(texts):
+        rows = range(bounds[k], bounds[k + 1])
+        types = segments = None
+        if part.token_type_ids is not None:
+            types = [part.token_type_ids[r] for r in rows]
+            segments = [part.segment_ids[r] for r in rows]
+        record = (
+            [part.input_ids[r] for r in rows],
+            [part.special_tokens_mask[r] for r in rows],
+            types,
+            segments,
+            bool(part.truncated[k]),
+            [part.row_keys[r] for r in rows],
+        )
+        yield (settings, text), record
 
 
 def _row_keys(
@@ -374,12 +390,16 @@ def _row_keys(
 
 def remember_tokens(cache, tokenized: Tokenized) -> None:
     """Put the tokenizations :func:`tokenize_cached` made into ``cache``'s memo."""
-    for key, record in tokenized.memo or ():
-        if isinstance(record, Tokenized):  # a whole call: the rows' lists again
-            n_tokens = sum(map(len, record.input_ids)) + 8 * len(key[1])
-            cache.put_tokens(key, record, n_tokens)
-        else:
+    if tokenized.memo is None:
+        return
+    settings, texts, call_key, *rest = tokenized.memo
+    part = rest[0] if rest else tokenized  # the new texts' tokenization
+    if part is not None:
+        for key, record in _text_records(settings, texts, part):
             cache.put_tokens(key, record, sum(map(len, record[0])), len(str(key[1])))
+    # a whole call: the rows' lists again
+    n_tokens = sum(map(len, tokenized.input_ids)) + 8 * len(call_key[1])
+    cache.put_tokens(call_key, tokenized, n_tokens)
     tokenized.memo = None  # memoised once
 
 

@@ -611,3 +611,44 @@ def test_bad_memory_budget_is_refused(monkeypatch, value):
         skbert._cache.default_cache()
     monkeypatch.setenv("SKBERT_CACHE_MB", "inf")  # no bound
     assert skbert._cache.default_cache().max_bytes >= 2**60
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(),
+        dict(long_text="window", max_length=8, stride=2),
+        dict(pairs=True),
+    ],
+)
+def test_partly_memoised_call_equals_a_fresh_one(tiny_bert, monkeypatch, params):
+    pairs = params.get("pairs", False)
+    old = [("the cat sat", "a dog"), ("river bank", "the bank of the river")]
+    new = [("money in the bank", "a robber"), ("a dog barked", "the cat sat")]
+    if not pairs:
+        old = [" ".join(pair) for pair in old]
+        new = [" ".join(pair) for pair in new]
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), **params).fit()
+    vectorizer.transform(old)  # memoised
+    got = vectorizer.transform(new + old)  # half from the memo, half new
+    expected = BertSentenceVectorizer(
+        model=str(tiny_bert), cache=None, **params
+    ).fit_transform(new + old)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(skbert._encode, "tokenize", no_tokenizing)
+    monkeypatch.setattr(skbert._encode, "tokenize_pairs", no_tokenizing)
+    np.testing.assert_allclose(vectorizer.transform(new), expected[:2], atol=1e-5)
+
+
+def test_a_call_not_kept_memoises_no_tokens(tiny_bert, memory_cache):
+    texts = [f"the cat sat on the bank {i}" for i in range(50)]
+    memory_cache.max_bytes = 10_000  # far too small for the call's states
+    BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(texts)
+    assert memory_cache._token_bytes == 0 and len(memory_cache) == 0
+    memory_cache.max_bytes = 256 * 2**20
+    BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(texts)
+    assert memory_cache._token_bytes > 0 and len(memory_cache) == len(texts)
