@@ -313,11 +313,10 @@ def tokenize_cached(
         )
         if len(todo) == len(texts):  # nothing memoised: the call is ``part``
             # its per-text records are built only if the call is kept
-            part.memo = (settings, texts, call_key)
+            part.memo = (call_key, None, settings, texts)
             return part
-        for i, (_, record) in zip(
-            todo, _text_records(settings, new, part), strict=True
-        ):
+        new_records = list(_text_records(settings, new, part))
+        for i, (_, record) in zip(todo, new_records, strict=True):
             records[i] = record
     input_ids, special, types, segments, keys, text_of_row = [], [], [], [], [], []
     for t, (ids, spec, typ, seg, _, row_keys) in enumerate(records):
@@ -344,8 +343,7 @@ def tokenize_cached(
         truncated=truncated,
         row_keys=keys,
     )
-    new_texts = [texts[i] for i in todo]
-    tokenized.memo = (settings, new_texts, call_key, part if todo else None)
+    tokenized.memo = (call_key, new_records if todo else [])
     return tokenized
 
 
@@ -392,11 +390,11 @@ def remember_tokens(cache, tokenized: Tokenized) -> None:
     """Put the tokenizations :func:`tokenize_cached` made into ``cache``'s memo."""
     if tokenized.memo is None:
         return
-    settings, texts, call_key, *rest = tokenized.memo
-    part = rest[0] if rest else tokenized  # the new texts' tokenization
-    if part is not None:
-        for key, record in _text_records(settings, texts, part):
-            cache.put_tokens(key, record, sum(map(len, record[0])), len(str(key[1])))
+    call_key, new_records, *lazy = tokenized.memo
+    if new_records is None:  # the call is one tokenization: records built now
+        new_records = _text_records(*lazy, tokenized)
+    for key, record in new_records:
+        cache.put_tokens(key, record, sum(map(len, record[0])), len(str(key[1])))
     # a whole call: the rows' lists again
     n_tokens = sum(map(len, tokenized.input_ids)) + 8 * len(call_key[1])
     cache.put_tokens(call_key, tokenized, n_tokens)
