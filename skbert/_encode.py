@@ -896,9 +896,13 @@ def encode_texts(
                 [b for _, b in chunk],
                 max_length,
             )
-        out[start : start + len(chunk)] = _encode_tokenized(
+        # unless long texts run in windows (a row per window), a chunk's rows
+        # are its texts and pool straight into the output: no chunk buffer
+        rows_out = out[start : start + len(chunk)]
+        pooled = _encode_tokenized(
             loaded,
             tokenized,
+            rows_out if tokenized.text_of_row is None else None,
             layers=layers,
             layer_combine=layer_combine,
             pool=pool,
@@ -913,6 +917,8 @@ def encode_texts(
             keep=keep,
             stats=stats,
         )
+        if pooled is not rows_out:
+            rows_out[:] = pooled
         stats["n_tokens"] += sum(len(ids) for ids in tokenized.input_ids)
         stats["n_truncated"] += tokenized.n_truncated
         stats["n_windowed"] += tokenized.n_windowed
@@ -932,6 +938,7 @@ def encode_texts(
 def _encode_tokenized(
     loaded: LoadedModel,
     tokenized: Tokenized,
+    rows_out: np.ndarray | None,
     *,
     layers: list[int],
     layer_combine: str,
@@ -947,9 +954,14 @@ def _encode_tokenized(
     keep: bool | None,
     stats: dict,
 ) -> np.ndarray:
-    """Pooled vectors of the texts of ``tokenized`` (one chunk of a call)."""
+    """Pooled vectors of the texts of ``tokenized`` (one chunk of a call).
+
+    The rows are pooled into ``rows_out`` (None: a new array), which is
+    returned unless windows are then aggregated into texts.
+    """
     n_rows = len(tokenized.input_ids)
-    rows_out = np.empty((n_rows, n_features), dtype=np.float32)
+    if rows_out is None:
+        rows_out = np.empty((n_rows, n_features), dtype=np.float32)
     todo = None  # rows still to pool, when some come from the pooled memo
     memo = cache is not None and pool_key is not None
     if memo:
