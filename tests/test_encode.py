@@ -1,4 +1,6 @@
 import itertools
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -225,3 +227,37 @@ def test_tokenizer_settings_go_through_transformers(tiny_bert, setting, value):
         assert got["input_ids"] == expected["input_ids"]
     finally:
         setattr(tokenizer, setting, saved)
+
+
+def test_a_call_of_several_chunks_gives_freed_memory_back_after_each(
+    tiny_bert, monkeypatch
+):
+    import skbert._encode as encode
+
+    released = []
+    monkeypatch.setattr(encode, "CHUNK_TEXTS", 3)
+    monkeypatch.setattr(encode, "release_freed_memory", lambda: released.append(1))
+    expected, _ = _encode(tiny_bert, TEXTS, batch_size=2)  # 7 texts: 3 chunks
+    assert len(released) == 3
+    released.clear()
+    got, _ = _encode(tiny_bert, TEXTS[:3], batch_size=2)  # one chunk: no trim
+    assert not released
+    np.testing.assert_allclose(got, expected[:3], atol=1e-5)
+
+
+def test_a_chunk_gives_freed_memory_back_every_trim_batches(tiny_bert, monkeypatch):
+    import skbert._encode as encode
+
+    released = []
+    monkeypatch.setattr(encode, "TRIM_BATCHES", 2)
+    monkeypatch.setattr(encode, "release_freed_memory", lambda: released.append(1))
+    _encode(tiny_bert, TEXTS, batch_size=1)  # 7 batches: after the 2nd, 4th, 6th
+    assert len(released) == 3
+
+
+def test_release_freed_memory_runs_here():
+    from skbert._encode import _malloc_trim, release_freed_memory
+
+    release_freed_memory()  # never raises, with or without glibc
+    if sys.platform.startswith("linux") and "glibc" in platform.libc_ver()[0]:
+        assert _malloc_trim() is not None
