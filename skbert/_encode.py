@@ -538,7 +538,7 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-# batches between two release_freed_memory calls within a chunk
+# batches iter_batches yields between two release_freed_memory calls
 TRIM_BATCHES = 32
 
 # padded tokens per batch read from the cache (no model to bound the batch)
@@ -730,6 +730,7 @@ def iter_batches(
         ) as bar,
     ):
         stored: deque = deque()  # CUDA: (rows, pinned host states, event)
+        n_yielded = 0
         for rows in batch_rows(order, lengths, batch_size, max_batch_tokens):
             input_ids, attention, types, special, segments = _padded(
                 tokenized, rows, lengths, pad_id
@@ -759,6 +760,9 @@ def iter_batches(
                     _store_states(cache, keys, lengths, rows, stacked, keep)
                 while stored and stored[0][2].query():
                     _store_states(cache, keys, lengths, *stored.popleft()[:2], keep)
+            n_yielded += 1
+            if n_yielded % TRIM_BATCHES == 0:
+                release_freed_memory()
             yield Batch(
                 rows=rows,
                 attention_mask=inputs["attention_mask"],
@@ -780,6 +784,9 @@ def iter_batches(
             stop = start + max(1, HIT_TOKENS // int(lengths[hits[start]]))
             rows = hits[start:stop]
             start = stop
+            n_yielded += 1
+            if n_yielded % TRIM_BATCHES == 0:
+                release_freed_memory()
             yield _cached_batch(
                 tokenized, rows, lengths, pad_id, entries, layers, layer_combine, device
             )
@@ -991,8 +998,7 @@ def _encode_tokenized(
     """Pooled vectors of the texts of ``tokenized`` (one chunk of a call).
 
     The rows are pooled into ``rows_out`` (None: a new array), which is
-    returned unless windows are then aggregated into texts. Every
-    ``TRIM_BATCHES`` batches, glibc's freed pages go back to the system.
+    returned unless windows are then aggregated into texts.
     """
     n_rows = len(tokenized.input_ids)
     if rows_out is None:
@@ -1014,23 +1020,19 @@ def _encode_tokenized(
             cache.put_pooled([tokenized.row_keys[r] for r in rows], pool_key, pooled)
 
     pending: deque = deque()  # CUDA only: (rows, pinned host tensor, event)
-    for i, batch in enumerate(
-        iter_batches(
-            loaded,
-            tokenized if todo is None else _subset(tokenized, todo),
-            layers=layers,
-            layer_combine=layer_combine,
-            device=device,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            progress_bar=progress_bar,
-            cache=cache,
-            stats=stats,
-            keep=keep,
-        )
+    for batch in iter_batches(
+        loaded,
+        tokenized if todo is None else _subset(tokenized, todo),
+        layers=layers,
+        layer_combine=layer_combine,
+        device=device,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        progress_bar=progress_bar,
+        cache=cache,
+        stats=stats,
+        keep=keep,
     ):
-        if i % TRIM_BATCHES == TRIM_BATCHES - 1:
-            release_freed_memory()
         pooled = pool(batch).float()
         if pooled.is_cuda:  # copy back without waiting; the CPU path is below
             host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)

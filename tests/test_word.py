@@ -929,3 +929,17 @@ def test_transform_stats_for_words(tiny_bert):
     stats = vectorizer.transform_stats_
     assert stats["n_samples"] == 2 and stats["n_windowed"] == 1
     assert stats["n_windows"] > 2
+
+
+def test_word_vectors_give_freed_memory_back_every_trim_batches(tiny_bert, monkeypatch):
+    released = []
+    monkeypatch.setattr(skbert._encode, "TRIM_BATCHES", 2)
+    monkeypatch.setattr(
+        skbert._encode, "release_freed_memory", lambda: released.append(1)
+    )
+    texts = ["the bank vault", "a river bank", "the cat sat", "hello world", "a b"]
+    vectorizer = BertWordVectorizer(
+        model=str(tiny_bert), batch_size=1, device="cpu", cache=None
+    ).fit()
+    vectorizer.transform_words(texts)  # one batch per text: after the 2nd and 4th
+    assert len(released) == 2
