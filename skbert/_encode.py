@@ -731,6 +731,14 @@ def iter_batches(
     ):
         stored: deque = deque()  # CUDA: (rows, pinned host states, event)
         n_yielded = 0
+
+        def counted(batch: Batch) -> Batch:
+            nonlocal n_yielded
+            n_yielded += 1
+            if n_yielded % TRIM_BATCHES == 0:
+                release_freed_memory()
+            return batch
+
         for rows in batch_rows(order, lengths, batch_size, max_batch_tokens):
             input_ids, attention, types, special, segments = _padded(
                 tokenized, rows, lengths, pad_id
@@ -760,19 +768,20 @@ def iter_batches(
                     _store_states(cache, keys, lengths, rows, stacked, keep)
                 while stored and stored[0][2].query():
                     _store_states(cache, keys, lengths, *stored.popleft()[:2], keep)
-            n_yielded += 1
-            if n_yielded % TRIM_BATCHES == 0:
-                release_freed_memory()
-            yield Batch(
-                rows=rows,
-                attention_mask=inputs["attention_mask"],
-                special_tokens_mask=_upload(special, device),
-                states=states,
-                layers=layers,
-                layer_combine=layer_combine,
-                segment_ids=(
-                    None if tokenized.segment_ids is None else _upload(segments, device)
-                ),
+            yield counted(
+                Batch(
+                    rows=rows,
+                    attention_mask=inputs["attention_mask"],
+                    special_tokens_mask=_upload(special, device),
+                    states=states,
+                    layers=layers,
+                    layer_combine=layer_combine,
+                    segment_ids=(
+                        None
+                        if tokenized.segment_ids is None
+                        else _upload(segments, device)
+                    ),
+                )
             )
             bar.update(len(rows))
         for rows, host, event in stored:
@@ -784,11 +793,17 @@ def iter_batches(
             stop = start + max(1, HIT_TOKENS // int(lengths[hits[start]]))
             rows = hits[start:stop]
             start = stop
-            n_yielded += 1
-            if n_yielded % TRIM_BATCHES == 0:
-                release_freed_memory()
-            yield _cached_batch(
-                tokenized, rows, lengths, pad_id, entries, layers, layer_combine, device
+            yield counted(
+                _cached_batch(
+                    tokenized,
+                    rows,
+                    lengths,
+                    pad_id,
+                    entries,
+                    layers,
+                    layer_combine,
+                    device,
+                )
             )
             bar.update(len(rows))
 
