@@ -530,8 +530,8 @@ def release_freed_memory() -> None:
     its heap and keeps what they free, scattered between live blocks, so over
     a long call the process grows with memory nobody uses
     (``benchmarks/bench_memory.py``). ``malloc_trim(0)`` returns the whole
-    free pages (about 0.1 ms a call). It changes no setting and frees nothing
-    in use; elsewhere than glibc it does nothing.
+    free pages (about 0.1 ms a call in an exploratory timing). It changes no
+    setting and frees nothing in use; elsewhere than glibc it does nothing.
     """
     trim = _malloc_trim()
     if trim is not None:
@@ -950,13 +950,10 @@ def encode_texts(
                 [b for _, b in chunk],
                 max_length,
             )
-        # unless long texts run in windows (a row per window), a chunk's rows
-        # are its texts and pool straight into the output: no chunk buffer
-        rows_out = out[start : start + len(chunk)]
-        pooled = _encode_tokenized(
+        _encode_tokenized(
             loaded,
             tokenized,
-            rows_out if tokenized.text_of_row is None else None,
+            out[start : start + len(chunk)],
             layers=layers,
             layer_combine=layer_combine,
             pool=pool,
@@ -971,8 +968,6 @@ def encode_texts(
             keep=keep,
             stats=stats,
         )
-        if pooled is not rows_out:
-            rows_out[:] = pooled
         stats["n_tokens"] += sum(len(ids) for ids in tokenized.input_ids)
         stats["n_truncated"] += tokenized.n_truncated
         stats["n_windowed"] += tokenized.n_windowed
@@ -994,7 +989,7 @@ def encode_texts(
 def _encode_tokenized(
     loaded: LoadedModel,
     tokenized: Tokenized,
-    rows_out: np.ndarray | None,
+    out: np.ndarray,
     *,
     layers: list[int],
     layer_combine: str,
@@ -1009,14 +1004,17 @@ def _encode_tokenized(
     pool_key: tuple | None,
     keep: bool | None,
     stats: dict,
-) -> np.ndarray:
-    """Pooled vectors of the texts of ``tokenized`` (one chunk of a call).
+) -> None:
+    """Pool the texts of ``tokenized`` (one chunk of a call) into ``out``.
 
-    The rows are pooled into ``rows_out`` (None: a new array), which is
-    returned unless windows are then aggregated into texts.
+    ``out`` has shape (n_texts, n_features).
+    Unless long texts run in windows (a row per window, aggregated at the
+    end), rows are texts and pool straight into ``out``: no chunk buffer.
     """
     n_rows = len(tokenized.input_ids)
-    if rows_out is None:
+    if tokenized.text_of_row is None:
+        rows_out = out
+    else:
         rows_out = np.empty((n_rows, n_features), dtype=np.float32)
     todo = None  # rows still to pool, when some come from the pooled memo
     memo = cache is not None and pool_key is not None
@@ -1066,14 +1064,14 @@ def _encode_tokenized(
     if cache is not None and stats.get("cache_kept", True):
         remember_tokens(cache, tokenized)
     if tokenized.text_of_row is None:
-        return rows_out
+        return
     # windows are weighted by their tokens of text
     weights = np.fromiter(
         (len(mask) - sum(mask) for mask in tokenized.special_tokens_mask),
         dtype=np.float32,
         count=n_rows,
     )
-    return aggregate_windows(rows_out, weights, tokenized.text_of_row, long_text)
+    out[:] = aggregate_windows(rows_out, weights, tokenized.text_of_row, long_text)
 
 
 def aggregate_windows(
