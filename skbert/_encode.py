@@ -1007,9 +1007,9 @@ def _encode_tokenized(
 ) -> None:
     """Pool the texts of ``tokenized`` (one chunk of a call) into ``out``.
 
-    ``out`` has shape (n_texts, n_features).
-    Unless long texts run in windows (a row per window, aggregated at the
-    end), rows are texts and pool straight into ``out``: no chunk buffer.
+    ``out`` has shape (n_texts, n_features). Unless long texts run in windows
+    (a row per window, aggregated at the end), rows are texts and pool
+    straight into ``out``: no chunk buffer.
     """
     n_rows = len(tokenized.input_ids)
     if tokenized.text_of_row is None:
