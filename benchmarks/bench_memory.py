@@ -31,7 +31,9 @@ small one, with the bundled model on the CPU:
 Reported: peak RSS after loading, peak RSS at the end, their difference
 ("above loaded"), what the largest batches added ("one batch": activations,
 the BLAS and oneDNN buffers, what the allocator keeps of them), the size of the
-output array (n x 384 float32), what the peak holds beyond both, and the time.
+output array (n x 384 float32), what the peak holds beyond both, the size of
+the list of texts handed to ``transform`` (the caller's input, which the call
+cannot free), what the peak holds beyond all three, and the time.
 Targets (issue 6): the CLI stays within 1 GB above the loaded model;
 ``transform`` holds nothing beyond its output and one batch. Rows go to
 ``benchmarks/results/bench_memory.jsonl``.
@@ -101,9 +103,12 @@ if case.startswith("cli"):
     status = cli.main(["embed", path, "-o", out, "--device", "cpu", "--no-progress"])
     assert status == 0, status
     shape = None
+    input_mb = 0.0
 else:
     with open(path, encoding="utf-8") as f:
         texts = f.read().split("\n")[:-1]
+    # the caller's input, held through the call: the list and its strings
+    input_mb = (sys.getsizeof(texts) + sum(map(sys.getsizeof, texts))) / 2**20
     calls = []
     if case == "transform-repeat":  # five calls on a fifth of the texts each
         step = -(-len(texts) // 5)
@@ -118,7 +123,7 @@ else:
         X = vectorizer.transform(texts)
         shape = list(X.shape)
 print("RESULT " + json.dumps({"loaded_mb": loaded, "peak_mb": peak_mb(),
-      "one_batch_mb": one_batch, "calls": calls,
+      "one_batch_mb": one_batch, "calls": calls, "input_mb": input_mb,
       "seconds": time.perf_counter() - start, "shape": shape}))
 """
 
@@ -196,6 +201,13 @@ def main(argv=None) -> int:
                 "beyond_output_and_batch_mb": (
                     result["peak_mb"] - result["one_batch_mb"] - output_mb
                 ),
+                "input_mb": result["input_mb"],
+                "beyond_output_batch_and_input_mb": (
+                    result["peak_mb"]
+                    - result["one_batch_mb"]
+                    - output_mb
+                    - result["input_mb"]
+                ),
                 "output_file_mb": out.stat().st_size / 2**20 if out.exists() else None,
                 "seconds": result["seconds"],
                 "calls": result["calls"],
@@ -213,6 +225,8 @@ def main(argv=None) -> int:
             f"{r['one_batch_mb']:.0f}",
             f"{r['output_mb']:.0f}",
             f"{r['beyond_output_and_batch_mb']:.0f}",
+            f"{r['input_mb']:.0f}",
+            f"{r['beyond_output_batch_and_input_mb']:.0f}",
             f"{r['seconds']:.1f}",
             f"{r['machine_busy_cores_incl_child']:.2f}",
         ]
@@ -230,6 +244,8 @@ def main(argv=None) -> int:
                 "one batch",
                 "output MiB",
                 "beyond both",
+                "input MiB",
+                "beyond all three",
                 "seconds",
                 "busy cores",
             ],
@@ -239,7 +255,10 @@ def main(argv=None) -> int:
         "peak: ru_maxrss of the worker process; 'above loaded': peak minus the "
         "peak after loading the model; one batch: what the largest batches "
         "(4,096 padded tokens) add to it; output: n x 384 float32; beyond both: "
-        "peak minus the peak after those batches minus the output. busy cores: "
+        "peak minus the peak after those batches minus the output; input: the "
+        "list of texts transform is given (sys.getsizeof of the list and its "
+        "strings; the CLI reads its file in chunks); beyond all three: beyond "
+        "both minus the input. busy cores: "
         "the whole machine's CPU use, the worker's own (about 2) included."
     )
     for r in rows:
