@@ -54,3 +54,11 @@ def test_api_page_is_up_to_date():
     assert (ROOT / "docs/api.md").read_text() == module.render(), (
         "docs/api.md is stale; run python docs/build_api.py"
     )
+
+
+def test_word_vectors_bank_example_prints_what_the_page_shows(capsys):
+    # docs/word_vectors.md shows the first python block's output in the next block
+    page = (ROOT / "docs/word_vectors.md").read_text()
+    code, shown = re.findall(r"```python\n(.*?)```\n.*?```\n(.*?)```", page, re.S)[0]
+    exec(compile(code, "docs/word_vectors.md block 0", "exec"), {})
+    assert capsys.readouterr().out == shown
