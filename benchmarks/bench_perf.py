@@ -53,8 +53,10 @@ limit: the forward FLOPs of the layers that run, at each text's own length
 (``2 n (4 h^2 + 2 h f) + 4 n^2 h`` per layer for a text of ``n`` tokens;
 embeddings, norms and pooling left out), divided by a matrix-multiply peak
 measured in the same run on the model's own shapes (the six ``nn.Linear``
-products of a layer on 2,048 tokens), in float32 and in bfloat16. A fraction
-of 1 means every FLOP ran at that peak.
+products of a layer on 2,048 tokens), in float32, in bfloat16 and as int8
+dynamically quantized linears (fbgemm, activation quantization included, as
+``skbert-int8`` runs them). A fraction of 1 means every FLOP ran at that peak;
+the int8 peak over the float32 one bounds what int8 can gain here.
 
 Agreement: each skbert mode against ``skbert-fp32`` on the same texts: the
 minimum per-text cosine, and the SICK relatedness Spearman correlation
@@ -87,6 +89,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -251,23 +254,44 @@ def layer_flops(n_tokens, hidden: int, ffn: int):
 
 
 def matmul_peak(hidden: int, ffn: int, dtype, n_tokens: int = 2048) -> float:
-    """FLOP/s of the six ``nn.Linear`` products of a layer, best of 5 rounds."""
+    """FLOP/s of the six ``nn.Linear`` products of a layer, best of 5 rounds.
+
+    ``dtype`` is a float dtype, or ``"int8"``: the same products through
+    ``quantize_dynamic``'s int8 linears (fbgemm), activation quantization
+    included, as the ``skbert-int8`` method runs them.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(n_tokens, hidden, generator=gen).to(dtype)
-    h = torch.randn(n_tokens, ffn, generator=gen).to(dtype)
-    w_attn = [torch.randn(hidden, hidden, generator=gen).to(dtype) for _ in range(4)]
-    w_in = torch.randn(ffn, hidden, generator=gen).to(dtype)
-    w_out = torch.randn(hidden, ffn, generator=gen).to(dtype)
+    shapes = [(hidden, hidden)] * 4 + [(ffn, hidden), (hidden, ffn)]
+    float_dtype = torch.float32 if dtype == "int8" else dtype
+    x = torch.randn(n_tokens, hidden, generator=gen).to(float_dtype)
+    h = torch.randn(n_tokens, ffn, generator=gen).to(float_dtype)
+    weights = [torch.randn(shape, generator=gen).to(float_dtype) for shape in shapes]
+    if dtype == "int8":
+        linears = []
+        for weight in weights:
+            layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            layer.weight.data = weight
+            linears.append(layer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+            modules = list(
+                torch.ao.quantization.quantize_dynamic(
+                    torch.nn.Sequential(*linears), {torch.nn.Linear}, torch.qint8
+                )
+            )
+    else:
+        modules = [
+            functools.partial(torch.nn.functional.linear, weight=weight)
+            for weight in weights
+        ]
     flops = 2 * n_tokens * (4 * hidden * hidden + 2 * hidden * ffn)
-    linear = torch.nn.functional.linear
 
     def run():
-        for w in w_attn:
-            linear(x, w)
-        linear(x, w_in)
-        linear(h, w_out)
+        for module in modules[:5]:
+            module(x)
+        modules[5](h)
 
     best = float("inf")
     with torch.inference_mode():
@@ -444,6 +468,7 @@ def main(argv=None) -> int:
     peaks = {
         "float32": matmul_peak(hidden, ffn, torch.float32),
         "bfloat16": matmul_peak(hidden, ffn, torch.bfloat16),
+        "int8": matmul_peak(hidden, ffn, "int8"),
     }
     print(
         "matmul peak on the model's shapes: "
@@ -537,6 +562,7 @@ def main(argv=None) -> int:
                         f"{row['ratio_vs_st']:.2f}",
                         f"{row['fraction_of_limit']['float32']:.2f}",
                         f"{row['fraction_of_limit']['bfloat16']:.2f}",
+                        f"{row['fraction_of_limit']['int8']:.2f}",
                         _fmt(agreement.get("min_cosine_vs_fp32"), ".5f"),
                         _fmt(agreement.get("sick_spearman_diff"), "+.4f"),
                         f"{row['other_cpu_cores']:.2f}",
@@ -560,6 +586,7 @@ def main(argv=None) -> int:
                 "vs ST",
                 "limit fp32",
                 "limit bf16",
+                "limit int8",
                 "min cos",
                 "d Spearman",
                 "other CPU",
