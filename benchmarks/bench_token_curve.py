@@ -6,7 +6,10 @@ On the CPU, with the bundled model (all-MiniLM-L6-v2: 6-layer BERT, hidden
 size 384, FFN 1536, 12 heads, 512 positions), the time of
 ``BertSentenceVectorizer(device="cpu", progress_bar=False, cache=None,
 max_length=512).fit().transform(texts)``, every other parameter at its
-default (batch_size=32, mean pooling of the last layer). ``cache=None`` is
+default (mean pooling of the last layer; ``batch_size="auto"`` and
+``max_batch_tokens="auto"``: on the CPU 32 texts and 4,096 padded tokens per
+batch, so 8 texts of 512 tokens; rows from before commit ``a837a92`` ran 32
+texts per batch whatever their length). ``cache=None`` is
 essential: the default ``cache="memory"`` would serve every repeat after the
 first from memory. ``max_length=512`` is passed because the bundled model's
 sentence-transformers config says 256; the fitted ``max_length_`` is checked.
@@ -374,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = context["machine"]
     print(
         f"bench_token_curve: profile={args.profile}, {args.budget} tokens per call, "
-        f"{args.repeats} repeats, batch_size={vectorizer.batch_size}, max_length=512, "
+        f"{args.repeats} repeats, batch_size={vectorizer.batch_size}, "
+        f"max_batch_tokens={vectorizer.max_batch_tokens}, max_length=512, "
         f"wait_idle={args.wait_idle:g} s, busy_retries={args.busy_retries}"
     )
     print(
@@ -433,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n_texts": len(texts),
                 "n_tokens": n_tokens,
                 "batch_size": vectorizer.batch_size,
+                "max_batch_tokens": vectorizer.max_batch_tokens,
                 "max_length_": vectorizer.max_length_,
                 "repeats": args.repeats,
                 "wait_idle_s": args.wait_idle,
@@ -535,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     title = (
         f"{MODEL_NAME} on {machine['cpu_model']}, {machine['usable_cores']} cores "
         f"(torch {context['versions']['torch']}, batch_size={vectorizer.batch_size}, "
-        f"cache=None; {args.profile} profile)"
+        f"max_batch_tokens={vectorizer.max_batch_tokens}, cache=None; "
+        f"{args.profile} profile)"
     )
     plot(curve, linear, title, args.plot)
     print(f"plot written to {args.plot}")
