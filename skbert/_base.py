@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,27 @@ class _BaseBertVectorizer(
         return tags
 
     # -- fitting ---------------------------------------------------------
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any):
+        """Fit to ``X``, then transform it: the same as ``fit(X).transform(X)``.
+
+        A generator or other one-pass iterator is read once into a list, so
+        that ``transform`` sees the texts ``fit`` checked (scikit-learn's
+        default would pass ``transform`` the exhausted iterator).
+
+        Parameters
+        ----------
+        X : samples, as ``fit`` and ``transform`` accept them
+        y : ignored
+        **fit_params : passed on to ``fit``
+
+        Returns
+        -------
+        ndarray or DataFrame, as ``transform`` returns it
+        """
+        if isinstance(X, Iterator):
+            X = list(X)
+        return super().fit_transform(X, y, **fit_params)
 
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         """Layers to use when ``layers="auto"``; overridden by subclasses."""
@@ -313,66 +335,78 @@ class _BaseBertVectorizer(
             )
 
     def tokenize(self, X: Any):
-        """Show the WordPiece tokens and ids the model sees for each text.
+        """Show the WordPiece tokens and ids the model reads for each sample.
 
         Parameters
         ----------
-        X : iterable of str
-            Texts, as for ``transform``.
+        X : texts (or pairs, with ``pairs=True``), as for ``transform``
+            ``BertWordVectorizer`` takes texts here: the texts its samples
+            come from.
 
         Returns
         -------
         tokens : pandas.DataFrame
-            One row per token, with columns ``sample`` (the text's position, or
-            its index label for a pandas input), ``position`` (token position),
-            ``token``, ``token_id``, ``special`` (whether the tokenizer added
-            it) and ``start``/``end`` (character offsets into the text; 0, 0
-            for special tokens). Texts are cut at ``max_length_`` tokens,
-            exactly as in ``transform``.
+            One row per token, with columns ``sample`` (the sample's position,
+            or its index label for a pandas input), ``position`` (token
+            position), ``token``, ``token_id``, ``special`` (whether the
+            tokenizer added it) and ``start``/``end`` (character offsets into
+            the text; 0, 0 for special tokens). ``BertSentenceVectorizer``
+            cuts texts as ``transform`` does (``max_length_`` and
+            ``long_text``) and adds a ``window`` column when long texts run in
+            windows, and a ``segment`` column (0 for A, 1 for B, as pooled)
+            for pairs, whose offsets point into the text of the token's
+            segment. ``BertWordVectorizer`` shows whole texts, uncut: it
+            reads a long text in windows around each target.
         """
         import pandas as pd
 
-        texts, index = check_texts(X, handle_missing=self.handle_missing)
+        check_is_fitted(self)
+        labels, records, extra = self._token_records(X)
         tokenizer = self._loaded().tokenizer
-        labels = list(index) if index is not None else list(range(len(texts)))
         rows = []
-        if texts:
-            encoded = tokenizer(
-                texts,
-                truncation=True,
-                max_length=self.max_length_,
-                return_offsets_mapping=True,
-                return_special_tokens_mask=True,
-            )
-            for i, ids in enumerate(encoded["input_ids"]):
-                tokens = tokenizer.convert_ids_to_tokens(ids)
-                offsets = encoded["offset_mapping"][i]
-                special = encoded["special_tokens_mask"][i]
-                for position, (token, token_id) in enumerate(
-                    zip(tokens, ids, strict=True)
-                ):
-                    rows.append(
-                        (
-                            labels[i],
-                            position,
-                            token,
-                            token_id,
-                            bool(special[position]),
-                            *offsets[position],
-                        )
+        for sample, ids, special, offsets, extras in records:
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            for position, (token, token_id) in enumerate(zip(tokens, ids, strict=True)):
+                rows.append(
+                    (
+                        labels[sample],
+                        position,
+                        token,
+                        token_id,
+                        bool(special[position]),
+                        *offsets[position],
+                        *(value[position] for value in extras),
                     )
-        return pd.DataFrame(
-            rows,
-            columns=[
-                "sample",
-                "position",
-                "token",
-                "token_id",
-                "special",
-                "start",
-                "end",
-            ],
+                )
+        columns = ["sample", "position", "token", "token_id", "special", "start", "end"]
+        return pd.DataFrame(rows, columns=columns + extra)
+
+    def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
+        """For :meth:`tokenize`: sample labels, one record per model input
+        ``(sample, ids, special, offsets, extras)``, and the names of the
+        extra per-token columns. Here: whole texts, uncut."""
+        texts, index = check_texts(X, handle_missing=self.handle_missing)
+        labels = list(index) if index is not None else list(range(len(texts)))
+        if not texts:
+            return labels, [], []
+        encoded = self._loaded().tokenizer(
+            texts,
+            truncation=False,
+            verbose=False,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
         )
+        records = [
+            (
+                i,
+                ids,
+                encoded["special_tokens_mask"][i],
+                encoded["offset_mapping"][i],
+                [],
+            )
+            for i, ids in enumerate(encoded["input_ids"])
+        ]
+        return labels, records, []
 
 
 def _view_name(view: Any) -> Any:

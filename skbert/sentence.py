@@ -12,10 +12,16 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseBertVectorizer
-from ._encode import LONG_TEXT, concat_poolers, encode_texts, sentence_pooler
+from ._encode import (
+    LONG_TEXT,
+    concat_poolers,
+    encode_texts,
+    sentence_pooler,
+    special_tokens_around,
+)
 from ._model import LoadedModel
 from ._pooling import POOLINGS
-from ._validation import Boolean, Interval, Options, check_pairs
+from ._validation import Boolean, Interval, Options, check_pairs, check_texts
 
 logger = logging.getLogger("skbert")
 
@@ -326,6 +332,85 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             view["n_features"] = width
         self._n_features_out = sum(view["n_features"] for view in self.views_)
         return self
+
+    def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
+        """For :meth:`tokenize`: the rows the model reads, cut as in ``transform``."""
+        tokenizer = self._loaded().tokenizer
+        options = dict(
+            max_length=self.max_length_,
+            verbose=False,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
+        if self.pairs:
+            texts, texts_b, index = check_pairs(X, handle_missing=self.handle_missing)
+            labels = list(index) if index is not None else list(range(len(texts)))
+            if not texts:
+                return labels, [], ["segment"]
+            encoded = tokenizer(texts, texts_b, truncation="longest_first", **options)
+            records = []
+            for i, ids in enumerate(encoded["input_ids"]):
+                sequence = encoded.sequence_ids(i)
+                # as pooled: B from its first token on, final separator included
+                b_start = next(
+                    (k for k, s in enumerate(sequence) if s == 1), len(ids) - 1
+                )
+                segments = [0] * b_start + [1] * (len(ids) - b_start)
+                special = encoded["special_tokens_mask"][i]
+                offsets = encoded["offset_mapping"][i]
+                records.append((i, ids, special, offsets, [segments]))
+            return labels, records, ["segment"]
+        texts, index = check_texts(X, handle_missing=self.handle_missing)
+        labels = list(index) if index is not None else list(range(len(texts)))
+        if not texts:
+            return labels, [], []
+        if self.long_text in ("truncate_tail", "truncate_head_tail"):
+            return labels, self._cut_records(tokenizer, texts), []
+        windows = self.long_text != "truncate"
+        encoded = tokenizer(
+            texts,
+            truncation=True,
+            stride=self.stride_ if windows else 0,
+            return_overflowing_tokens=True,
+            **options,
+        )
+        records, seen = [], {}
+        for row, i in enumerate(encoded["overflow_to_sample_mapping"]):
+            window = seen[i] = seen.get(i, -1) + 1
+            if window and not windows:
+                continue  # "truncate" reads the head only
+            ids = encoded["input_ids"][row]
+            records.append(
+                (
+                    i,
+                    ids,
+                    encoded["special_tokens_mask"][row],
+                    encoded["offset_mapping"][row],
+                    [[window] * len(ids)] if windows else [],
+                )
+            )
+        return labels, records, ["window"] if windows else []
+
+    def _cut_records(self, tokenizer, texts: list[str]) -> list:
+        """Records of texts cut to their tail, or to their head and tail."""
+        prefix, suffix = special_tokens_around(tokenizer)
+        room = self.max_length_ - len(prefix) - len(suffix)
+        encoded = tokenizer(
+            texts, add_special_tokens=False, verbose=False, return_offsets_mapping=True
+        )
+        records = []
+        for i, ids in enumerate(encoded["input_ids"]):
+            offsets = encoded["offset_mapping"][i]
+            if len(ids) > room:  # the rows skbert._encode.tokenize keeps
+                head = 0 if self.long_text == "truncate_tail" else room // 4
+                tail = len(ids) - (room - head)
+                ids = ids[:head] + ids[tail:]
+                offsets = offsets[:head] + offsets[tail:]
+            special = [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix)
+            ids = prefix + ids + suffix
+            offsets = [(0, 0)] * len(prefix) + list(offsets) + [(0, 0)] * len(suffix)
+            records.append((i, ids, special, offsets, []))
+        return records
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed each text.

@@ -308,6 +308,59 @@ def test_tokenize_shows_wordpieces_like_the_tutorial():
     assert TUTORIAL[row["start"] : row["end"]] == "ding"
 
 
+@pytest.mark.parametrize(
+    "long_text", ["truncate", "truncate_tail", "truncate_head_tail", "window"]
+)
+def test_tokenize_shows_the_rows_transform_reads(tiny_bert, long_text):
+    from skbert._encode import tokenize
+
+    texts = ["the cat sat on the bank " * 3 + "robber", "a dog barked"]
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), max_length=8, long_text=long_text, stride=2
+    ).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the truncation warning
+        tokens = vectorizer.tokenize(pd.Series(texts, index=["a", "b"]))
+    expected = tokenize(vectorizer.tokenizer_, texts, 8, long_text, 2)
+    by_row = ["sample", "window"] if long_text == "window" else ["sample"]
+    got = [group["token_id"].tolist() for _, group in tokens.groupby(by_row)]
+    assert got == expected.input_ids
+    assert [
+        group["special"].astype(int).tolist() for _, group in tokens.groupby(by_row)
+    ] == (expected.special_tokens_mask)
+    assert set(tokens["sample"]) == {"a", "b"}
+    words = tokens[~tokens["special"]]
+    for _, row in words.iterrows():  # offsets point at the token's own text
+        text = texts[0 if row["sample"] == "a" else 1]
+        assert text[row["start"] : row["end"]] == row["token"].removeprefix("##")
+
+
+def test_tokenize_of_pairs_shows_segments(tiny_distilbert):
+    from skbert._encode import tokenize_pairs
+
+    pairs = [("the cat sat", "on the bank"), ("a dog", "barked")]
+    vectorizer = BertSentenceVectorizer(model=str(tiny_distilbert), pairs=True).fit()
+    tokens = vectorizer.tokenize(pairs)
+    texts_a, texts_b = [a for a, _ in pairs], [b for _, b in pairs]
+    expected = tokenize_pairs(
+        vectorizer.tokenizer_, texts_a, texts_b, vectorizer.max_length_
+    )
+    rows = [group for _, group in tokens.groupby("sample")]
+    assert [row["token_id"].tolist() for row in rows] == expected.input_ids
+    assert [row["segment"].tolist() for row in rows] == expected.segment_ids
+    bank = tokens[tokens["token"] == "bank"].iloc[0]
+    assert bank["segment"] == 1 and pairs[0][1][bank["start"] : bank["end"]] == "bank"
+
+
+def test_word_vectorizer_tokenize_shows_whole_texts(tiny_bert):
+    from skbert import BertWordVectorizer
+
+    text = "the cat sat on the bank " * 20  # longer than max_length
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=16).fit()
+    tokens = vectorizer.tokenize([text])
+    assert len(tokens) == len(vectorizer.tokenizer_(text)["input_ids"]) > 16
+
+
 # -- long texts -------------------------------------------------------------
 
 LONG = " ".join(["the cat sat on the bank", "a dog barked at the robber"] * 6)

@@ -115,6 +115,24 @@ def test_feature_names_out(tiny_bert):
     assert names[0] == "bertsentencevectorizer0" and len(names) == 32
 
 
+@pytest.mark.parametrize(
+    ("estimator_class", "samples"),
+    [
+        (BertSentenceVectorizer, TEXTS[:3]),
+        (BertWordVectorizer, ["the [cat] sat", "a [bank] vault", "[money] money"]),
+    ],
+)
+def test_fit_transform_reads_a_generator_once(tiny_bert, estimator_class, samples):
+    vectorizer = estimator_class(model=str(tiny_bert))
+    expected = vectorizer.fit_transform(list(samples))
+    got = vectorizer.fit_transform(sample for sample in samples)
+    assert got.shape == (3, expected.shape[1])
+    np.testing.assert_array_equal(got, expected)
+    # in a Pipeline too: its fit_transform goes through the vectorizer's
+    piped = Pipeline([("bert", clone(vectorizer))]).fit_transform(iter(samples))
+    np.testing.assert_array_equal(piped, expected)
+
+
 def test_set_output_pandas_keeps_series_index(tiny_bert):
     vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).set_output(
         transform="pandas"
