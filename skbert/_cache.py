@@ -168,22 +168,31 @@ class TokenStateCache:
                 _, (_, evicted) = self._tokens.popitem(last=False)
                 self._token_bytes -= evicted
 
-    def get_pooled(self, keys: list[bytes], pool_key: tuple) -> list:
-        """Memoised pooled rows (see :func:`skbert._encode.encode_texts`), or None."""
+    def get_pooled(self, keys: list[bytes], pool_key: tuple, layouts: list) -> list:
+        """Memoised pooled rows (see :func:`skbert._encode.encode_texts`), or None.
+
+        ``layouts`` holds, per row, a digest of what pooling reads besides the
+        states (which tokens are special, each token's segment): inputs with
+        the same tokens and states can differ there.
+        """
         with self._lock:
-            found = [self._pooled.get((key, pool_key)) for key in keys]
-            for key, row in zip(keys, found, strict=True):
+            memo_keys = [(*pair, pool_key) for pair in zip(keys, layouts, strict=True)]
+            found = [self._pooled.get(memo_key) for memo_key in memo_keys]
+            for memo_key, row in zip(memo_keys, found, strict=True):
                 if row is not None:
-                    self._pooled.move_to_end((key, pool_key))
+                    self._pooled.move_to_end(memo_key)
             return found
 
-    def put_pooled(self, keys: list[bytes], pool_key: tuple, rows: np.ndarray) -> None:
+    def put_pooled(
+        self, keys: list[bytes], pool_key: tuple, rows: np.ndarray, layouts: list
+    ) -> None:
         """Memoise pooled ``rows``, within a quarter of the budget."""
         with self._lock:
-            for key, row in zip(keys, rows, strict=True):
-                if (key, pool_key) in self._pooled:
+            for key, layout, row in zip(keys, layouts, rows, strict=True):
+                memo_key = (key, layout, pool_key)
+                if memo_key in self._pooled:
                     continue
-                self._pooled[(key, pool_key)] = row.copy()
+                self._pooled[memo_key] = row.copy()
                 self._pooled_bytes += row.nbytes
             while self._pooled_bytes > self.max_bytes // 4 and self._pooled:
                 _, evicted = self._pooled.popitem(last=False)
@@ -362,21 +371,23 @@ class DiskCache:
     ) -> None:
         self.memory.put_tokens(key, value, n_tokens, n_chars)
 
-    def get_pooled(self, keys: list[bytes], pool_key: tuple) -> list:
+    def get_pooled(self, keys: list[bytes], pool_key: tuple, layouts: list) -> list:
         """Memoised pooled rows of the keys whose states are on disk, else None.
 
         Rows pooled under ``cache="memory"`` may have no file yet: they go
         the way of states, which writes them.
         """
-        found = self.memory.get_pooled(keys, pool_key)
+        found = self.memory.get_pooled(keys, pool_key, layouts)
         with self._lock:
             return [
                 row if key in self._on_disk else None
                 for key, row in zip(keys, found, strict=True)
             ]
 
-    def put_pooled(self, keys: list[bytes], pool_key: tuple, rows: np.ndarray) -> None:
-        self.memory.put_pooled(keys, pool_key, rows)
+    def put_pooled(
+        self, keys: list[bytes], pool_key: tuple, rows: np.ndarray, layouts: list
+    ) -> None:
+        self.memory.put_pooled(keys, pool_key, rows, layouts)
 
     def get(self, key: bytes, n_layers: int) -> torch.Tensor | None:
         """The entry for ``key`` from memory, else from disk if it is whole."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import sys
 import threading
 import weakref
@@ -458,10 +459,12 @@ class Batch:
                 entries = [e[:1] for e in self.cached] if first_token else self.cached
                 value = _combine_cached(entries, layers, how)
                 value = value.to(self.attention_mask.device)
+            # in float32, as from the cache: a low-precision model's states
+            # are combined and pooled without losing more (no copy in float32)
             elif len(layers) == 1:  # nothing to combine: skip the stack's copy
-                value = self.states[layers[0]]
+                value = self.states[layers[0]].float()
             else:
-                value = combine_layers(select_layers(self.states, layers), how)
+                value = combine_layers(select_layers(self.states, layers).float(), how)
             self._combined[key] = value
         return self._combined[key]
 
@@ -986,6 +989,24 @@ def encode_texts(
     return (out if len(unique) == len(keys) else out[inverse]), stats
 
 
+def _pool_layouts(tokenized: Tokenized) -> list[bytes]:
+    """Per row, a digest of what pooling reads besides the token states.
+
+    Which tokens are special, and each token's segment: two inputs with the
+    same token ids (so the same cache entry) can differ there, e.g. a pair
+    and the text that joins it with a literal "[SEP]" on a model without
+    segment ids.
+    """
+    segments = tokenized.segment_ids
+    return [
+        hashlib.blake2b(
+            bytes(mask) + b"|" + (b"" if segments is None else bytes(segments[i])),
+            digest_size=8,
+        ).digest()
+        for i, mask in enumerate(tokenized.special_tokens_mask)
+    ]
+
+
 def _encode_tokenized(
     loaded: LoadedModel,
     tokenized: Tokenized,
@@ -1019,7 +1040,8 @@ def _encode_tokenized(
     todo = None  # rows still to pool, when some come from the pooled memo
     memo = cache is not None and pool_key is not None
     if memo:
-        found = cache.get_pooled(tokenized.row_keys, pool_key)
+        layouts = _pool_layouts(tokenized)
+        found = cache.get_pooled(tokenized.row_keys, pool_key, layouts)
         done = np.fromiter((f is not None for f in found), dtype=bool, count=n_rows)
         if done.any():
             rows_out[done] = np.stack([f for f in found if f is not None])
@@ -1030,7 +1052,12 @@ def _encode_tokenized(
         rows = rows if todo is None else todo[rows]
         rows_out[rows] = pooled
         if memo and stats.get("cache_kept", True):
-            cache.put_pooled([tokenized.row_keys[r] for r in rows], pool_key, pooled)
+            cache.put_pooled(
+                [tokenized.row_keys[r] for r in rows],
+                pool_key,
+                pooled,
+                [layouts[r] for r in rows],
+            )
 
     pending: deque = deque()  # CUDA only: (rows, pinned host tensor, event)
     for batch in iter_batches(

@@ -91,6 +91,20 @@ def test_cached_equals_uncached(tiny_bert, params):
     np.testing.assert_allclose(second, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls", "last", "mean_sqrt_len"])
+def test_low_precision_states_pool_alike_from_the_cache(tiny_bert, pooling):
+    # bfloat16 states are cached as float32; the model's own are pooled in
+    # float32 too, so the cache changes nothing beyond float rounding
+    params = dict(model=str(tiny_bert), dtype="bfloat16", layers=[1, 2])
+    skbert._cache.default_cache().clear()
+    BertSentenceVectorizer(**params, pooling="mean_max").fit().transform(TEXTS)
+    cached = BertSentenceVectorizer(**params, pooling=pooling).fit()
+    got = cached.transform(TEXTS)
+    assert cached.transform_stats_["cache_hits"] == len(TEXTS)
+    expected = cached.set_params(cache=None).transform(TEXTS)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_second_call_and_other_settings_skip_the_model(tiny_bert, forward_calls):
     BertSentenceVectorizer(
         model=str(tiny_bert), layers=-1, cache="memory"
@@ -477,10 +491,31 @@ def test_pooled_memo_stays_within_a_quarter_of_the_budget():
     cache = TokenStateCache(max_bytes=4 * 3 * 64)  # a quarter holds 3 rows
     rows = np.ones((5, 16), dtype=np.float32)  # 64 bytes each
     keys = [bytes([i]) for i in range(5)]
-    cache.put_pooled(keys, ("p",), rows)
-    found = cache.get_pooled(keys, ("p",))
+    layouts = [b"l"] * 5
+    cache.put_pooled(keys, ("p",), rows, layouts)
+    found = cache.get_pooled(keys, ("p",), layouts)
     assert [row is not None for row in found] == [False, False, True, True, True]
-    assert cache.get_pooled(keys[-1:], ("q",)) == [None]  # another pooling
+    assert cache.get_pooled(keys[-1:], ("q",), layouts[-1:]) == [None]  # pooling
+    assert cache.get_pooled(keys[-1:], ("p",), [b"m"]) == [None]  # special tokens
+
+
+def test_pooled_memo_tells_apart_inputs_with_the_same_tokens(tiny_distilbert):
+    # DistilBERT reads no segment ids: a pair and the text joining it with a
+    # literal [SEP] are the same token ids and states, but not the same tokens
+    # to pool (which are special, which belong to A or B)
+    def vectors(X, **params):
+        cached = BertSentenceVectorizer(model=str(tiny_distilbert), **params).fit()
+        return cached.transform(X), cached.set_params(cache=None).transform(X)
+
+    skbert._cache.default_cache().clear()
+    vectors([("the cat", "sat")], pairs=True, include_special_tokens=False)
+    got, expected = vectors(["the cat [SEP] sat"], include_special_tokens=False)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    vectors([("the [SEP] cat", "sat")], pairs=True, pooling="segment_mean")
+    got, expected = vectors(
+        [("the", "cat [SEP] sat")], pairs=True, pooling="segment_mean"
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("long_text", ["truncate", "window"])
