@@ -211,7 +211,8 @@ class LoadedModel:
     fingerprint: str = ""
 
 
-_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+# (location, device, dtype) -> (the directory's weights files, the model)
+_CACHE: dict[tuple[str, str, str], tuple[list[str], LoadedModel]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -300,6 +301,16 @@ def _read_st_config(source: str) -> tuple[str | None, int | None]:
     return pooling, max_length
 
 
+def _weights_files(directory: Path) -> list[str]:
+    """Name, size and modification time of a model directory's weights and config."""
+    files = []
+    for file in sorted(directory.glob("*.safetensors")) + [directory / "config.json"]:
+        if file.is_file():
+            stat = file.stat()
+            files.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return files
+
+
 def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
     """Identity of loaded weights: where they came from, their files' sizes and
     modification times, the device and the dtype. Changing a weights file
@@ -307,10 +318,7 @@ def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
     path = Path(location).expanduser()
     files = []
     if path.is_dir():
-        for file in sorted(path.glob("*.safetensors")) + [path / "config.json"]:
-            if file.is_file():
-                stat = file.stat()
-                files.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        files = _weights_files(path)
     else:  # a hub id: the resolved snapshot
         try:
             from transformers.utils import cached_file
@@ -459,11 +467,13 @@ def load_model(
     path = Path(source).expanduser()
     key_source = str(path.resolve()) if path.is_dir() else source
     key = (key_source, str(device), str(torch_dtype))
+    # a directory whose weights were saved again is loaded again
+    files = _weights_files(path) if path.is_dir() else []
     with _CACHE_LOCK:
-        loaded = _CACHE.get(key)
-        if loaded is None:
+        loaded_files, loaded = _CACHE.get(key, (None, None))
+        if loaded is None or loaded_files != files:
             loaded = _load(source, device, torch_dtype)
-            _CACHE[key] = loaded
+            _CACHE[key] = (files, loaded)
     return loaded
 
 

@@ -158,3 +158,23 @@ def test_cuda_matches_cpu(tiny_bert, dtype):
     assert gpu.dtype == "float32"
     atol = 1e-4 if dtype == "float32" else 5e-2
     assert abs(gpu - cpu).max() < atol
+
+
+def test_weights_saved_again_are_loaded_again_in_the_same_process(tiny_bert, tmp_path):
+    import shutil
+
+    from transformers import BertModel
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    before = BertSentenceVectorizer(model=directory).fit().transform(["the cat sat"])
+    first = load_model(directory, CPU)
+    model = BertModel.from_pretrained(directory)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.mul_(2)
+    model.save_pretrained(directory)  # as a notebook that trains on would
+    assert load_model(directory, CPU) is not first
+    after = BertSentenceVectorizer(model=directory).fit().transform(["the cat sat"])
+    assert abs(after - before).max() > 1e-3  # neither old weights nor old states
+    expected = BertSentenceVectorizer(model=directory, cache=None).fit()
+    assert (expected.transform(["the cat sat"]) == after).all()
