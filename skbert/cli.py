@@ -50,7 +50,8 @@ EXIT_FAILURE = 1
 _EMBED_EPILOG = """\
 inputs:
   .csv      one text per row, from --column; cells are read as written:
-            'NA' or 'null' stay texts and an empty cell is the text ''
+            'NA' or 'null' stay texts and an empty cell ("" or an empty
+            line) is the text '', so output rows match input rows
   .parquet  one text per row, from --column; nulls are missing texts
             (see --handle-missing)
   .txt      one text per line (UTF-8; \\n, \\r\\n or \\r line ends); only the
@@ -324,7 +325,8 @@ def read_texts(path: Path, column: str) -> Any:
     texts : pandas.Series or list of str
         One entry per row (.csv, .parquet) or line (.txt). CSV cells are
         strings as written (``keep_default_na=False``: "NA" stays a text, an
-        empty cell is ""); parquet nulls stay missing for ``handle_missing``.
+        empty cell is "", and so is the empty line a one-column file writes for
+        one); parquet nulls stay missing for ``handle_missing``.
         For .txt, only the line end is removed and blank lines are "".
     """
     import pandas as pd
@@ -338,7 +340,13 @@ def read_texts(path: Path, column: str) -> Any:
         if column not in header:
             raise _missing_column(path, column, header)
         frame = pd.read_csv(
-            path, usecols=[column], dtype=str, keep_default_na=False, na_filter=False
+            path,
+            usecols=[column],
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            # an empty line is an empty cell of a one-column file: keep its row
+            skip_blank_lines=False,
         )
         return frame[column]
     import pyarrow.parquet as pq

@@ -82,13 +82,14 @@ def test_csv_to_parquet_has_feature_names(tiny_bert, csv_file, tmp_path, capsys)
 
 
 def test_csv_cells_are_read_as_written(tiny_bert, tmp_path, capsys):
-    # "NA" stays a text and an empty cell is "", not a missing value.
+    # "NA" stays a text and an empty cell is "", not a missing value: quoted
+    # (pandas, Python's csv) or an empty line (spreadsheets), one row each
     path = tmp_path / "texts.csv"
     path.write_text('text\nNA\n""\n\nnull\n007\n', encoding="utf-8")
     out = tmp_path / "vectors.npy"
     status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
     assert status == 0, stderr
-    expected, _ = _expected(tiny_bert, ["NA", "", "null", "007"])
+    expected, _ = _expected(tiny_bert, ["NA", "", "", "null", "007"])
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
 
 
