@@ -91,11 +91,12 @@ def test_cached_equals_uncached(tiny_bert, params):
     np.testing.assert_allclose(second, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [2, [1, 2]])
 @pytest.mark.parametrize("pooling", ["mean", "max", "cls", "last", "mean_sqrt_len"])
-def test_low_precision_states_pool_alike_from_the_cache(tiny_bert, pooling):
+def test_low_precision_states_pool_alike_from_the_cache(tiny_bert, pooling, layers):
     # bfloat16 states are cached as float32; the model's own are pooled in
     # float32 too, so the cache changes nothing beyond float rounding
-    params = dict(model=str(tiny_bert), dtype="bfloat16", layers=[1, 2])
+    params = dict(model=str(tiny_bert), dtype="bfloat16", layers=layers)
     skbert._cache.default_cache().clear()
     BertSentenceVectorizer(**params, pooling="mean_max").fit().transform(TEXTS)
     cached = BertSentenceVectorizer(**params, pooling=pooling).fit()
