@@ -93,11 +93,19 @@ class AnyStr:
 
 
 class CacheSpec:
+    # strings that mean "no cache" or nothing: never taken for a directory name
+    NOT_PATHS = ("", "none", "null", "false", "off", "no")
+
     def describe(self) -> str:
-        return "'memory', None, or a directory (str or os.PathLike)"
+        return (
+            "'memory', None (no cache), or a directory (a non-empty str or "
+            "os.PathLike; not a word such as 'none')"
+        )
 
     def accepts(self, value: Any) -> bool:
-        return value is None or isinstance(value, str | os.PathLike)
+        if value is None or isinstance(value, os.PathLike):
+            return True
+        return isinstance(value, str) and value.strip().lower() not in self.NOT_PATHS
 
 
 class ViewsSpec:

@@ -688,3 +688,14 @@ def test_a_call_not_kept_memoises_no_tokens(tiny_bert, memory_cache):
     memory_cache.max_bytes = 256 * 2**20
     BertSentenceVectorizer(model=str(tiny_bert)).fit_transform(texts)
     assert memory_cache._token_bytes > 0 and len(memory_cache) == len(texts)
+
+
+@pytest.mark.parametrize("value", ["", " ", "none", "None", "null", "false"])
+def test_a_cache_word_that_is_not_a_directory_is_refused_at_fit(
+    tiny_bert, tmp_path, monkeypatch, value
+):
+    monkeypatch.chdir(tmp_path)  # nothing may be written here
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=value)
+    with pytest.raises(ValueError, match="'cache' parameter.*not a word such as"):
+        vectorizer.fit()
+    assert list(tmp_path.iterdir()) == []
