@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--pooling",
         default="auto",
-        choices=_choices("pooling"),
+        # segment_mean needs sentence pairs, which the command line does not take
+        choices=tuple(c for c in _choices("pooling") if c != "segment_mean"),
         help="how token vectors become one vector per text; auto uses the model's "
         "sentence-transformers pooling if it has one, else mean "
         "(default: %(default)s)",

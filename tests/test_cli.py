@@ -411,3 +411,13 @@ def test_bad_batching_option_is_a_usage_error(csv_file, tmp_path, capsys, value)
     assert status == 2
     assert "expected 'auto' or an int >= 1" in stderr
     assert not out.exists()
+
+
+def test_pair_pooling_is_not_offered(csv_file, tmp_path, capsys):
+    # segment_mean needs pairs, which the command line does not take
+    out = tmp_path / "v.npy"
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--pooling", "segment_mean"
+    )
+    assert status == 2 and "invalid choice: 'segment_mean'" in stderr
+    assert not out.exists()
