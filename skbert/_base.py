@@ -340,8 +340,8 @@ class _BaseBertVectorizer(
         Parameters
         ----------
         X : texts (or pairs, with ``pairs=True``), as for ``transform``
-            ``BertWordVectorizer`` takes texts here: the texts its samples
-            come from.
+            ``BertWordVectorizer`` takes texts here, raw or pre-tokenized, as
+            ``transform_words`` does.
 
         Returns
         -------
@@ -384,29 +384,8 @@ class _BaseBertVectorizer(
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
         """For :meth:`tokenize`: sample labels, one record per model input
         ``(sample, ids, special, offsets, extras)``, and the names of the
-        extra per-token columns. Here: whole texts, uncut."""
-        texts, index = check_texts(X, handle_missing=self.handle_missing)
-        labels = list(index) if index is not None else list(range(len(texts)))
-        if not texts:
-            return labels, [], []
-        encoded = self._loaded().tokenizer(
-            texts,
-            truncation=False,
-            verbose=False,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-        )
-        records = [
-            (
-                i,
-                ids,
-                encoded["special_tokens_mask"][i],
-                encoded["offset_mapping"][i],
-                [],
-            )
-            for i, ids in enumerate(encoded["input_ids"])
-        ]
-        return labels, records, []
+        extra per-token columns; overridden by subclasses."""
+        raise NotImplementedError
 
 
 def _view_name(view: Any) -> Any:

@@ -107,7 +107,9 @@ default="mean"
         What to do with None, NaN or pd.NA in a sample (its text, tokens,
         start, end or index) or in a text of ``transform_words``: "error"
         raises a ValueError naming their count and positions; "empty" gives
-        such a sample a row of zeros, and treats such a text as "" (no words).
+        such a sample a row of zeros, treats a missing text as "" (no words),
+        and a missing word of a pre-tokenized text as the word "" (a row of
+        zeros, so the rows stay aligned with the words given).
     cache : "memory", None or path, default="memory"
         Keeps the token states (hidden states of every layer up to the
         deepest one used, for each text or window) between calls, so that a
@@ -399,6 +401,32 @@ default="mean"
         self._set_stats(len(targets), len(docs), len(long_docs), stats, started)
         return out
 
+    def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
+        """For :meth:`tokenize`: whole texts, uncut, as ``transform_words``
+        reads them (pre-tokenized texts joined with single spaces)."""
+        items, labels = _parse_texts(X, self.handle_missing)
+        texts = [item if isinstance(item, str) else " ".join(item) for item in items]
+        if not texts:
+            return labels, [], []
+        encoded = self._loaded().tokenizer(
+            texts,
+            truncation=False,
+            verbose=False,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
+        records = [
+            (
+                i,
+                ids,
+                encoded["special_tokens_mask"][i],
+                encoded["offset_mapping"][i],
+                [],
+            )
+            for i, ids in enumerate(encoded["input_ids"])
+        ]
+        return labels, records, []
+
     def transform_words(self, texts: Any):
         """Embed every word of whole texts, one row per word, as a DataFrame.
 
@@ -686,7 +714,10 @@ def _sample_is_missing(item: Any) -> bool:
     """Whether a sample, or its text, tokens (or a word), start, end or index, is
     None, NaN or pd.NA."""
     if isinstance(item, dict):
-        item = tuple(item.values())
+        try:
+            item = _dict_sample(item, -1)
+        except ValueError:  # malformed, not missing: parsing says why
+            return False
     if not _is_sequence(item):
         return not isinstance(item, str) and _is_missing(item)
     parts = list(item)
@@ -720,18 +751,22 @@ def _parse_samples(X: Any, handle_missing: str) -> list[_Target | None]:
     ]
 
 
+def _dict_sample(item: dict, i: int) -> tuple:
+    """A dict sample as its tuple form, whatever the order of its keys."""
+    keys = set(item)
+    if keys == {"text", "start", "end"}:
+        return (item["text"], item["start"], item["end"])
+    if keys == {"tokens", "index"}:
+        return (item["tokens"], item["index"])
+    raise ValueError(
+        f"Sample {i} of X is a dict with keys {sorted(keys)!r}; expected "
+        "the keys text, start, end or tokens, index."
+    )
+
+
 def _parse_sample(item: Any, i: int) -> _Target:
     if isinstance(item, dict):
-        keys = set(item)
-        if keys == {"text", "start", "end"}:
-            item = (item["text"], item["start"], item["end"])
-        elif keys == {"tokens", "index"}:
-            item = (item["tokens"], item["index"])
-        else:
-            raise ValueError(
-                f"Sample {i} of X is a dict with keys {sorted(keys)!r}; expected "
-                "the keys text, start, end or tokens, index."
-            )
+        item = _dict_sample(item, i)
     if isinstance(item, str):
         return _parse_marked(item, i)
     if not _is_sequence(item) or len(item) not in (2, 3):

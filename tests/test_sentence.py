@@ -359,6 +359,12 @@ def test_word_vectorizer_tokenize_shows_whole_texts(tiny_bert):
     vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=16).fit()
     tokens = vectorizer.tokenize([text])
     assert len(tokens) == len(vectorizer.tokenizer_(text)["input_ids"]) > 16
+    # pre-tokenized texts, as transform_words takes them: joined with spaces
+    words = vectorizer.tokenize([["the", "bank"], ["a", "dog", "barked"]])
+    assert words.groupby("sample")["token"].apply(list).tolist() == [
+        ["[CLS]", "the", "bank", "[SEP]"],
+        ["[CLS]", "a", "dog", "barked", "[SEP]"],
+    ]
 
 
 # -- long texts -------------------------------------------------------------

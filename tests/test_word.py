@@ -943,3 +943,17 @@ def test_word_vectors_give_freed_memory_back_every_trim_batches(tiny_bert, monke
     ).fit()
     vectorizer.transform_words(texts)  # one batch per text: after the 2nd and 4th
     assert len(released) == 2
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [{"tokens": ["the", None], "index": 0}, {"index": 0, "tokens": ["the", None]}],
+)
+def test_a_missing_word_in_a_dict_sample_is_missing_whatever_the_key_order(
+    tiny_bert, sample
+):
+    params = dict(model=str(tiny_bert), device="cpu")
+    with pytest.raises(ValueError, match="missing sample"):
+        BertWordVectorizer(**params).fit().transform([sample])
+    empty = BertWordVectorizer(**params, handle_missing="empty").fit()
+    assert np.all(empty.transform([sample]) == 0)
