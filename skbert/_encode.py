@@ -1305,12 +1305,30 @@ def windows_for_words(
     stride = max(width // 2, 1)
     starts = np.arange(0, n_tokens - width, stride, dtype=np.int64)
     starts = np.append(starts, n_tokens - width)
-    # context left and right of each word in each window: (n_words, n_windows)
-    left = first[:, None] - starts[None, :]
-    right = starts[None, :] + width - stop[:, None]
-    context = np.where((left >= 0) & (right >= 0), np.minimum(left, right), -1)
-    window_of_word = context.argmax(axis=1)
-    uncovered = np.flatnonzero(context.max(axis=1, initial=-1) < 0)
+    first = np.asarray(first, dtype=np.int64)
+    stop = np.asarray(stop, dtype=np.int64)
+    # Only the few windows that start in [stop - width, first] can hold a word:
+    # the regular ones from j_lo on, and the last. Look at those alone (memory
+    # linear in the words, not words x windows), in window order, keeping the
+    # first window with the most context on the shorter side.
+    n_regular = len(starts) - 1
+    j_lo = np.maximum(0, -((width - stop) // stride))  # ceil((stop - width) / stride)
+    best = np.zeros(len(first), dtype=np.int64)
+    best_context = np.full(len(first), -1, dtype=np.int64)
+    candidates = [
+        (j_lo + o, j_lo + o < n_regular) for o in range(-(-width // stride) + 1)
+    ]
+    candidates.append((np.full(len(first), n_regular), True))
+    for j, regular in candidates:
+        start = np.where(j < n_regular, j * stride, n_tokens - width)
+        left, right = first - start, start + width - stop
+        context = np.where(
+            regular & (left >= 0) & (right >= 0), np.minimum(left, right), -1
+        )
+        better = context > best_context
+        best[better], best_context[better] = j[better], context[better]
+    window_of_word = best
+    uncovered = np.flatnonzero(best_context < 0)
     if len(uncovered):
         extra = [window_around(n_tokens, first[k], stop[k], width) for k in uncovered]
         extra_starts, where = np.unique(np.asarray(extra), return_inverse=True)

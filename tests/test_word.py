@@ -166,6 +166,52 @@ def test_windows_cover_every_word_with_context():
     assert window_around(100, 98, 100, 20) == 80
 
 
+def _windows_by_brute_force(n_tokens, first, stop, width):
+    """Every word against every window (the former implementation)."""
+    stride = max(width // 2, 1)
+    starts = np.append(np.arange(0, n_tokens - width, stride), n_tokens - width)
+    left = first[:, None] - starts[None, :]
+    right = starts[None, :] + width - stop[:, None]
+    context = np.where((left >= 0) & (right >= 0), np.minimum(left, right), -1)
+    window_of_word = context.argmax(axis=1)
+    uncovered = np.flatnonzero(context.max(axis=1, initial=-1) < 0)
+    if len(uncovered):
+        extra = [window_around(n_tokens, first[k], stop[k], width) for k in uncovered]
+        extra_starts, where = np.unique(np.asarray(extra), return_inverse=True)
+        window_of_word[uncovered] = len(starts) + where.reshape(-1)
+        starts = np.append(starts, extra_starts)
+    return starts, window_of_word
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_windows_equal_every_word_against_every_window(seed):
+    rng = np.random.default_rng(seed)
+    width = int(rng.integers(2, 40))
+    n_tokens = int(rng.integers(width + 1, 400))
+    # words in order, of 1 to width tokens, some longer than half a window
+    lengths = rng.integers(1, width + 1, size=n_tokens)
+    stops = np.cumsum(lengths)
+    stops = stops[stops <= n_tokens]
+    first = np.concatenate([[0], stops[:-1]]).astype(np.int64)
+    got = windows_for_words(n_tokens, first, stops, width)
+    expected = _windows_by_brute_force(n_tokens, first, stops, width)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_windows_of_a_book_take_memory_linear_in_its_words():
+    import tracemalloc
+
+    n_tokens = 200_000  # a book: (words x windows) int64 would be 2.5 GB
+    first = np.arange(n_tokens, dtype=np.int64)
+    tracemalloc.start()
+    starts, window_of_word = windows_for_words(n_tokens, first, first + 1, 254)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * n_tokens  # a few int64 arrays per word, not 12 KB
+    assert len(window_of_word) == n_tokens and len(starts) == 1574
+
+
 # -- correctness against hidden_states ----------------------------------------------
 
 
