@@ -1223,6 +1223,23 @@ class DocTokens:
         return len(self.input_ids)
 
 
+@functools.cache
+def _whitespace_code_points() -> np.ndarray:
+    """Every code point ``str.isspace`` calls whitespace (computed once)."""
+    return np.array([c for c in range(0x110000) if chr(c).isspace()], dtype=np.uint32)
+
+
+def _has_content(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Whether each character span ``[starts, ends)`` of ``text`` holds a
+    character that is not whitespace."""
+    code_points = np.frombuffer(
+        text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32
+    )
+    solid = ~np.isin(code_points, _whitespace_code_points())
+    before = np.concatenate([[0], np.cumsum(solid)])
+    return before[ends] > before[starts]
+
+
 def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
     """Tokenize whole ``texts`` (no special tokens, no truncation) with offsets."""
     if not texts:
@@ -1237,7 +1254,7 @@ def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
         verbose=False,  # long texts are windowed, not fed whole to the model
     )
     docs = []
-    for encoding in encoded.encodings:
+    for text, encoding in zip(texts, encoded.encodings, strict=True):
         n = len(encoding.ids)
         offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(n, 2)
         word_ids = np.fromiter(
@@ -1245,6 +1262,9 @@ def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
             dtype=np.int64,
             count=n,
         )
+        # a token of whitespace alone, or of no character (byte-level BPE
+        # keeps spaces and line ends: "Ġ", "Ċ") belongs to no word
+        word_ids[~_has_content(text, offsets[:, 0], offsets[:, 1])] = -1
         docs.append(
             DocTokens(
                 input_ids=np.asarray(encoding.ids, dtype=np.int64),

@@ -858,8 +858,11 @@ def _check_span(text: str, start: int, end: int, i: int, label: str) -> _Target:
 
 
 def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:
-    """The tokens ``[first, stop)`` whose characters overlap ``[start, end)``."""
-    overlap = (doc.starts < end) & (doc.ends > start) & (doc.ends > doc.starts)
+    """The tokens ``[first, stop)`` whose characters overlap ``[start, end)``.
+
+    Tokens of no word (whitespace alone, or no character) do not count.
+    """
+    overlap = (doc.starts < end) & (doc.ends > start) & (doc.word_ids >= 0)
     hit = np.flatnonzero(overlap)
     if len(hit) == 0:
         return 0, 0
@@ -1044,6 +1047,14 @@ def _word_table(
         first = np.searchsorted(token_start, char_start + char_offset[text], "left")
         stop = np.searchsorted(token_start, char_end + char_offset[text], "left")
         stop = np.maximum(stop, first)
+        # a word's first tokens may be whitespace the tokenizer keeps (a bare
+        # "Ġ" before a word it splits): they belong to no word
+        while True:
+            move = first < stop
+            move[move] = word_ids[first[move]] < 0
+            if not move.any():
+                break
+            first[move] += 1
         parts.append(
             (
                 source,

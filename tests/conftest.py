@@ -106,3 +106,43 @@ def bundled_model():
     from skbert._model import bundled_model_path
 
     return bundled_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory):
+    """Path of a random 2-layer RoBERTa with a small byte-level BPE, which keeps
+    spaces and line ends as tokens of their own ("Ġ", "Ċ")."""
+    import json
+
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-roberta")
+    corpus = ["the bank vault robber river fishing money cat dog sat barked"] * 20
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        corpus,
+        vocab_size=300,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    bpe.save_model(str(directory))
+    vocab = json.loads((directory / "vocab.json").read_text())
+    lines = (directory / "merges.txt").read_text().splitlines()[1:]
+    merges = [tuple(line.split()) for line in lines if line.strip()]
+    tokenizer = RobertaTokenizerFast(vocab=vocab, merges=merges, trim_offsets=True)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(directory)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    RobertaModel(config).eval().save_pretrained(directory)
+    return directory

@@ -1003,3 +1003,23 @@ def test_a_missing_word_in_a_dict_sample_is_missing_whatever_the_key_order(
         BertWordVectorizer(**params).fit().transform([sample])
     empty = BertWordVectorizer(**params, handle_missing="empty").fit()
     assert np.all(empty.transform([sample]) == 0)
+
+
+def test_whitespace_tokens_of_byte_level_bpe_are_no_words(tiny_roberta):
+    # byte-level BPE keeps a second space ("Ġ", no character after trimming)
+    # and line ends ("Ċ") as tokens; they are not words, and a word pooled
+    # from a raw text, a span or a pre-tokenized text reads the same tokens
+    vectorizer = BertWordVectorizer(model=str(tiny_roberta), cache=None).fit()
+    words = vectorizer.transform_words(["the  bank", "the bank\n\nvault"])
+    assert words["word"].tolist() == ["the", "bank", "the", "bank", "vault"]
+    text = "the bank zoo"
+    tokens = vectorizer.tokenize([text])["token"].tolist()
+    assert "Ġ" in tokens  # "zoo" (unseen) starts with a bare space token here
+    from_text = vectorizer.transform_words([text])
+    zoo = from_text[from_text["word"] == "zoo"].iloc[0, 5:].to_numpy(np.float32)
+    np.testing.assert_allclose(vectorizer.transform([(text, 9, 12)])[0], zoo)
+    np.testing.assert_allclose(
+        vectorizer.transform([(text.split(" "), 2)])[0], zoo, atol=1e-6
+    )
+    given = vectorizer.transform_words([text.split(" ")])
+    np.testing.assert_allclose(given.iloc[2, 5:].to_numpy(np.float32), zoo, atol=1e-6)
