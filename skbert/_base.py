@@ -206,7 +206,8 @@ class _BaseBertVectorizer(
         """Output feature names.
 
         Without ``views``: the lowercased class name and a number
-        (``bertsentencevectorizer0``, ...). With ``views``: each view's name and
+        (``bertsentencevectorizer0``, ..., or ``bertwordvectorizer0``, ...).
+        With ``views``: each view's name and
         a number (``l-1_mean_0``, ...).
 
         Parameters

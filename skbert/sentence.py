@@ -289,7 +289,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             self.pooling_ = loaded.st_pooling or "mean"
         else:
             self.pooling_ = self.pooling
-        if self.pooling_ == "cls" and not self.include_special_tokens:
+        # with views, each view that pools cls is warned about below
+        if (
+            self.views is None
+            and self.pooling_ == "cls"
+            and not self.include_special_tokens
+        ):
             warnings.warn(
                 "The parameter 'include_special_tokens' will not be used since "
                 "pooling='cls' always takes the [CLS] token.",
@@ -319,6 +324,18 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         for view in self.views_:
             if view["pooling"] == "auto":
                 view["pooling"] = self.pooling_
+            if (
+                self.views is not None
+                and view["pooling"] == "cls"
+                and not view["include_special_tokens"]
+            ):
+                warnings.warn(
+                    f"The view {view['name']!r} sets include_special_tokens=False, "
+                    "which will not be used since pooling='cls' always takes the "
+                    "[CLS] token.",
+                    UserWarning,
+                    stacklevel=2,
+                )
             if view["pooling"] == "segment_mean" and not self.pairs:
                 raise ValueError(
                     f"The view {view['name']!r} has pooling='segment_mean', which "

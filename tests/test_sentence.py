@@ -283,6 +283,9 @@ def test_cls_without_special_tokens_warns(tiny_bert):
     )
     with pytest.warns(UserWarning, match="'include_special_tokens' will not be used"):
         vectorizer.fit()
+    views = {"a": {"pooling": "cls", "include_special_tokens": False}, "b": {}}
+    with pytest.warns(UserWarning, match="The view 'a' sets include_special_tokens"):
+        BertSentenceVectorizer(model=str(tiny_bert), views=views).fit()
 
 
 def test_tokenize_shows_wordpieces_like_the_tutorial():
