@@ -111,6 +111,7 @@ class _BaseBertVectorizer(
         loaded model.
         """
         check_params(self, self._parameter_constraints)
+        self._token_cache()  # a bad SKBERT_CACHE_MB or SKBERT_DISK_CACHE_MB fails here
         if X is not None:
             self._check_fit_input(X)
         device = resolve_device(self.device)

@@ -87,6 +87,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"skbert: error: {_first_line(message)}{hint}\n")
 
 
+# what the per-call truncation warning says (BertSentenceVectorizer._warn_truncated)
+_TRUNCATED = "distinct texts were longer than max_length="
+
+
 def _first_line(message: object) -> str:
     lines = str(message).strip().splitlines()
     return lines[0] if lines else type(message).__name__
@@ -504,7 +508,9 @@ def _embed(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     n_texts = len(texts)
+    truncated = [0, 0, 0]  # texts cut, texts read, chunks, summed over the chunks
     with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every chunk's, deduplicated below
         try:
             vectorizer.fit(texts)  # checks every text, with its position
             names = vectorizer.get_feature_names_out()
@@ -512,8 +518,21 @@ def _embed(args: argparse.Namespace) -> int:
             with VectorWriter(args.output, n_texts, names) as writer:
                 for chunk in _chunks(texts, CHUNK_SIZE):
                     writer.write(vectorizer.transform(chunk))
+                    truncated[0] += vectorizer.transform_stats_["n_truncated"]
+                    truncated[1] += vectorizer.transform_stats_["n_distinct"]
+                    truncated[2] += 1
         finally:
-            for message in dict.fromkeys(_first_line(w.message) for w in caught):
+            lines = [_first_line(w.message) for w in caught]
+            # one truncation warning for the whole file, not one per chunk
+            if truncated[2] > 1 and any(_TRUNCATED in line for line in lines):
+                lines = [line for line in lines if _TRUNCATED not in line]
+                lines.append(
+                    f"{truncated[0]} of {truncated[1]} texts were longer than "
+                    f"max_length={vectorizer.max_length_} tokens and were truncated "
+                    f"to their first tokens (a text repeated in the file counts "
+                    f"once per chunk of {CHUNK_SIZE:,} texts)."
+                )
+            for message in dict.fromkeys(lines):
                 print(f"skbert: warning: {message}", file=sys.stderr)
     seconds = time.perf_counter() - start
     rate = n_texts / seconds if seconds > 0 else float("inf")

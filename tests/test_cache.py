@@ -636,7 +636,7 @@ def test_bad_disk_budget_is_refused(tiny_bert, tmp_path, monkeypatch, value):
     monkeypatch.setenv("SKBERT_DISK_CACHE_MB", value)
     vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
     with pytest.raises(ValueError, match="SKBERT_DISK_CACHE_MB must be a number"):
-        vectorizer.fit_transform(TEXTS)
+        vectorizer.fit()  # at fit, before any model runs
 
 
 @pytest.mark.parametrize("value", ["-5", "a lot"])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import skbert.cli
 from skbert import BertSentenceVectorizer
 from skbert.cli import main
 
@@ -421,3 +422,24 @@ def test_pair_pooling_is_not_offered(csv_file, tmp_path, capsys):
     )
     assert status == 2 and "invalid choice: 'segment_mean'" in stderr
     assert not out.exists()
+
+
+def test_one_truncation_warning_for_the_whole_file(
+    tiny_bert, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(skbert.cli, "CHUNK_SIZE", 2)
+    path = tmp_path / "texts.txt"
+    path.write_text("the cat sat on the bank\na dog\nthe robber was seen\nhi\n")
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", out, "--model", tiny_bert, "--max-length", "5"
+    )
+    assert status == 0, stderr
+    warning_lines = [
+        line for line in stderr.splitlines() if line.startswith("skbert: warning:")
+    ]
+    assert warning_lines == [
+        "skbert: warning: 2 of 4 texts were longer than max_length=5 tokens and were "
+        "truncated to their first tokens (a text repeated in the file counts once "
+        "per chunk of 2 texts)."
+    ]
