@@ -1347,8 +1347,25 @@ def windows_for_words(
         )
         better = context > best_context
         best[better], best_context[better] = j[better], context[better]
-    window_of_word = best
-    uncovered = np.flatnonzero(best_context < 0)
+    return centre_uncovered(
+        n_tokens, first, stop, width, starts, best, np.flatnonzero(best_context < 0)
+    )
+
+
+def centre_uncovered(
+    n_tokens: int,
+    first: np.ndarray,
+    stop: np.ndarray,
+    width: int,
+    starts: np.ndarray,
+    window_of_word: np.ndarray,
+    uncovered: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Give the ``uncovered`` words a window centred on each (shared where equal).
+
+    Returns ``starts`` with those windows appended, and ``window_of_word``
+    (changed in place) pointing the uncovered words at them.
+    """
     if len(uncovered):
         extra = [window_around(n_tokens, first[k], stop[k], width) for k in uncovered]
         extra_starts, where = np.unique(np.asarray(extra), return_inverse=True)

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 
 import skbert._encode
 from skbert import BertWordVectorizer
-from skbert._encode import window_around, windows_for_words
+from skbert._encode import centre_uncovered, window_around, windows_for_words
 from skbert._pooling import pool_subwords
 
 BANK_TEXT = (
@@ -175,12 +175,9 @@ def _windows_by_brute_force(n_tokens, first, stop, width):
     context = np.where((left >= 0) & (right >= 0), np.minimum(left, right), -1)
     window_of_word = context.argmax(axis=1)
     uncovered = np.flatnonzero(context.max(axis=1, initial=-1) < 0)
-    if len(uncovered):
-        extra = [window_around(n_tokens, first[k], stop[k], width) for k in uncovered]
-        extra_starts, where = np.unique(np.asarray(extra), return_inverse=True)
-        window_of_word[uncovered] = len(starts) + where.reshape(-1)
-        starts = np.append(starts, extra_starts)
-    return starts, window_of_word
+    return centre_uncovered(
+        n_tokens, first, stop, width, starts, window_of_word, uncovered
+    )
 
 
 @pytest.mark.parametrize("seed", range(20))
