@@ -161,11 +161,27 @@ def tokenize(
     for i, ids in enumerate(encoded["input_ids"]):
         if len(ids) > room:
             truncated[i] = True
-            head = 0 if long_text == "truncate_tail" else room // 4
-            ids = ids[:head] + ids[len(ids) - (room - head) :]
+            ids = cut_to_room(ids, room, long_text)
         input_ids.append(prefix + ids + suffix)
         special.append([1] * len(prefix) + [0] * len(ids) + [1] * len(suffix))
     return Tokenized(input_ids, special, int(truncated.sum()), truncated=truncated)
+
+
+def cut_to_room(values: list, room: int, long_text: str) -> list:
+    """The ``room`` entries of a long text's ``values`` (token ids, offsets)
+    that ``long_text`` keeps: its tail ("truncate_tail"), or its first quarter
+    and last three quarters ("truncate_head_tail")."""
+    head = 0 if long_text == "truncate_tail" else room // 4
+    return values[:head] + values[len(values) - (room - head) :]
+
+
+def pair_segments(encoded, row: int) -> list[int]:
+    """Segment ids of a tokenized pair: 0 up to B's first token, 1 from there
+    on (B's final separator included); an empty B keeps only that separator."""
+    n = len(encoded["input_ids"][row])
+    sequence = encoded.sequence_ids(row)
+    b_start = next((k for k, s in enumerate(sequence) if s == 1), n - 1)
+    return [0] * b_start + [1] * (n - b_start)
 
 
 # a private copy of each tokenizer's Rust backend, set up per call under a lock
@@ -252,12 +268,7 @@ def tokenize_pairs(
         verbose=False,
     )
     truncated = np.array([len(ids) > max_length for ids in full["input_ids"]])
-    segment_ids = []
-    for i, ids in enumerate(encoded["input_ids"]):
-        sequence = encoded.sequence_ids(i)
-        # B starts at its first token; an empty B keeps only the final separator
-        b_start = next((k for k, s in enumerate(sequence) if s == 1), len(ids) - 1)
-        segment_ids.append([0] * b_start + [1] * (len(ids) - b_start))
+    segment_ids = [pair_segments(encoded, i) for i in range(len(encoded["input_ids"]))]
     return Tokenized(
         input_ids=encoded["input_ids"],
         special_tokens_mask=encoded["special_tokens_mask"],
@@ -460,7 +471,7 @@ class Batch:
                 value = _combine_cached(entries, layers, how)
                 value = value.to(self.attention_mask.device)
             # in float32, as from the cache: a low-precision model's states
-            # are combined and pooled without losing more (no copy in float32)
+            # are combined and pooled without losing more (a no-op for float32)
             elif len(layers) == 1:  # nothing to combine: skip the stack's copy
                 value = self.states[layers[0]].float()
             else:

@@ -15,7 +15,9 @@ from ._base import _BaseBertVectorizer
 from ._encode import (
     LONG_TEXT,
     concat_poolers,
+    cut_to_room,
     encode_texts,
+    pair_segments,
     sentence_pooler,
     special_tokens_around,
 )
@@ -365,17 +367,16 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             if not texts:
                 return labels, [], ["segment"]
             encoded = tokenizer(texts, texts_b, truncation="longest_first", **options)
-            records = []
-            for i, ids in enumerate(encoded["input_ids"]):
-                sequence = encoded.sequence_ids(i)
-                # as pooled: B from its first token on, final separator included
-                b_start = next(
-                    (k for k, s in enumerate(sequence) if s == 1), len(ids) - 1
+            records = [
+                (
+                    i,
+                    ids,
+                    encoded["special_tokens_mask"][i],
+                    encoded["offset_mapping"][i],
+                    [pair_segments(encoded, i)],  # as pooled
                 )
-                segments = [0] * b_start + [1] * (len(ids) - b_start)
-                special = encoded["special_tokens_mask"][i]
-                offsets = encoded["offset_mapping"][i]
-                records.append((i, ids, special, offsets, [segments]))
+                for i, ids in enumerate(encoded["input_ids"])
+            ]
             return labels, records, ["segment"]
         texts, index = check_texts(X, handle_missing=self.handle_missing)
         labels = list(index) if index is not None else list(range(len(texts)))
@@ -419,10 +420,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         for i, ids in enumerate(encoded["input_ids"]):
             offsets = encoded["offset_mapping"][i]
             if len(ids) > room:  # the rows skbert._encode.tokenize keeps
-                head = 0 if self.long_text == "truncate_tail" else room // 4
-                tail = len(ids) - (room - head)
-                ids = ids[:head] + ids[tail:]
-                offsets = offsets[:head] + offsets[tail:]
+                ids = cut_to_room(ids, room, self.long_text)
+                offsets = cut_to_room(offsets, room, self.long_text)
             special = [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix)
             ids = prefix + ids + suffix
             offsets = [(0, 0)] * len(prefix) + list(offsets) + [(0, 0)] * len(suffix)
