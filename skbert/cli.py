@@ -508,7 +508,7 @@ def _embed(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     n_texts = len(texts)
-    truncated = [0, 0, 0]  # texts cut, texts read, chunks, summed over the chunks
+    n_cut = n_read = n_chunks = 0  # truncated texts and texts, over the chunks
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every chunk's, deduplicated below
         try:
@@ -518,16 +518,16 @@ def _embed(args: argparse.Namespace) -> int:
             with VectorWriter(args.output, n_texts, names) as writer:
                 for chunk in _chunks(texts, CHUNK_SIZE):
                     writer.write(vectorizer.transform(chunk))
-                    truncated[0] += vectorizer.transform_stats_["n_truncated"]
-                    truncated[1] += vectorizer.transform_stats_["n_distinct"]
-                    truncated[2] += 1
+                    n_cut += vectorizer.transform_stats_["n_truncated"]
+                    n_read += vectorizer.transform_stats_["n_distinct"]
+                    n_chunks += 1
         finally:
             lines = [_first_line(w.message) for w in caught]
             # one truncation warning for the whole file, not one per chunk
-            if truncated[2] > 1 and any(_TRUNCATED in line for line in lines):
+            if n_chunks > 1 and any(_TRUNCATED in line for line in lines):
                 lines = [line for line in lines if _TRUNCATED not in line]
                 lines.append(
-                    f"{truncated[0]} of {truncated[1]} texts were longer than "
+                    f"{n_cut} of {n_read} texts were longer than "
                     f"max_length={vectorizer.max_length_} tokens and were truncated "
                     f"to their first tokens (a text repeated in the file counts "
                     f"once per chunk of {CHUNK_SIZE:,} texts)."
