@@ -308,6 +308,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 "pooling='segment_mean' needs sentence pairs; pass pairs=True, or "
                 "choose another pooling."
             )
+        n_pair_special = loaded.tokenizer.num_special_tokens_to_add(pair=True)
+        if self.pairs and self.max_length_ < n_pair_special + 2:
+            raise ValueError(
+                f"max_length={self.max_length_} leaves no room for a token of each "
+                f"text of a pair: the tokenizer adds {n_pair_special} special tokens "
+                f"to a pair; use max_length >= {n_pair_special + 2}."
+            )
         if self.pairs and self.long_text != "truncate":
             raise ValueError(
                 f"long_text={self.long_text!r} is not available with pairs=True: a "

@@ -677,3 +677,13 @@ def test_transform_stats_seconds_is_the_calls_wall_time(tiny_bert, views):
     vectorizer.transform(["the cat sat", "a dog barked"])
     wall = time.perf_counter() - before
     assert 0 < vectorizer.transform_stats_["seconds"] <= wall
+
+
+def test_pairs_need_room_for_a_token_of_each_text(tiny_bert):
+    # [CLS] A [SEP] B [SEP]: below 5 tokens every pair would be its separators
+    with pytest.raises(ValueError, match=r"max_length=4 leaves no room.*>= 5"):
+        BertSentenceVectorizer(model=str(tiny_bert), pairs=True, max_length=4).fit()
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), pairs=True, max_length=5)
+    with pytest.warns(UserWarning, match="truncated"):
+        X = vectorizer.fit_transform([("the cat sat", "a dog"), ("the bank", "money")])
+    assert not np.allclose(X[0], X[1])
