@@ -211,7 +211,13 @@ class LoadedModel:
     fingerprint: str = ""
 
 
-# (location, device, dtype) -> (the directory's weights files, the model)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+# (location, device, dtype) -> (the directory's weights and tokenizer files, the model)
 _CACHE: dict[tuple[str, str, str], tuple[list[str], LoadedModel]] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -301,14 +307,25 @@ def _read_st_config(source: str) -> tuple[str | None, int | None]:
     return pooling, max_length
 
 
-def _weights_files(directory: Path) -> list[str]:
-    """Name, size and modification time of a model directory's weights and config."""
-    files = []
-    for file in sorted(directory.glob("*.safetensors")) + [directory / "config.json"]:
+def _file_stats(files: list[Path]) -> list[str]:
+    """Name, size and modification time of each of ``files`` that exists."""
+    stats = []
+    for file in files:
         if file.is_file():
             stat = file.stat()
-            files.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    return files
+            stats.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return stats
+
+
+def _weights_files(directory: Path) -> list[str]:
+    """:func:`_file_stats` of a model directory's weights and config."""
+    weights = sorted(directory.glob("*.safetensors"))
+    return _file_stats([*weights, directory / "config.json"])
+
+
+def _tokenizer_files(directory: Path) -> list[str]:
+    """:func:`_file_stats` of a model directory's tokenizer files."""
+    return _file_stats([directory / name for name in TOKENIZER_FILES])
 
 
 def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
@@ -467,8 +484,8 @@ def load_model(
     path = Path(source).expanduser()
     key_source = str(path.resolve()) if path.is_dir() else source
     key = (key_source, str(device), str(torch_dtype))
-    # a directory whose weights were saved again is loaded again
-    files = _weights_files(path) if path.is_dir() else []
+    # a directory whose weights or tokenizer were saved again is loaded again
+    files = _weights_files(path) + _tokenizer_files(path) if path.is_dir() else []
     with _CACHE_LOCK:
         loaded_files, loaded = _CACHE.get(key, (None, None))
         if loaded is None or loaded_files != files:

@@ -178,3 +178,17 @@ def test_weights_saved_again_are_loaded_again_in_the_same_process(tiny_bert, tmp
     assert abs(after - before).max() > 1e-3  # neither old weights nor old states
     expected = BertSentenceVectorizer(model=directory, cache=None).fit()
     assert (expected.transform(["the cat sat"]) == after).all()
+
+
+def test_a_tokenizer_saved_again_is_loaded_again(tiny_bert, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    assert BertSentenceVectorizer(model=directory).fit().max_length_ == 64
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.model_max_length = 32
+    tokenizer.save_pretrained(directory)
+    assert BertSentenceVectorizer(model=directory).fit().max_length_ == 32
