@@ -30,6 +30,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
+from ._model import resolve_device
+from ._validation import check_params
 from .sentence import BertSentenceVectorizer
 
 __all__ = ["main"]
@@ -484,7 +486,6 @@ def _chunks(texts: Any, size: int):
 def _embed(args: argparse.Namespace) -> int:
     _check_input(args.input)
     _check_output(args.output)
-    texts = read_texts(args.input, args.column)
 
     layers: str | int | list[int] = "auto"
     if args.layers is not None:
@@ -506,6 +507,12 @@ def _embed(args: argparse.Namespace) -> int:
         # one pass over a corpus: memory would only hold what it never reuses
         cache=args.cache,
     )
+    try:  # a wrong option value is a usage error, found before any file is read
+        check_params(vectorizer, vectorizer._parameter_constraints)
+        resolve_device(args.device)
+    except ValueError as exc:  # InvalidParameterError is a ValueError too
+        raise CLIError(str(exc)) from None
+    texts = read_texts(args.input, args.column)
     start = time.perf_counter()
     n_texts = len(texts)
     n_cut = n_read = n_chunks = 0  # truncated texts and texts, over the chunks

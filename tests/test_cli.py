@@ -302,9 +302,17 @@ def test_existing_output_is_replaced(tiny_bert, csv_file, tmp_path, capsys):
             "Could not load model '.*no-model': no such directory",
         ),
         (
-            ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{m}", "--max-length", "0"],
-            1,
+            # a bad option value is a usage error, found before the model loads
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{d}/no-model"]
+            + ["--max-length", "0"],
+            2,
             "The 'max_length' parameter of BertSentenceVectorizer must be",
+        ),
+        (
+            ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{d}/no-model"]
+            + ["--device", "gpu0"],
+            2,
+            "device='gpu0' is not a valid torch device",
         ),
     ],
 )
