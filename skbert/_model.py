@@ -217,7 +217,8 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
 )
-# (location, device, dtype) -> (the directory's weights and tokenizer files, the model)
+ST_CONFIG_FILES = ("modules.json", "sentence_bert_config.json")
+# (location, device, dtype) -> (the directory's model files, the model)
 _CACHE: dict[tuple[str, str, str], tuple[list[str], LoadedModel]] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -307,58 +308,60 @@ def _read_st_config(source: str) -> tuple[str | None, int | None]:
     return pooling, max_length
 
 
-def _file_stats(files: list[Path]) -> list[str]:
-    """Name, size and modification time of each of ``files`` that exists."""
+def _file_stats(directory: Path, files: list[Path]) -> list[str]:
+    """Path in ``directory``, size and modification time of each existing file."""
     stats = []
     for file in files:
         if file.is_file():
-            stat = file.stat()
-            stats.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+            stat = file.stat()  # of the target, for a hub snapshot's links
+            name = file.relative_to(directory).as_posix()
+            stats.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
     return stats
 
 
-def _weights_files(directory: Path) -> list[str]:
-    """:func:`_file_stats` of a model directory's weights and config."""
-    weights = sorted(directory.glob("*.safetensors"))
-    return _file_stats([*weights, directory / "config.json"])
+def _model_files(directory: Path) -> list[str]:
+    """:func:`_file_stats` of every file of a model directory that changes what
+    skbert computes: weights (every shard), config, tokenizer files and the
+    sentence-transformers config (its modules' ``config.json`` included)."""
+    files = [
+        *sorted(directory.glob("*.safetensors")),
+        directory / "config.json",
+        *(directory / name for name in TOKENIZER_FILES),
+        *(directory / name for name in ST_CONFIG_FILES),
+        *sorted(directory.glob("*/config.json")),
+    ]
+    return _file_stats(directory, files)
 
 
-def _tokenizer_files(directory: Path) -> list[str]:
-    """:func:`_file_stats` of a model directory's tokenizer files."""
-    return _file_stats([directory / name for name in TOKENIZER_FILES])
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot directory of a hub id's default revision, if cached.
+
+    Looks in the local Hugging Face cache only, never on the network.
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id, no cache: none
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
-    """Identity of loaded weights: where they came from, their files' sizes and
-    modification times, the device and the dtype. Changing a weights file
-    changes it, so no cached state outlives the weights it came from."""
+    """Identity of a loaded model: where it came from, the size and
+    modification time of its weights, config and tokenizer files (for a hub id,
+    those of its cached snapshot, whose path names the revision), the device
+    and the dtype. Saving any of those files again changes it, so no cached
+    token or state outlives the files it came from."""
     path = Path(location).expanduser()
+    directory = path if path.is_dir() else _hub_snapshot(location)
+    origin = str(path.resolve()) if path.is_dir() else location
     files = []
-    if path.is_dir():
-        files = _weights_files(path)
-    else:  # a hub id: the resolved snapshot
-        try:
-            from transformers.utils import cached_file
-
-            weights = cached_file(
-                location,
-                "model.safetensors",
-                _raise_exceptions_for_missing_entries=False,
-                _raise_exceptions_for_connection_errors=False,
-            )
-        except Exception:  # noqa: BLE001 - fall back to the name alone
-            weights = None
-        if weights:
-            stat = Path(weights).stat()
-            files.append(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}")
-    return "|".join(
-        [
-            str(path.resolve()) if path.is_dir() else location,
-            *files,
-            str(device),
-            str(torch_dtype),
-        ]
-    )
+    if directory is not None:
+        files = _model_files(directory)
+        if not path.is_dir():
+            origin = f"{location}@{directory.name}"  # the snapshot's revision
+    return "|".join([origin, *files, str(device), str(torch_dtype)])
 
 
 def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
@@ -484,8 +487,8 @@ def load_model(
     path = Path(source).expanduser()
     key_source = str(path.resolve()) if path.is_dir() else source
     key = (key_source, str(device), str(torch_dtype))
-    # a directory whose weights or tokenizer were saved again is loaded again
-    files = _weights_files(path) + _tokenizer_files(path) if path.is_dir() else []
+    # a directory whose weights, config or tokenizer were saved again is loaded again
+    files = _model_files(path) if path.is_dir() else []
     with _CACHE_LOCK:
         loaded_files, loaded = _CACHE.get(key, (None, None))
         if loaded is None or loaded_files != files:

@@ -699,3 +699,24 @@ def test_a_cache_word_that_is_not_a_directory_is_refused_at_fit(
     with pytest.raises(ValueError, match="'cache' parameter.*not a word such as"):
         vectorizer.fit()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tokenizer_saved_again_never_meets_its_old_tokens(tiny_bert, tmp_path):
+    # the weights stay; only the tokenizer changes (it stops lowercasing)
+    import shutil
+
+    from transformers import BertTokenizerFast
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    texts = ["The Cat sat on the Bank", "a dog barked"]
+    before = BertSentenceVectorizer(model=directory).fit_transform(texts)
+    vocab = BertTokenizerFast.from_pretrained(directory).get_vocab()
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=False)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(directory)
+    cached = BertSentenceVectorizer(model=directory).fit()
+    after = cached.transform(texts)
+    uncached = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
+    assert (after == uncached).all()
+    assert abs(after[0] - before[0]).max() > 1e-3

@@ -192,3 +192,78 @@ def test_a_tokenizer_saved_again_is_loaded_again(tiny_bert, tmp_path):
     tokenizer.model_max_length = 32
     tokenizer.save_pretrained(directory)
     assert BertSentenceVectorizer(model=directory).fit().max_length_ == 32
+
+
+def test_a_sentence_transformers_config_saved_again_is_read_again(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    (directory / "1_Pooling").mkdir()
+    modules = [
+        {
+            "idx": 0,
+            "name": "0",
+            "path": "",
+            "type": "sentence_transformers.models.Transformer",
+        },
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    (directory / "modules.json").write_text(json.dumps(modules))
+
+    def write(mode, max_seq_length):
+        pooling = {"word_embedding_dimension": 32, f"pooling_mode_{mode}": True}
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+        bert_config = {"max_seq_length": max_seq_length}
+        (directory / "sentence_bert_config.json").write_text(json.dumps(bert_config))
+
+    write("cls_token", 16)
+    first = BertSentenceVectorizer(model=directory).fit()
+    assert (first.pooling_, first.max_length_) == ("cls", 16)
+    write("mean_tokens", 24)
+    again = BertSentenceVectorizer(model=directory).fit()
+    assert (again.pooling_, again.max_length_) == ("mean", 24)
+
+
+def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(
+    tiny_bert, tmp_path, monkeypatch
+):
+    # an offline Hugging Face cache holding two revisions of a sharded model
+    import shutil
+
+    import huggingface_hub.constants
+    from transformers import BertModel
+
+    from skbert._model import _fingerprint
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--someone--tiny"
+    (repo / "refs").mkdir(parents=True)
+
+    def publish(revision, scale):
+        snapshot = repo / "snapshots" / revision
+        shutil.copytree(tiny_bert, snapshot)
+        for old in snapshot.glob("*.safetensors"):
+            old.unlink()
+        model = BertModel.from_pretrained(tiny_bert)
+        with torch.no_grad():
+            model.embeddings.word_embeddings.weight.mul_(scale)
+        model.save_pretrained(snapshot, max_shard_size="40KB")
+        (repo / "refs" / "main").write_text(revision)
+        return sorted(p.name for p in snapshot.glob("*.safetensors"))
+
+    shards = publish("a" * 40, 1.0)
+    assert len(shards) > 1  # no model.safetensors: only the index and its shards
+    first = _fingerprint("someone/tiny", CPU, torch.float32)
+    assert first.startswith("someone/tiny@" + "a" * 40)
+    assert all(shard in first for shard in shards)
+    publish("b" * 40, 2.0)
+    second = _fingerprint("someone/tiny", CPU, torch.float32)
+    assert second.startswith("someone/tiny@" + "b" * 40)
+    assert second != first
