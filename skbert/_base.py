@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,23 @@ from ._validation import (
 CPU_BATCH_SIZE = 32
 CPU_BATCH_TOKENS = 4096
 ACCELERATOR_BATCH_TOKENS = 16384
+
+
+def keeps_state_on_error(fit: Callable) -> Callable:
+    """Make a failed ``fit`` leave the estimator as it was before the call:
+    fitted as before (its old model, layers and settings), or not fitted."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args: Any, **kwargs: Any):
+        before = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return wrapper
 
 
 class _BaseBertVectorizer(
@@ -118,6 +137,7 @@ class _BaseBertVectorizer(
         torch_dtype = resolve_dtype(self.dtype, device)
         loaded = load_model(self.model, device, torch_dtype)
         self._loaded_model = loaded
+        self._fitted_model = self.model  # what a pickled copy loads again
         self.model_name_or_path_ = _model_source(self.model)
         self.device_ = device
         self.dtype_ = torch_dtype
@@ -285,14 +305,36 @@ class _BaseBertVectorizer(
                 )
                 device, torch_dtype = fallback, torch.float32
                 self.device_, self.dtype_ = device, torch_dtype
-            loaded = load_model(self.model, device, torch_dtype)
+            # the model it was fitted with, even after set_params(model=...)
+            source = self.__dict__.get("_fitted_model", self.model)
+            loaded = load_model(source, device, torch_dtype)
+            fitted = (self.n_layers_, self.hidden_size_)
+            if (loaded.n_layers, loaded.hidden_size) != fitted:
+                raise ValueError(
+                    f"The model {loaded.name!r} now has {loaded.n_layers} layers of "
+                    f"size {loaded.hidden_size}, but this {type(self).__name__} was "
+                    f"fitted with {fitted[0]} layers of size {fitted[1]}; fit it "
+                    "again."
+                )
             self._loaded_model = loaded
         return loaded
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: object.__getstate__ returns the instance's own __dict__
+        state = dict(super().__getstate__())
         state.pop("_loaded_model", None)
         return state
+
+    def __deepcopy__(self, memo: dict):
+        # a copy in this process shares the loaded model (it is read-only), so
+        # it keeps the weights the original was fitted with
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        loaded = self.__dict__.get("_loaded_model")
+        if loaded is not None:
+            copied._loaded_model = loaded
+        return copied
 
     # -- shared helpers --------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import _BaseBertVectorizer
+from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
     LONG_TEXT,
     concat_poolers,
@@ -272,6 +272,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         else:
             super()._check_fit_input(X)
 
+    @keeps_state_on_error
     def fit(self, X: Any = None, y: Any = None) -> BertSentenceVectorizer:
         """Load the model and resolve the settings; X and y are not used.
 

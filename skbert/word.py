@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import _BaseBertVectorizer
+from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
     DocTokens,
     _segments,
@@ -303,6 +303,7 @@ default="mean"
     def _check_fit_input(self, X: Any) -> None:
         _parse_samples(X, self.handle_missing)
 
+    @keeps_state_on_error
     def fit(self, X: Any = None, y: Any = None) -> BertWordVectorizer:
         """Load the model and resolve the settings; X and y are not used.
 

@@ -230,3 +230,108 @@ def test_column_transformer(tiny_bert, column):
 def test_tags_declare_text_input():
     tags = BertSentenceVectorizer().__sklearn_tags__()
     assert tags.input_tags.string and not tags.input_tags.two_d_array
+
+
+def _model_copy(source, directory, **config):
+    """A copy of ``source`` at ``directory``, its weights doubled or, with
+    ``config``, replaced by a random model of that other shape."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    if directory != source:
+        shutil.copytree(source, directory, dirs_exist_ok=True)
+    if config:
+        old = BertConfig.from_pretrained(source)
+        model = BertModel(BertConfig(**{**old.to_dict(), **config}))
+    else:
+        model = BertModel.from_pretrained(source)
+        with torch.no_grad():
+            model.embeddings.word_embeddings.weight.mul_(2)
+    for stale in directory.glob("*.safetensors"):
+        stale.unlink()
+    model.eval().save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("estimator", ["sentence", "word"])
+def test_copies_use_the_model_they_were_fitted_with(
+    tiny_bert, tiny_distilbert, estimator
+):
+    # set_params(model=...) without a refit changes no fitted estimator, nor
+    # its pickled or deep copies
+    import copy
+
+    if estimator == "sentence":
+        vectorizer, X = BertSentenceVectorizer(model=tiny_bert), ["the cat sat"]
+    else:
+        vectorizer, X = BertWordVectorizer(model=tiny_bert), ["the [cat] sat"]
+    expected = vectorizer.fit(X).transform(X)
+    vectorizer.set_params(model=tiny_distilbert)
+    for copied in (
+        vectorizer,
+        pickle.loads(pickle.dumps(vectorizer)),
+        copy.deepcopy(vectorizer),
+    ):
+        np.testing.assert_array_equal(copied.transform(X), expected)
+        assert copied.model_name_or_path_ == str(tiny_bert)
+    other = clone(vectorizer).fit(X).transform(X)
+    assert np.abs(other - expected).max() > 1e-3
+
+
+def test_pickling_keeps_the_original_s_loaded_model(tiny_bert, tmp_path):
+    directory = _model_copy(tiny_bert, tmp_path / "model")
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    before = vectorizer.transform(["the cat sat"])
+    pickle.dumps(vectorizer)  # took nothing from the original
+    _model_copy(directory, directory)  # saved again: new weights, same shape
+    np.testing.assert_array_equal(vectorizer.transform(["the cat sat"]), before)
+
+
+def test_a_deep_copy_keeps_the_weights_a_pickle_reloads(tiny_bert, tmp_path):
+    import copy
+
+    directory = _model_copy(tiny_bert, tmp_path / "model")
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    before = vectorizer.transform(["the cat sat"])
+    _model_copy(directory, directory)  # saved again: new weights, same shape
+    np.testing.assert_array_equal(vectorizer.transform(["the cat sat"]), before)
+    deep = copy.deepcopy(vectorizer)
+    np.testing.assert_array_equal(deep.transform(["the cat sat"]), before)
+    # a pickle carries no weights: it loads the directory as it is now
+    unpickled = pickle.loads(pickle.dumps(vectorizer))
+    assert np.abs(unpickled.transform(["the cat sat"]) - before).max() > 1e-3
+
+
+def test_a_pickle_refuses_a_model_of_another_shape(tiny_bert, tmp_path):
+    directory = _model_copy(tiny_bert, tmp_path / "model")
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    data = pickle.dumps(vectorizer)
+    _model_copy(tiny_bert, directory, hidden_size=48, num_hidden_layers=3)
+    unpickled = pickle.loads(data)
+    with pytest.raises(ValueError, match="now has 3 layers of size 48.*fit it again"):
+        unpickled.transform(["the cat sat"])
+
+
+@pytest.mark.parametrize("estimator", ["sentence", "word"])
+def test_a_failed_refit_leaves_the_estimator_as_it_was(tiny_bert, tmp_path, estimator):
+    directory = _model_copy(tiny_bert, tmp_path / "other", num_hidden_layers=3)
+    if estimator == "sentence":
+        vectorizer, X = BertSentenceVectorizer(model=tiny_bert), ["the cat sat"]
+    else:
+        vectorizer, X = BertWordVectorizer(model=tiny_bert), ["the [cat] sat"]
+    expected = vectorizer.fit(X).transform(X)
+    fitted = {k: v for k, v in vars(vectorizer).items() if k.endswith("_")}
+    # the other model loads, then a check that needs it fails
+    vectorizer.set_params(model=directory, max_length=1000)
+    with pytest.raises(ValueError, match="max_length=1000 is more than"):
+        vectorizer.fit(X)
+    assert {k: v for k, v in vars(vectorizer).items() if k.endswith("_")} == fitted
+    np.testing.assert_array_equal(vectorizer.transform(X), expected)
+    # a first fit that fails leaves it unfitted
+    fresh = clone(vectorizer)
+    with pytest.raises(ValueError, match="max_length=1000"):
+        fresh.fit(X)
+    with pytest.raises(NotFittedError):
+        fresh.transform(X)
