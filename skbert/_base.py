@@ -241,7 +241,7 @@ class _BaseBertVectorizer(
         feature_names_out : ndarray of str objects
         """
         check_is_fitted(self, "_n_features_out")
-        if self.views is None:
+        if self.views_[0]["name"] is None:  # as fitted, whatever views is now
             return super().get_feature_names_out(input_features)
         return np.asarray(
             [

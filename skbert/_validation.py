@@ -256,6 +256,16 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
 
     if all(isinstance(item, str) for item in items):  # the common case
         return items, index
+    # one-column rows, e.g. from a list of lists: their one item is the text
+    items = [
+        item[0]
+        if isinstance(item, list | tuple)
+        and len(item) == 1
+        or isinstance(item, np.ndarray)
+        and item.shape == (1,)
+        else item
+        for item in items
+    ]
     missing = [i for i, item in enumerate(items) if _is_missing(item)]
     if missing and handle_missing == "error":
         message = missing_message(
@@ -280,13 +290,6 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
                 f"Element {i} of X is a pair of texts, expected str; pass "
                 "pairs=True to encode (text_a, text_b) pairs as one input."
             )
-        elif isinstance(item, np.ndarray | list | tuple) and len(item) == 1:
-            # one-column rows, e.g. from a list of lists
-            inner = item[0]
-            if isinstance(inner, str):
-                texts.append(inner)
-                continue
-            raise TypeError(f"Element {i} of X is {_describe(inner)}, expected str.")
         else:
             raise TypeError(
                 f"Element {i} of X is {_describe(item)}, expected str; convert it "

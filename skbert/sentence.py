@@ -324,6 +324,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             )
         room = self.max_length_ - loaded.tokenizer.num_special_tokens_to_add()
         self.stride_ = room // 4 if self.stride is None else self.stride
+        if self.long_text.startswith("window") and room < 1:
+            raise ValueError(
+                f"long_text={self.long_text!r} needs windows that hold a token of "
+                f"text, but max_length={self.max_length_} holds only the "
+                f"{self.max_length_ - room} special tokens; use max_length >= "
+                f"{self.max_length_ - room + 1}."
+            )
         if self.long_text.startswith("window") and self.stride_ >= room:
             raise ValueError(
                 f"stride={self.stride_} leaves windows no new tokens: windows of "
@@ -358,6 +365,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 width *= 2
             view["n_features"] = width
         self._n_features_out = sum(view["n_features"] for view in self.views_)
+        # what transform reads: set_params changes them at the next fit
+        self._long_text, self._pairs = self.long_text, self.pairs
         return self
 
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
@@ -369,7 +378,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             return_offsets_mapping=True,
             return_special_tokens_mask=True,
         )
-        if self.pairs:
+        if self._pairs:
             texts, texts_b, index = check_pairs(X, handle_missing=self.handle_missing)
             labels = list(index) if index is not None else list(range(len(texts)))
             if not texts:
@@ -390,9 +399,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         labels = list(index) if index is not None else list(range(len(texts)))
         if not texts:
             return labels, [], []
-        if self.long_text in ("truncate_tail", "truncate_head_tail"):
+        if self._long_text in ("truncate_tail", "truncate_head_tail"):
             return labels, self._cut_records(tokenizer, texts), []
-        windows = self.long_text != "truncate"
+        windows = self._long_text != "truncate"
         encoded = tokenizer(
             texts,
             truncation=True,
@@ -428,8 +437,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         for i, ids in enumerate(encoded["input_ids"]):
             offsets = encoded["offset_mapping"][i]
             if len(ids) > room:  # the rows skbert._encode.tokenize keeps
-                ids = cut_to_room(ids, room, self.long_text)
-                offsets = cut_to_room(offsets, room, self.long_text)
+                ids = cut_to_room(ids, room, self._long_text)
+                offsets = cut_to_room(offsets, room, self._long_text)
             special = [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix)
             ids = prefix + ids + suffix
             offsets = [(0, 0)] * len(prefix) + list(offsets) + [(0, 0)] * len(suffix)
@@ -451,7 +460,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         """
         check_is_fitted(self)
         started = time.perf_counter()
-        if self.pairs:
+        if self._pairs:
             texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
         else:
             texts, texts_b = self._check_texts(X), None
@@ -476,7 +485,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             pool=pool,
             n_features=self._n_features_out,
             max_length=self.max_length_,
-            long_text=self.long_text,
+            long_text=self._long_text,
             stride=self.stride_,
             device=self.device_,
             **self._batching(),
@@ -505,8 +514,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         kept = {
             "truncate_tail": "their last tokens",
             "truncate_head_tail": "their first and last tokens",
-        }.get(self.long_text, "their first tokens")
-        if self.pairs:
+        }.get(self._long_text, "their first tokens")
+        if self._pairs:
             kept = "fit, taking tokens from the longer text of each pair first"
         self._warn_truncated(stats["n_truncated"], stats["n_distinct"], kept)
         if stats["n_windowed"]:

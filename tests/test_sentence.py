@@ -461,6 +461,13 @@ def test_bad_stride_and_combinations_are_refused(tiny_bert):
         BertSentenceVectorizer(
             model=str(tiny_bert), max_length=12, long_text="window", stride=10
         ).fit()
+    with pytest.raises(ValueError, match="holds only the 2 special.*max_length >= 3"):
+        BertSentenceVectorizer(model=tiny_bert, max_length=2, long_text="window").fit()
+    windows = BertSentenceVectorizer(model=tiny_bert, max_length=3, long_text="window")
+    X = windows.fit().transform(["the cat sat", ""])  # one token per window
+    stats = windows.transform_stats_  # three windows of "the cat sat", one of ""
+    assert (stats["n_windowed"], stats["n_windows"]) == (1, 4)
+    assert np.isfinite(X).all()
     with pytest.raises(ValueError, match="segment_mean' needs sentence pairs"):
         BertSentenceVectorizer(model=str(tiny_bert), pooling="segment_mean").fit()
     with pytest.raises(ValueError, match="not available with pairs=True"):
@@ -687,3 +694,41 @@ def test_pairs_need_room_for_a_token_of_each_text(tiny_bert):
     with pytest.warns(UserWarning, match="truncated"):
         X = vectorizer.fit_transform([("the cat sat", "a dog"), ("the bank", "money")])
     assert not np.allclose(X[0], X[1])
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"long_text": "truncate_tail"},
+        {"long_text": "window"},
+        {"pairs": True},
+        {"pooling": "max"},
+        {"normalize": True},
+        {"max_length": 8},
+    ],
+)
+def test_set_params_changes_the_vectors_at_the_next_fit(tiny_bert, changed):
+    texts = ["the cat sat", " ".join(["the cat sat on the mat"] * 20)]
+    X = [(text, "a dog barked") for text in texts] if "pairs" in changed else texts
+    vectorizer = BertSentenceVectorizer(model=tiny_bert)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # truncation
+        before = vectorizer.fit().transform(texts)
+        vectorizer.set_params(**changed)
+        np.testing.assert_array_equal(vectorizer.transform(texts), before)
+        after = vectorizer.fit().transform(X)
+        expected = BertSentenceVectorizer(model=tiny_bert, **changed).fit_transform(X)
+    np.testing.assert_array_equal(after, expected)
+    assert np.abs(after - before).max() > 1e-4
+
+
+def test_feature_names_follow_the_fitted_views(tiny_bert):
+    views = {"x": {"pooling": "max"}, "y": {"pooling": "cls"}}
+    plain = BertSentenceVectorizer(model=tiny_bert).set_output(transform="pandas")
+    plain.fit().set_params(views=views)  # takes effect at the next fit
+    columns = list(plain.transform(["the cat"]).columns)
+    assert columns == [f"bertsentencevectorizer{i}" for i in range(32)]
+    with_views = BertSentenceVectorizer(model=tiny_bert, views=views).fit()
+    with_views.set_params(views=None)
+    names = with_views.get_feature_names_out()
+    assert list(names) == [f"{v}_{i}" for v in "xy" for i in range(32)]

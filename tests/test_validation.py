@@ -53,6 +53,16 @@ def test_check_texts_missing_values_name_count_and_positions(missing):
         check_texts(X)
 
 
+@pytest.mark.parametrize("wrap", [list, tuple, lambda x: np.array(x, dtype=object)])
+@pytest.mark.parametrize("missing", [None, float("nan"), pd.NA])
+def test_check_texts_missing_values_in_one_column_rows(wrap, missing):
+    # a list of one-item rows, as a one-column table's rows come
+    X = [wrap(["a"]), wrap([missing])]
+    with pytest.raises(ValueError, match=r"1 missing text\(s\).*position\(s\) 1"):
+        check_texts(X)
+    assert check_texts(X, handle_missing="empty")[0] == ["a", ""]
+
+
 def test_check_texts_missing_values_many_positions_are_elided():
     with pytest.raises(ValueError, match=r"7 missing.*0, 1, 2, 3, 4, \.\.\."):
         check_texts([None] * 7)
