@@ -46,6 +46,7 @@ import hashlib
 import os
 import struct
 import threading
+import time
 import warnings
 from array import array
 from collections import OrderedDict
@@ -83,9 +84,9 @@ class TokenStateCache:
     Parameters
     ----------
     max_bytes : int
-        Memory budget for the token states; entries are evicted, oldest use
-        first, to stay within it. An entry larger than the whole budget is
-        not stored.
+        Memory budget for the token states and both memos together; states
+        are evicted, oldest use first, to stay within it. An entry larger
+        than the whole budget is not stored.
     """
 
     persistent = False
@@ -103,8 +104,13 @@ class TokenStateCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes, n_layers: int) -> torch.Tensor | None:
-        """The entry for ``key`` if it holds at least ``n_layers`` layers, else None."""
+    def get(
+        self, key: bytes, n_layers: int, *, keep: bool = True
+    ) -> torch.Tensor | None:
+        """The entry for ``key`` if it holds at least ``n_layers`` layers, else None.
+
+        ``keep`` is for :meth:`DiskCache.get`; memory keeps what it has.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.shape[1] < n_layers:
@@ -135,9 +141,15 @@ class TokenStateCache:
                 return
             self._entries[key] = states
             self.n_bytes += size
-            while self.n_bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self.n_bytes -= _nbytes(evicted)
+            self._trim_states()
+
+    def _trim_states(self) -> None:
+        """Evict states, oldest use first, until states and memos fit the budget."""
+        while self._entries and (
+            self.n_bytes + self._token_bytes + self._pooled_bytes > self.max_bytes
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self.n_bytes -= _nbytes(evicted)
 
     def get_tokens(self, key: tuple) -> tuple | None:
         """A memoised tokenization (see :func:`skbert._encode.tokenize_cached`)."""
@@ -167,6 +179,7 @@ class TokenStateCache:
             while self._token_bytes > self.max_bytes // 10 and self._tokens:
                 _, (_, evicted) = self._tokens.popitem(last=False)
                 self._token_bytes -= evicted
+            self._trim_states()
 
     def get_pooled(self, keys: list[bytes], pool_key: tuple, layouts: list) -> list:
         """Memoised pooled rows (see :func:`skbert._encode.encode_texts`), or None.
@@ -197,6 +210,7 @@ class TokenStateCache:
             while self._pooled_bytes > self.max_bytes // 4 and self._pooled:
                 _, evicted = self._pooled.popitem(last=False)
                 self._pooled_bytes -= evicted.nbytes
+            self._trim_states()
 
     def clear(self) -> None:
         with self._lock:
@@ -317,6 +331,9 @@ class DiskCache:
             except OSError:
                 continue
             for file in files:
+                if file.name.startswith(".") and file.name.endswith(".tmp"):
+                    _remove_stale(file)  # left by a process that was killed
+                    continue
                 if not file.name.endswith(_SUFFIX) or file.name.startswith("."):
                     continue
                 try:
@@ -389,12 +406,21 @@ class DiskCache:
     ) -> None:
         self.memory.put_pooled(keys, pool_key, rows, layouts)
 
-    def get(self, key: bytes, n_layers: int) -> torch.Tensor | None:
-        """The entry for ``key`` from memory, else from disk if it is whole."""
+    def get(
+        self, key: bytes, n_layers: int, *, keep: bool = True
+    ) -> torch.Tensor | None:
+        """The entry for ``key`` from memory, else from disk if it is whole.
+
+        An entry read from disk is kept in memory too if ``keep``.
+        """
         entry = self.memory.get(key, n_layers)
         if entry is not None:
             if key not in self._on_disk:  # maybe computed under cache="memory"
-                if self._path(key).exists():
+                try:
+                    on_disk = self._path(key).exists()
+                except OSError:  # no access: the write below warns
+                    on_disk = False
+                if on_disk:
                     with self._lock:
                         self._on_disk.add(key)
                 else:
@@ -403,7 +429,7 @@ class DiskCache:
         entry = self._read(key)
         if entry is None or entry.shape[1] < n_layers:
             return None
-        self.memory.put(key, entry)
+        self.memory.put(key, entry, keep=keep)
         return entry
 
     def put(self, key: bytes, states: torch.Tensor, *, keep: bool = True) -> None:
@@ -471,11 +497,13 @@ class DiskCache:
                 file.write(header)
                 file.write(payload)
             os.replace(temporary, path)  # atomic: readers see all of it or none
-        except OSError as error:
+        except BaseException as error:  # KeyboardInterrupt too: leave no file
             try:
                 temporary.unlink()
             except OSError:
                 pass
+            if not isinstance(error, OSError):
+                raise
             self._fail(error)
             return
         with self._lock:
@@ -489,12 +517,25 @@ class DiskCache:
             self._evict()
 
 
+# a temporary file older than this was left by a process that was killed
+STALE_TEMPORARY_S = 3600
+
+
+def _remove_stale(file: os.DirEntry) -> None:
+    """Remove a temporary entry file not written to for an hour."""
+    try:
+        if time.time() - file.stat().st_mtime > STALE_TEMPORARY_S:
+            os.unlink(file.path)
+    except OSError:  # written or removed meanwhile: leave it
+        pass
+
+
 _DISK: dict[str, DiskCache] = {}
 
 
 def disk_cache(directory: str | os.PathLike) -> DiskCache:
     """The process's :class:`DiskCache` for ``directory`` (one per directory)."""
-    name = os.path.abspath(os.fspath(directory))
+    name = os.path.abspath(os.path.expanduser(os.fspath(directory)))
     memory = default_cache()
     with _DEFAULT_LOCK:
         cache = _DISK.get(name)

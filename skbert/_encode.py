@@ -720,13 +720,17 @@ def iter_batches(
                 tokenized.input_ids,
                 tokenized.token_type_ids if loaded.uses_token_type_ids else None,
             )
-        entries = [cache.get(key, deepest + 1) for key in keys]
+        # a call whose states could not all stay in memory keeps none there,
+        # neither those it computes nor those it reads from disk
+        row_bytes = (deepest + 1) * loaded.hidden_size * 4  # a token's states
+        keep_read = int(lengths.sum()) * row_bytes <= cache.max_bytes
+        if keep is not None:
+            keep_read = keep_read and keep
+        entries = [cache.get(key, deepest + 1, keep=keep_read) for key in keys]
         found = np.fromiter((e is not None for e in entries), dtype=bool, count=n)
         hits, order = order[found[order]], order[~found[order]]
-        # a call whose states could not all stay in memory keeps none there
         if keep is None:
-            size = int(lengths[order].sum()) * (deepest + 1) * loaded.hidden_size * 4
-            keep = size <= cache.max_bytes
+            keep = int(lengths[order].sum()) * row_bytes <= cache.max_bytes
         store = keep or cache.persistent
         if stats is not None:
             stats["cache_kept"] = keep

@@ -720,3 +720,84 @@ def test_a_tokenizer_saved_again_never_meets_its_old_tokens(tiny_bert, tmp_path)
     uncached = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
     assert (after == uncached).all()
     assert abs(after[0] - before[0]).max() > 1e-3
+
+
+def test_states_and_memos_together_stay_within_the_budget():
+    budget = 40 * 128
+    cache = TokenStateCache(max_bytes=budget)
+    for i in range(40):
+        cache.put(bytes([i]), torch.zeros(4, 2, 4))  # 128 bytes each: full
+    rows = np.ones((20, 16), dtype=np.float32)  # 1,280 bytes: a quarter
+    keys, layouts = [bytes([i]) for i in range(20)], [b"l"] * 20
+    cache.put_pooled(keys, ("p",), rows, layouts)
+    cache.put_tokens(("text",), ([1, 2],), n_tokens=0)  # 512 bytes: a tenth
+    assert cache._pooled_bytes == 1280 and cache._token_bytes == 512
+    assert cache.n_bytes + cache._pooled_bytes + cache._token_bytes <= budget
+    assert len(cache) == 26  # the 14 oldest states made room
+    assert cache.get(bytes([13]), 2) is None and cache.get(bytes([14]), 2) is not None
+
+
+def test_a_call_too_big_for_memory_reads_the_disk_without_filling_memory(
+    tiny_bert, tmp_path, monkeypatch
+):
+    BertSentenceVectorizer(model=tiny_bert, cache=tmp_path).fit_transform(TEXTS)
+    _new_process(monkeypatch)
+    small = TokenStateCache(4000)  # one row's states fit, the call's do not
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", small)
+    small.put(b"older", torch.zeros(4, 2, 4))  # what another call left there
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=tmp_path).fit()
+    vectorizer.transform(TEXTS)
+    assert vectorizer.transform_stats_["cache_hits"] == len(set(TEXTS))
+    assert list(small._entries) == [b"older"]
+
+
+def test_a_memory_entry_meets_an_inaccessible_directory_with_a_warning(
+    tiny_bert, tmp_path
+):
+    # a path the system refuses to look at (a name over 255 bytes) makes
+    # Path.exists raise instead of returning False
+    expected = BertSentenceVectorizer(model=tiny_bert).fit_transform(TEXTS)  # memory
+    directory = tmp_path / ("x" * 300)
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=directory).fit()
+    with pytest.warns(UserWarning, match="cannot write its token-state cache"):
+        result = vectorizer.transform(TEXTS)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(
+    tiny_bert, tmp_path, monkeypatch
+):
+    def interrupted(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skbert._cache.os, "replace", interrupted)
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=tmp_path).fit()
+    with pytest.raises(KeyboardInterrupt):
+        vectorizer.transform(TEXTS)
+    assert list(tmp_path.rglob("*")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_killed_writer_s_temporary_file_is_removed_an_hour_later(
+    tiny_bert, tmp_path, monkeypatch
+):
+    import os
+    import time
+
+    folder = tmp_path / "ab"
+    folder.mkdir()
+    stale = folder / ".abcd.skbt.123.456.tmp"
+    fresh = folder / ".abce.skbt.123.456.tmp"  # maybe being written right now
+    stale.write_bytes(b"half an entry")
+    fresh.write_bytes(b"half an entry")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    _new_process(monkeypatch)
+    BertSentenceVectorizer(model=tiny_bert, cache=tmp_path).fit_transform(TEXTS)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_a_cache_directory_under_the_home_directory(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    BertSentenceVectorizer(model=tiny_bert, cache="~/states").fit_transform(TEXTS)
+    assert _entries(tmp_path / "states") and not (tmp_path / "~").exists()
