@@ -1484,6 +1484,14 @@ def encode_token_groups(
     member_group = np.repeat(np.arange(len(group_first)), lengths)
     member_token = _segments(group_first, group_stop)
     member_window = group_window[member_group]
+    # tokens of no word (whitespace a byte-level BPE keeps, such as "\n" inside
+    # a span of words) are not pooled
+    doc_start = np.cumsum([0] + [len(doc) for doc in docs])
+    word_ids = np.concatenate([doc.word_ids for doc in docs] + [np.zeros(0, int)])
+    content = word_ids[doc_start[window_doc[member_window]] + member_token] >= 0
+    member_group = member_group[content]
+    member_token = member_token[content]
+    member_window = member_window[content]
     member_position = len(prefix) + member_token - window_start[member_window]
     order = np.lexsort((member_position, member_window))
     member_group = member_group[order]

@@ -25,7 +25,7 @@ from ._encode import (
 )
 from ._model import LoadedModel
 from ._pooling import SUBWORD_POOLINGS
-from ._validation import Options, _is_missing, missing_message
+from ._validation import Options, _is_int, _is_missing, missing_message
 
 _FORMS = (
     "(text, start, end), (tokens, index) or a marked-up str such as "
@@ -186,7 +186,9 @@ default="mean"
     - ``(tokens, index)``: a pre-tokenized sentence (a list of words) and the
       position of the target word, as in WiC and NER data. The words are
       joined with single spaces; a word missing from the vocabulary is split
-      into WordPiece pieces, never mapped to [UNK] as a whole.
+      into WordPiece pieces, not mapped to [UNK] as a whole (unless the
+      tokenizer itself does so: WordPiece reads a word of more than 100
+      characters, or one with a character its vocabulary lacks, as [UNK]).
     - a marked-up str: ``"the [bank] of the river"``; the brackets are
       removed and mark the target. Use one of the tuple forms for a text
       that has literal brackets.
@@ -704,11 +706,25 @@ def _rows(X: Any) -> list:
         )
     if hasattr(X, "iloc"):  # Series
         return X.tolist()
+    if _is_one_sample(X):
+        raise TypeError(
+            f"X is a single sample, {_short(X)}; pass a list of samples, e.g. "
+            f"[{_short(X)}]."
+        )
     if isinstance(X, Iterable):
         return list(X)
     raise TypeError(
         f"Iterable over samples expected, got {type(X).__name__} object instead."
     )
+
+
+def _is_one_sample(X: Any) -> bool:
+    """Whether X is a ``(text, start, end)`` or ``(tokens, index)`` tuple itself."""
+    if not isinstance(X, tuple) or len(X) not in (2, 3):
+        return False
+    if len(X) == 3:
+        return isinstance(X[0], str) and all(_is_int(x) for x in X[1:])
+    return _is_sequence(X[0]) and not isinstance(X[0], str) and _is_int(X[1])
 
 
 def _sample_is_missing(item: Any) -> bool:
@@ -753,15 +769,17 @@ def _parse_samples(X: Any, handle_missing: str) -> list[_Target | None]:
 
 
 def _dict_sample(item: dict, i: int) -> tuple:
-    """A dict sample as its tuple form, whatever the order of its keys."""
-    keys = set(item)
-    if keys == {"text", "start", "end"}:
+    """A dict sample as its tuple form, whatever the order of its keys; other
+    keys are ignored, as other columns of a DataFrame are."""
+    keys = set(map(str, item))
+    spans, words = {"text", "start", "end"} <= keys, {"tokens", "index"} <= keys
+    if spans and not words:
         return (item["text"], item["start"], item["end"])
-    if keys == {"tokens", "index"}:
+    if words and not spans:
         return (item["tokens"], item["index"])
     raise ValueError(
         f"Sample {i} of X is a dict with keys {sorted(keys)!r}; expected "
-        "the keys text, start, end or tokens, index."
+        "the keys text, start, end or tokens, index (not both)."
     )
 
 

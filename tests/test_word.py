@@ -712,6 +712,17 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
         ),
         (42, TypeError, "Iterable over samples expected, got int"),
         (
+            ("the bank", 4, 8),
+            TypeError,
+            r"X is a single sample, \('the bank', 4, 8\); pass a list of samples",
+        ),
+        ((["the", "bank"], 1), TypeError, r"pass a list.*\[\(\['the', 'bank'\], 1\)\]"),
+        (
+            [{"text": "a", "start": 0, "end": 1, "tokens": ["a"], "index": 0}],
+            ValueError,
+            r"expected the keys text, start, end or tokens, index \(not both\)",
+        ),
+        (
             pd.DataFrame({"a": [1], "b": [2], "c": [3], "d": [4]}),
             ValueError,
             "Expected a DataFrame with columns text, start, end or tokens, index",
@@ -1020,3 +1031,51 @@ def test_whitespace_tokens_of_byte_level_bpe_are_no_words(tiny_roberta):
     )
     given = vectorizer.transform_words([text.split(" ")])
     np.testing.assert_allclose(given.iloc[2, 5:].to_numpy(np.float32), zoo, atol=1e-6)
+
+
+def test_whitespace_tokens_inside_a_span_or_a_given_word_are_not_pooled(tiny_roberta):
+    # "\n" between two words is a token of its own ("Ċ") for byte-level BPE
+    text = "the bank\nvault robber"
+    summed = BertWordVectorizer(model=tiny_roberta, subword_pooling="sum").fit()
+    span, bank, vault = summed.transform([(text, 4, 14), (text, 4, 8), (text, 9, 14)])
+    np.testing.assert_allclose(span, bank + vault, atol=1e-5)
+    # a given word with a line end in it or after it, as transform_words pools it
+    vectorizer = BertWordVectorizer(model=tiny_roberta).fit()
+    for words in (["the", "bank\nvault", "robber"], ["the", "bank\n", "vault"]):
+        table = vectorizer.transform_words([words])
+        np.testing.assert_allclose(
+            vectorizer.transform([(words, 1)])[0],
+            table.iloc[1, 5:].to_numpy(np.float32),
+            atol=1e-6,
+        )
+
+
+def test_wordpiece_reads_some_words_as_one_unk(bundled_model):
+    # the limit docs/word_vectors.md states: the tokenizer's, not skbert's
+    vectorizer = BertWordVectorizer(model=bundled_model).fit()
+    words = ["hello🦜world", "a" * 101, "embeddings"]
+    tokens = vectorizer.tokenize([words])["token"].tolist()
+    assert tokens == [
+        "[CLS]",
+        "[UNK]",
+        "[UNK]",
+        "em",
+        "##bed",
+        "##ding",
+        "##s",
+        "[SEP]",
+    ]
+
+
+def test_dict_samples_ignore_other_keys_as_dataframes_do(tiny_bert):
+    frame = pd.DataFrame(
+        {"text": ["She sat on the bank."], "start": [15], "end": [19], "label": [1]}
+    )
+    vectorizer = BertWordVectorizer(model=tiny_bert).fit()
+    np.testing.assert_array_equal(
+        vectorizer.transform(frame.to_dict("records")), vectorizer.transform(frame)
+    )
+    words = [{"tokens": ["the", "bank"], "index": 1, "id": "w1"}]
+    np.testing.assert_array_equal(
+        vectorizer.transform(words), vectorizer.transform([(["the", "bank"], 1)])
+    )
