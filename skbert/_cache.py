@@ -79,7 +79,8 @@ class TokenStateCache:
     seen before is not tokenized again, within a tenth of the budget (by an
     estimate of its size); and pooled rows (``get_pooled``/``put_pooled``),
     so a row pooled the same way before is not pooled again, within a
-    quarter of the budget.
+    quarter of the budget. States come first: the memos give way to them
+    when all three together would exceed the budget.
 
     Parameters
     ----------
@@ -141,13 +142,23 @@ class TokenStateCache:
                 return
             self._entries[key] = states
             self.n_bytes += size
-            self._trim_states()
+            self._trim()
 
-    def _trim_states(self) -> None:
-        """Evict states, oldest use first, until states and memos fit the budget."""
-        while self._entries and (
-            self.n_bytes + self._token_bytes + self._pooled_bytes > self.max_bytes
-        ):
+    def _over_budget(self) -> bool:
+        return self.n_bytes + self._token_bytes + self._pooled_bytes > self.max_bytes
+
+    def _trim(self) -> None:
+        """Evict until states and memos together fit the budget: pooled rows
+        first, then tokenizations, then states, each oldest use first. States
+        cost a model run to compute again, the memos little, so the states of
+        a call that fit the budget are never pushed out by memos."""
+        while self._over_budget() and self._pooled:
+            _, evicted = self._pooled.popitem(last=False)
+            self._pooled_bytes -= evicted.nbytes
+        while self._over_budget() and self._tokens:
+            _, (_, size) = self._tokens.popitem(last=False)
+            self._token_bytes -= size
+        while self._over_budget() and self._entries:
             _, evicted = self._entries.popitem(last=False)
             self.n_bytes -= _nbytes(evicted)
 
@@ -179,7 +190,7 @@ class TokenStateCache:
             while self._token_bytes > self.max_bytes // 10 and self._tokens:
                 _, (_, evicted) = self._tokens.popitem(last=False)
                 self._token_bytes -= evicted
-            self._trim_states()
+            self._trim()
 
     def get_pooled(self, keys: list[bytes], pool_key: tuple, layouts: list) -> list:
         """Memoised pooled rows (see :func:`skbert._encode.encode_texts`), or None.
@@ -210,7 +221,7 @@ class TokenStateCache:
             while self._pooled_bytes > self.max_bytes // 4 and self._pooled:
                 _, evicted = self._pooled.popitem(last=False)
                 self._pooled_bytes -= evicted.nbytes
-            self._trim_states()
+            self._trim()
 
     def clear(self) -> None:
         with self._lock:
@@ -311,7 +322,7 @@ class DiskCache:
         except OSError as error:
             self._fail(error)
             return
-        if self._disk_bytes is None and self.max_disk_bytes != float("inf"):
+        if self._disk_bytes is None:  # also removes stale temporary files
             entries = self._entries()
             with self._lock:
                 self._disk_bytes = sum(size for _, size, _ in entries)

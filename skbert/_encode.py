@@ -695,11 +695,12 @@ def iter_batches(
         host without waiting and stored once the copy has finished.
     stats : dict or None
         ``stats["cache_hits"]`` is increased by the rows found in the cache;
-        ``stats["cache_kept"]`` says whether the rows computed are kept in
-        memory (False when they would not all fit in its budget).
+        ``stats["cache_kept"]`` says whether the rows' states are kept in
+        memory (False when the states of all the rows, found or computed,
+        would not fit in its budget).
     keep : bool or None
-        Whether to keep the computed states in memory; None decides from
-        their size, as above.
+        Whether to keep the states computed or read from disk in memory;
+        None decides from their size, as above.
     max_batch_tokens : int or None
         Most padded tokens per model batch (None: no limit).
     """
@@ -721,16 +722,14 @@ def iter_batches(
                 tokenized.token_type_ids if loaded.uses_token_type_ids else None,
             )
         # a call whose states could not all stay in memory keeps none there,
-        # neither those it computes nor those it reads from disk
-        row_bytes = (deepest + 1) * loaded.hidden_size * 4  # a token's states
-        keep_read = int(lengths.sum()) * row_bytes <= cache.max_bytes
-        if keep is not None:
-            keep_read = keep_read and keep
-        entries = [cache.get(key, deepest + 1, keep=keep_read) for key in keys]
+        # neither those it computes nor those it reads from disk (it would
+        # evict its own entries before any reuse)
+        if keep is None:
+            row_bytes = (deepest + 1) * loaded.hidden_size * 4  # a token's states
+            keep = int(lengths.sum()) * row_bytes <= cache.max_bytes
+        entries = [cache.get(key, deepest + 1, keep=keep) for key in keys]
         found = np.fromiter((e is not None for e in entries), dtype=bool, count=n)
         hits, order = order[found[order]], order[~found[order]]
-        if keep is None:
-            keep = int(lengths[order].sum()) * row_bytes <= cache.max_bytes
         store = keep or cache.persistent
         if stats is not None:
             stats["cache_kept"] = keep

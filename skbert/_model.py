@@ -84,13 +84,7 @@ def resolve_device(device: str) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', "
-            "'cuda', 'cuda:<index>' or 'mps'."
-        ) from exc
+    resolved = parse_device(device)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -110,7 +104,23 @@ def resolve_device(device: str) -> torch.device:
                 f"device={device!r} was requested but torch.backends.mps.is_available()"
                 " is False; use device='cpu' or 'auto'."
             )
-    elif resolved.type != "cpu":
+    return resolved
+
+
+def parse_device(device: str) -> torch.device:
+    """The torch device ``device`` names, whether or not it is available here.
+
+    Raises ``ValueError`` for a name that is not a device, or a device type
+    other than cpu, cuda and mps.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a valid torch device; use 'auto', 'cpu', "
+            "'cuda', 'cuda:<index>' or 'mps'."
+        ) from exc
+    if resolved.type not in ("cpu", "cuda", "mps"):
         raise ValueError(
             f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'."
         )

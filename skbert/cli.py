@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
-from ._model import resolve_device
+from ._model import parse_device
 from ._validation import check_params
 from .sentence import BertSentenceVectorizer
 
@@ -509,7 +509,8 @@ def _embed(args: argparse.Namespace) -> int:
     )
     try:  # a wrong option value is a usage error, found before any file is read
         check_params(vectorizer, vectorizer._parameter_constraints)
-        resolve_device(args.device)
+        if args.device != "auto":  # a device this machine lacks fails later, with 1
+            parse_device(args.device)
     except ValueError as exc:  # InvalidParameterError is a ValueError too
         raise CLIError(str(exc)) from None
     texts = read_texts(args.input, args.column)

@@ -25,7 +25,7 @@ from ._encode import (
 )
 from ._model import LoadedModel
 from ._pooling import SUBWORD_POOLINGS
-from ._validation import Options, _is_int, _is_missing, missing_message
+from ._validation import Options, _is_missing, missing_message
 
 _FORMS = (
     "(text, start, end), (tokens, index) or a marked-up str such as "
@@ -719,12 +719,24 @@ def _rows(X: Any) -> list:
 
 
 def _is_one_sample(X: Any) -> bool:
-    """Whether X is a ``(text, start, end)`` or ``(tokens, index)`` tuple itself."""
+    """Whether X is a sample itself: a dict, or a ``(text, start, end)`` or
+    ``(tokens, index)`` tuple."""
+    if isinstance(X, dict):
+        return True
     if not isinstance(X, tuple) or len(X) not in (2, 3):
         return False
     if len(X) == 3:
-        return isinstance(X[0], str) and all(_is_int(x) for x in X[1:])
-    return _is_sequence(X[0]) and not isinstance(X[0], str) and _is_int(X[1])
+        return isinstance(X[0], str) and all(_is_position(x) for x in X[1:])
+    return _is_sequence(X[0]) and _is_position(X[1])
+
+
+def _is_position(value: Any) -> bool:
+    """Whether ``value`` is an int as :func:`_as_int` reads one."""
+    try:
+        _as_int(value, "", 0)
+    except TypeError:
+        return False
+    return True
 
 
 def _sample_is_missing(item: Any) -> bool:

@@ -725,16 +725,49 @@ def test_a_tokenizer_saved_again_never_meets_its_old_tokens(tiny_bert, tmp_path)
 def test_states_and_memos_together_stay_within_the_budget():
     budget = 40 * 128
     cache = TokenStateCache(max_bytes=budget)
-    for i in range(40):
-        cache.put(bytes([i]), torch.zeros(4, 2, 4))  # 128 bytes each: full
+
+    def total():
+        return cache.n_bytes + cache._pooled_bytes + cache._token_bytes
+
+    for i in range(20):
+        cache.put(bytes([i]), torch.zeros(4, 2, 4))  # 128 bytes each: half
     rows = np.ones((20, 16), dtype=np.float32)  # 1,280 bytes: a quarter
-    keys, layouts = [bytes([i]) for i in range(20)], [b"l"] * 20
-    cache.put_pooled(keys, ("p",), rows, layouts)
+    cache.put_pooled([bytes([i]) for i in range(20)], ("p",), rows, [b"l"] * 20)
     cache.put_tokens(("text",), ([1, 2],), n_tokens=0)  # 512 bytes: a tenth
-    assert cache._pooled_bytes == 1280 and cache._token_bytes == 512
-    assert cache.n_bytes + cache._pooled_bytes + cache._token_bytes <= budget
-    assert len(cache) == 26  # the 14 oldest states made room
-    assert cache.get(bytes([13]), 2) is None and cache.get(bytes([14]), 2) is not None
+    assert total() == 40 * 128 - 768
+    for i in range(20, 30):  # 1,280 bytes more: the oldest pooled rows give way
+        cache.put(bytes([i]), torch.zeros(4, 2, 4))
+    assert total() <= budget and len(cache) == 30
+    assert cache._pooled_bytes == 768 and cache._token_bytes == 512
+    for i in range(30, 45):  # states alone over the budget: memos gone first
+        cache.put(bytes([i]), torch.zeros(4, 2, 4))
+    assert total() <= budget and cache._pooled_bytes == cache._token_bytes == 0
+    assert len(cache) == 40 and cache.get(bytes([4]), 2) is None
+    assert cache.get(bytes([5]), 2) is not None
+
+
+def test_a_grid_search_keeps_states_that_fit_the_budget(
+    tiny_bert, forward_calls, monkeypatch
+):
+    # the memos must not push out the states of a call that fits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    texts = [f"the cat sat on the bank {w}" for w in "abcdefghijklmnopqr"]
+    sizing = TokenStateCache(2**30)
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", sizing)
+    BertSentenceVectorizer(model=tiny_bert).fit_transform(texts)
+    forward_calls.clear()
+    tight = TokenStateCache(int(sizing.n_bytes * 1.2))
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", tight)
+    pipeline = make_pipeline(
+        BertSentenceVectorizer(model=tiny_bert), LogisticRegression()
+    )
+    poolings = ["mean", "max", "cls", "mean_max", "last", "mean_sqrt_len"]
+    grid = {"bertsentencevectorizer__pooling": poolings}
+    GridSearchCV(pipeline, grid, cv=2, refit=False).fit(texts, [0, 1] * 9)
+    assert sum(forward_calls) == len(texts)
 
 
 def test_a_call_too_big_for_memory_reads_the_disk_without_filling_memory(
@@ -801,3 +834,26 @@ def test_a_cache_directory_under_the_home_directory(tiny_bert, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     BertSentenceVectorizer(model=tiny_bert, cache="~/states").fit_transform(TEXTS)
     assert _entries(tmp_path / "states") and not (tmp_path / "~").exists()
+
+
+def test_a_call_over_the_budget_keeps_none_of_the_states_it_computes(
+    tiny_bert, monkeypatch
+):
+    first = [f"the cat sat on the bank {w}" for w in "abcdef"]
+    second = [f"a dog barked at the river {w}" for w in "abcdef"]
+    sizing = TokenStateCache(2**30)
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", sizing)
+    BertSentenceVectorizer(model=tiny_bert).fit_transform(first)
+    one_call = sizing.n_bytes
+    tight = TokenStateCache(int(one_call * 1.5))  # one call fits, two do not
+    monkeypatch.setattr(skbert._cache, "_DEFAULT", tight)
+    vectorizer = BertSentenceVectorizer(model=tiny_bert).fit()
+    vectorizer.transform(first)
+    kept = list(tight._entries)
+    assert len(kept) == len(first)
+    # pooled otherwise, so the states of the first texts are read again
+    other = BertSentenceVectorizer(model=tiny_bert, pooling="max").fit()
+    other.transform(first + second)  # its new states alone would fit
+    assert other.transform_stats_["cache_hits"] == len(first)
+    assert other.transform_stats_["cache_kept"] is False
+    assert list(tight._entries) == kept

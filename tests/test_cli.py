@@ -331,6 +331,21 @@ def test_errors_are_one_line(tiny_bert, tmp_path, capsys, args, status, message)
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="needs a machine without CUDA"
+)
+def test_a_device_this_machine_lacks_is_a_failure_not_a_usage_error(
+    tiny_bert, csv_file, tmp_path, capsys
+):
+    out = tmp_path / "o.npy"
+    status, stdout, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, "--device", "cuda"
+    )
+    assert status == 1 and stdout == ""
+    assert stderr.startswith("skbert: error: device='cuda' was requested but")
+    assert not out.exists()
+
+
 def test_error_after_loading_is_reported_once(tiny_bert, csv_file, tmp_path, capsys):
     out = tmp_path / "o.npy"
     status, stdout, stderr = _run(

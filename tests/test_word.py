@@ -717,6 +717,9 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             r"X is a single sample, \('the bank', 4, 8\); pass a list of samples",
         ),
         ((["the", "bank"], 1), TypeError, r"pass a list.*\[\(\['the', 'bank'\], 1\)\]"),
+        (("the bank", 4.0, 8.0), TypeError, "X is a single sample"),
+        ((["the", "bank"], 1.0), TypeError, "X is a single sample"),
+        ({"text": "the bank", "start": 4, "end": 8}, TypeError, "X is a single sample"),
         (
             [{"text": "a", "start": 0, "end": 1, "tokens": ["a"], "index": 0}],
             ValueError,
