@@ -2,7 +2,10 @@
 
 import sys
 
-from .cli import main
-
 if __name__ == "__main__":
+    try:
+        from .cli import main  # imports torch and scikit-learn: seconds
+    except KeyboardInterrupt:
+        print("skbert: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

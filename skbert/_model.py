@@ -247,6 +247,12 @@ def _looks_like_path(source: str) -> bool:
 
 
 def _load_error(source: str, exc: BaseException) -> ValueError:
+    cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if Path(source).expanduser().is_dir():  # there, but not loadable
+        return ValueError(
+            f"Could not load model {source!r}: the directory's config, tokenizer or "
+            f"weights could not be read. Cause: {cause}"
+        )
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     return ValueError(
         f"Could not load model {source!r}: it is not a local directory, and not a "
@@ -258,8 +264,7 @@ def _load_error(source: str, exc: BaseException) -> ValueError:
         )
         + ". Pass the path of a directory that holds config.json, the tokenizer "
         "files and model.safetensors (e.g. one written by save_pretrained), or "
-        f"model=None for the bundled default model. Cause: {type(exc).__name__}: "
-        f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        f"model=None for the bundled default model. Cause: {cause}"
     )
 
 
@@ -442,7 +447,7 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
         model = AutoModel.from_pretrained(
             location, trust_remote_code=False, use_safetensors=True
         )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - e.g. SafetensorError of a damaged file
         raise _load_error(source, exc) from exc
     finally:
         if bar_was_enabled:

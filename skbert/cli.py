@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="OUT",
-        help="where to write the vectors: .npy or .parquet; replaced if it exists",
+        help="where to write the vectors: .npy or .parquet, in a directory that can "
+        "be written; replaced if it exists (but never the input file)",
     )
     embed.add_argument(
         "--column",
@@ -295,7 +296,12 @@ def _check_input(path: Path) -> None:
         raise CLIError(f"input {str(path)!r} is not a file.")
 
 
-def _check_output(path: Path) -> None:
+def _temporary_name(path: Path) -> Path:
+    """A new name next to ``path`` for writing it, hidden, unique to this call."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _check_output(path: Path, input_path: Path) -> None:
     if _suffix(path) not in OUTPUT_FORMATS:
         raise CLIError(
             f"cannot write {str(path)!r}: unknown output extension "
@@ -308,6 +314,19 @@ def _check_output(path: Path) -> None:
         raise CLIError(
             f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist."
         )
+    if path.exists() and os.path.samefile(path, input_path):
+        raise CLIError(
+            f"output {str(path)!r} is the input file; name another file, so the "
+            "texts are not replaced by their vectors."
+        )
+    probe = _temporary_name(path)  # what the output is first written as
+    try:
+        open(probe, "xb").close()
+        probe.unlink()
+    except OSError as error:
+        raise CLIError(
+            f"cannot write {str(path)!r}: {error.strerror or error}."
+        ) from None
 
 
 def _missing_column(path: Path, column: str, columns: Sequence[str]) -> CLIError:
@@ -354,6 +373,11 @@ def read_texts(path: Path, column: str) -> Any:
             na_filter=False,
             # an empty line is an empty cell of a one-column file: keep its row
             skip_blank_lines=False,
+            # but not the blank lines above the header
+            skiprows=_blank_lines_at_start(path),
+            # a row with a trailing comma must not turn its first cell into
+            # the index and shift every column
+            index_col=False,
         )
         return frame[column]
     import pyarrow.parquet as pq
@@ -361,7 +385,21 @@ def read_texts(path: Path, column: str) -> Any:
     names = pq.read_schema(path).names
     if column not in names:
         raise _missing_column(path, column, names)
-    return pd.read_parquet(path, columns=[column])[column]
+    # from arrow, ignoring the pandas metadata, which would make a column
+    # that was a DataFrame's index the index again
+    table = pq.read_table(path, columns=[column])
+    return table.to_pandas(ignore_metadata=True)[column]
+
+
+def _blank_lines_at_start(path: Path) -> int:
+    """The number of blank lines before the first line with text."""
+    n_blank = 0
+    with open(path, encoding="utf-8-sig", errors="replace", newline=None) as f:
+        for line in f:
+            if line.strip():
+                break
+            n_blank += 1
+    return n_blank
 
 
 def write_vectors(
@@ -404,9 +442,7 @@ class VectorWriter:
         self.n_rows = n_rows
         self.feature_names = [str(name) for name in feature_names]
         self.written = 0
-        self._tmp = path.with_name(
-            f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        )
+        self._tmp = _temporary_name(path)
         self._file = None
         self._parquet = None
 
@@ -485,7 +521,7 @@ def _chunks(texts: Any, size: int):
 
 def _embed(args: argparse.Namespace) -> int:
     _check_input(args.input)
-    _check_output(args.output)
+    _check_output(args.output, args.input)
 
     layers: str | int | list[int] = "auto"
     if args.layers is not None:
@@ -579,6 +615,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_USAGE)
     except (ValueError, TypeError, OSError, ImportError) as exc:
         return _fail(exc, EXIT_FAILURE)
+    except Exception as exc:  # noqa: BLE001 - any other failure: one line too
+        print(
+            f"skbert: error: {type(exc).__name__}: {_first_line(exc)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("skbert: interrupted", file=sys.stderr)
         return 130

@@ -466,3 +466,70 @@ def test_one_truncation_warning_for_the_whole_file(
         "truncated to their first tokens (a text repeated in the file counts once "
         "per chunk of 2 texts)."
     ]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        # a trailing comma on each row must not shift the columns
+        ("text,label\nhello world,1,\ngood day,0,\n", ["hello world", "good day"]),
+        # blank lines above the header are not rows; those below it are
+        ("\n\ntext,x\nhello,1\n\nworld,2\n", ["hello", "", "world"]),
+    ],
+)
+def test_csv_rows_stay_in_place(tmp_path, content, expected):
+    path = tmp_path / "texts.csv"
+    path.write_text(content)
+    assert skbert.cli.read_texts(path, "text").tolist() == expected
+
+
+def test_a_parquet_column_that_was_a_dataframe_index_is_read(tiny_bert, tmp_path):
+    path = tmp_path / "texts.parquet"
+    frame = pd.DataFrame({"body": ["x", "y"]}, index=pd.Index(["a", "b"], name="text"))
+    frame.to_parquet(path)
+    assert skbert.cli.read_texts(path, "text").tolist() == ["a", "b"]
+
+
+def test_output_that_is_the_input_is_a_usage_error(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.parquet"
+    pd.DataFrame({"text": ["a", "b"]}).to_parquet(path)
+    before = path.read_bytes()
+    status, _, stderr = _run(capsys, "embed", path, "-o", path, "--model", tiny_bert)
+    assert status == 2 and "is the input file" in stderr
+    assert path.read_bytes() == before
+
+
+def test_an_output_that_cannot_be_created_is_found_before_the_model_loads(
+    csv_file, tmp_path, capsys
+):
+    out = tmp_path / ("a" * 245 + ".npy")  # its temporary name is too long
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", out, "--model", tmp_path / "no-model"
+    )
+    assert status == 2 and stderr.count("\n") == 1
+    assert stderr.startswith("skbert: error: cannot write ") and "too long" in stderr
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_damaged_weights_file_is_one_line(tiny_bert, csv_file, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    status, stdout, stderr = _run(
+        capsys, "embed", csv_file, "-o", tmp_path / "o.npy", "--model", model
+    )
+    assert status == 1 and stdout == "" and stderr.count("\n") == 1
+    assert "the directory's config, tokenizer or weights could not be read" in stderr
+
+
+def test_any_other_failure_is_one_line(csv_file, tmp_path, capsys, monkeypatch):
+    def broken(path, column):
+        raise RuntimeError("something unexpected\nwith a second line")
+
+    monkeypatch.setattr(skbert.cli, "read_texts", broken)
+    status, _, stderr = _run(capsys, "embed", csv_file, "-o", tmp_path / "o.npy")
+    assert status == 1
+    assert stderr == "skbert: error: RuntimeError: something unexpected\n"
