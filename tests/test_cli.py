@@ -533,3 +533,19 @@ def test_any_other_failure_is_one_line(csv_file, tmp_path, capsys, monkeypatch):
     status, _, stderr = _run(capsys, "embed", csv_file, "-o", tmp_path / "o.npy")
     assert status == 1
     assert stderr == "skbert: error: RuntimeError: something unexpected\n"
+
+
+def test_ctrl_c_while_the_command_starts_is_not_a_traceback(capsys, monkeypatch):
+    # python -m skbert imports the command line (torch, scikit-learn) first
+    import runpy
+    import types
+
+    class Interrupted(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "skbert.cli", Interrupted("skbert.cli"))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("skbert", run_name="__main__")
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "skbert: interrupted\n"
