@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from ._model import parse_device
-from ._validation import check_params
+from ._validation import check_params, missing_message
 from .sentence import BertSentenceVectorizer
 
 __all__ = ["main"]
@@ -550,6 +550,17 @@ def _embed(args: argparse.Namespace) -> int:
     except ValueError as exc:  # InvalidParameterError is a ValueError too
         raise CLIError(str(exc)) from None
     texts = read_texts(args.input, args.column)
+    if args.handle_missing == "error" and hasattr(texts, "isna"):
+        missing = np.flatnonzero(texts.isna().to_numpy()).tolist()
+        if missing:  # said in the command line's words, not the estimator's
+            message = missing_message(
+                missing,
+                f"column {args.column!r}",
+                ", or pass --handle-missing empty to embed them as ''.",
+            )
+            raise ValueError(
+                message.format("text(s) (null cells, rows counted from 0)")
+            )
     start = time.perf_counter()
     n_texts = len(texts)
     n_cut = n_read = n_chunks = 0  # truncated texts and texts, over the chunks

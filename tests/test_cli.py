@@ -128,7 +128,11 @@ def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
     )
     assert status == 1
     assert stdout == ""
-    assert stderr.startswith("skbert: error: X contains 1 missing text(s)")
+    assert stderr == (
+        "skbert: error: column 'body' contains 1 missing text(s) (null cells, rows "
+        "counted from 0) at position(s) 1; drop or fill them first, or pass "
+        "--handle-missing empty to embed them as ''.\n"
+    )
     assert not out.exists()
 
     status, _, stderr = _run(
