@@ -322,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({first_s / second_s:.0f} x faster; target >= 20)"
     )
     print(f"  max abs diff cached vs uncached: {diff:.2e}")
+    memos = cache._token_bytes + cache._pooled_bytes  # within the same budget
     print(
-        f"  cache: {len(cache)} entries, {cache.n_bytes / 2**20:.0f} MiB of "
-        f"{cache.max_bytes / 2**20:.0f} MiB; peak RSS {_common.peak_rss_mb():.0f} MiB"
+        f"  cache: {len(cache)} entries, {cache.n_bytes / 2**20:.0f} MiB of states "
+        f"+ {memos / 2**20:.0f} MiB of memos, budget {cache.max_bytes / 2**20:.0f} "
+        f"MiB; peak RSS {_common.peak_rss_mb():.0f} MiB"
     )
     rows.append(
         {
@@ -334,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "speedup": first_s / second_s,
             "max_abs_diff": diff,
             "cache_mib": cache.n_bytes / 2**20,
+            "memo_mib": memos / 2**20,
             "budget_mib": cache.max_bytes / 2**20,
             "peak_rss_mb": _common.peak_rss_mb(),
         }
