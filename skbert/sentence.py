@@ -304,7 +304,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 UserWarning,
                 stacklevel=2,
             )
-        if self.pooling_ == "segment_mean" and not self.pairs:
+        # with views, each view that pools segment_mean is checked below
+        if self.views is None and self.pooling_ == "segment_mean" and not self.pairs:
             raise ValueError(
                 "pooling='segment_mean' needs sentence pairs; pass pairs=True, or "
                 "choose another pooling."
@@ -397,11 +398,11 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             return labels, records, ["segment"]
         texts, index = check_texts(X, handle_missing=self.handle_missing)
         labels = list(index) if index is not None else list(range(len(texts)))
-        if not texts:
-            return labels, [], []
+        windows = self._long_text.startswith("window")
+        if not texts:  # the same columns as for texts
+            return labels, [], ["window"] if windows else []
         if self._long_text in ("truncate_tail", "truncate_head_tail"):
             return labels, self._cut_records(tokenizer, texts), []
-        windows = self._long_text != "truncate"
         encoded = tokenizer(
             texts,
             truncation=True,

@@ -732,3 +732,22 @@ def test_feature_names_follow_the_fitted_views(tiny_bert):
     with_views.set_params(views=None)
     names = with_views.get_feature_names_out()
     assert list(names) == [f"{v}_{i}" for v in "xy" for i in range(32)]
+
+
+def test_tokenize_of_no_texts_has_the_same_columns(tiny_bert):
+    windows = BertSentenceVectorizer(model=tiny_bert, long_text="window").fit()
+    assert list(windows.tokenize([]).columns) == list(windows.tokenize(["a"]).columns)
+    assert "window" in windows.tokenize([]).columns
+
+
+def test_views_that_set_their_pooling_ignore_the_estimator_s(tiny_bert):
+    views = [{"pooling": "mean"}, {"pooling": "max"}]
+    vectorizer = BertSentenceVectorizer(
+        model=tiny_bert, pooling="segment_mean", views=views
+    )
+    assert vectorizer.fit_transform(["the cat sat"]).shape == (1, 64)
+    inherits = BertSentenceVectorizer(
+        model=tiny_bert, pooling="segment_mean", views=[{"layers": -1}]
+    )
+    with pytest.raises(ValueError, match="has pooling='segment_mean'"):
+        inherits.fit()
