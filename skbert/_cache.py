@@ -85,9 +85,10 @@ class TokenStateCache:
     Parameters
     ----------
     max_bytes : int
-        Memory budget for the token states and both memos together; states
-        are evicted, oldest use first, to stay within it. An entry larger
-        than the whole budget is not stored.
+        Memory budget for the token states and both memos together; pooled
+        rows, then tokenizations, then states are evicted, oldest use first,
+        to stay within it. An entry larger than the whole budget is not
+        stored.
     """
 
     persistent = False

@@ -369,13 +369,13 @@ def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
     and the dtype. Saving any of those files again changes it, so no cached
     token or state outlives the files it came from."""
     path = Path(location).expanduser()
-    directory = path if path.is_dir() else _hub_snapshot(location)
-    origin = str(path.resolve()) if path.is_dir() else location
-    files = []
-    if directory is not None:
-        files = _model_files(directory)
-        if not path.is_dir():
-            origin = f"{location}@{directory.name}"  # the snapshot's revision
+    if path.is_dir():
+        origin, directory = str(path.resolve()), path
+    else:
+        directory = _hub_snapshot(location)
+        # the snapshot's folder is named by its revision
+        origin = location if directory is None else f"{location}@{directory.name}"
+    files = [] if directory is None else _model_files(directory)
     return "|".join([origin, *files, str(device), str(torch_dtype)])
 
 
