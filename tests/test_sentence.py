@@ -751,3 +751,17 @@ def test_views_that_set_their_pooling_ignore_the_estimator_s(tiny_bert):
     )
     with pytest.raises(ValueError, match="has pooling='segment_mean'"):
         inherits.fit()
+
+
+def test_how_the_work_is_done_is_read_at_each_call(tiny_bert, capsys):
+    # the five parameters the user guide lists as read by every call
+    texts = ["the cat sat", "a dog barked", "hello world"]
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, progress_bar=False).fit()
+    expected = vectorizer.transform(texts)
+    vectorizer.set_params(batch_size=1, max_batch_tokens=None, cache=None)
+    np.testing.assert_allclose(vectorizer.transform(texts), expected, atol=1e-6)
+    assert vectorizer.transform_stats_["n_batches"] == 3
+    vectorizer.set_params(handle_missing="empty", progress_bar=True)
+    capsys.readouterr()
+    assert vectorizer.transform(texts + [None]).shape == (4, 32)
+    assert "skbert" in capsys.readouterr().err  # the progress bar
