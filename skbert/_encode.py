@@ -9,6 +9,8 @@ batch starts. Rows come back in the caller's order.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import hashlib
@@ -522,6 +524,82 @@ def _show_progress(progress_bar: bool | None) -> bool:
     return progress_bar
 
 
+# the bar that every call inside shared_progress advances (the CLI's file)
+_SHARED_BAR: contextvars.ContextVar = contextvars.ContextVar(
+    "skbert_progress_bar", default=None
+)
+
+
+def _new_bar(total: int, progress_bar: bool | None):
+    return tqdm(
+        total=total,
+        disable=not _show_progress(progress_bar),
+        unit="text",
+        desc="skbert",
+    )
+
+
+@contextlib.contextmanager
+def shared_progress(total: int, progress_bar: bool | None) -> Iterator[None]:
+    """One progress bar over ``total`` texts for every call made inside.
+
+    The command line embeds a file in chunks, one ``transform`` each; inside
+    this context they all advance the same bar instead of one bar per chunk.
+    """
+    with _new_bar(total, progress_bar) as bar:
+        token = _SHARED_BAR.set(bar)
+        try:
+            yield
+        finally:
+            _SHARED_BAR.reset(token)
+
+
+@contextlib.contextmanager
+def text_progress(total: int, progress_bar: bool | None) -> Iterator[tqdm]:
+    """A bar over the ``total`` texts of one call, or the shared one."""
+    shared = _SHARED_BAR.get()
+    if shared is not None:
+        yield shared
+        return
+    with _new_bar(total, progress_bar) as bar:
+        yield bar
+
+
+class TextCounter:
+    """Advance a bar over texts as the model rows that stand for them finish.
+
+    ``row_texts[r]`` is how many texts row ``r`` stands for: a text read in
+    three windows gives each of them a third, a text that appears twice in
+    the call gives its row 2. The bar moves in whole texts.
+    """
+
+    def __init__(self, bar: tqdm, row_texts: np.ndarray):
+        self.bar = bar
+        self.row_texts = row_texts
+        self.done = 0.0
+        self.shown = 0
+
+    def rows_done(self, rows: np.ndarray) -> None:
+        self.done += float(self.row_texts[rows].sum())
+        step = int(self.done + 1e-6) - self.shown  # a text counts once finished
+        if step > 0:
+            self.bar.update(step)
+            self.shown += step
+
+
+def texts_per_row(text_of_row: np.ndarray | None, copies: np.ndarray) -> np.ndarray:
+    """Per model row, the texts it stands for (see :class:`TextCounter`).
+
+    ``copies[t]`` counts the occurrences of text ``t``; ``text_of_row`` maps
+    windows to their text (None: one row per text).
+    """
+    copies = copies.astype(np.float64)
+    if text_of_row is None:
+        return copies
+    windows = np.bincount(text_of_row, minlength=len(copies))
+    return copies[text_of_row] / windows[text_of_row]
+
+
 # distinct texts tokenized at once by encode_texts
 CHUNK_TEXTS = 8192
 
@@ -665,7 +743,6 @@ def iter_batches(
     layer_combine: str,
     device: torch.device,
     batch_size: int | None,
-    progress_bar: bool | None = None,
     cache=None,
     stats: dict[str, int] | None = None,
     keep: bool | None = None,
@@ -684,8 +761,6 @@ def iter_batches(
     device : torch.device
     batch_size : int or None
         Most rows per model batch (None: no limit); see :func:`batch_rows`.
-    progress_bar : bool or None
-        None shows a bar only when stderr is a terminal.
     cache : TokenStateCache, DiskCache or None
         Rows found in the cache skip the model; the others run it, and the
         states of every layer up to the deepest in ``layers`` are stored. The
@@ -737,15 +812,7 @@ def iter_batches(
             run_layers = list(range(deepest + 1))
         if stats is not None:
             stats["cache_hits"] = stats.get("cache_hits", 0) + len(hits)
-    with (
-        torch.inference_mode(),
-        tqdm(
-            total=n,
-            disable=not _show_progress(progress_bar),
-            unit="text",
-            desc="skbert",
-        ) as bar,
-    ):
+    with torch.inference_mode():
         stored: deque = deque()  # CUDA: (rows, pinned host states, event)
         n_yielded = 0
 
@@ -800,7 +867,6 @@ def iter_batches(
                     ),
                 )
             )
-            bar.update(len(rows))
         for rows, host, event in stored:
             event.synchronize()
             _store_states(cache, keys, lengths, rows, host, keep)
@@ -822,7 +888,6 @@ def iter_batches(
                     device,
                 )
             )
-            bar.update(len(rows))
 
 
 def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -937,61 +1002,70 @@ def encode_texts(
     stats = {"cache_hits": 0, "n_tokens": 0, "n_truncated": 0}
     stats.update(n_windowed=0, n_windows=0, n_batches=0, n_padded_tokens=0)
     keep = None
+    copies = np.bincount(inverse, minlength=len(unique))  # per distinct text
     # chunks of texts bound what tokenization holds at once (~0.4 GiB for
     # 100,000 texts); within a chunk, batches are length-sorted
-    for start in range(0, len(unique), CHUNK_TEXTS):
-        chunk = unique[start : start + CHUNK_TEXTS]
-        if cache is not None:
-            tokenized = tokenize_cached(
-                cache,
+    with text_progress(len(keys), progress_bar) as bar:
+        for start in range(0, len(unique), CHUNK_TEXTS):
+            chunk = unique[start : start + CHUNK_TEXTS]
+            if cache is not None:
+                tokenized = tokenize_cached(
+                    cache,
+                    loaded,
+                    chunk,
+                    pairs=texts_b is not None,
+                    max_length=max_length,
+                    long_text=long_text,
+                    stride=stride,
+                )
+                if keep is None and len(unique) > len(chunk):
+                    # a call's states that could not all stay in memory keep none
+                    # there (an LRU scan larger than itself evicts all before reuse)
+                    n_tokens = sum(len(ids) for ids in tokenized.input_ids)
+                    size = n_tokens * len(unique) / len(chunk)
+                    size *= (max(layers) + 1) * loaded.hidden_size * 4
+                    keep = size <= cache.max_bytes
+            elif texts_b is None:
+                tokenized = tokenize(
+                    loaded.tokenizer, chunk, max_length, long_text, stride
+                )
+            else:
+                tokenized = tokenize_pairs(
+                    loaded.tokenizer,
+                    [a for a, _ in chunk],
+                    [b for _, b in chunk],
+                    max_length,
+                )
+            _encode_tokenized(
                 loaded,
-                chunk,
-                pairs=texts_b is not None,
-                max_length=max_length,
+                tokenized,
+                out[start : start + len(chunk)],
+                layers=layers,
+                layer_combine=layer_combine,
+                pool=pool,
+                n_features=n_features,
+                device=device,
+                batch_size=batch_size,
+                max_batch_tokens=max_batch_tokens,
+                progress=TextCounter(
+                    bar,
+                    texts_per_row(
+                        tokenized.text_of_row, copies[start : start + len(chunk)]
+                    ),
+                ),
                 long_text=long_text,
-                stride=stride,
+                cache=cache,
+                pool_key=pool_key,
+                keep=keep,
+                stats=stats,
             )
-            if keep is None and len(unique) > len(chunk):
-                # a call's states that could not all stay in memory keep none
-                # there (an LRU scan larger than itself evicts all before reuse)
-                n_tokens = sum(len(ids) for ids in tokenized.input_ids)
-                size = n_tokens * len(unique) / len(chunk)
-                size *= (max(layers) + 1) * loaded.hidden_size * 4
-                keep = size <= cache.max_bytes
-        elif texts_b is None:
-            tokenized = tokenize(loaded.tokenizer, chunk, max_length, long_text, stride)
-        else:
-            tokenized = tokenize_pairs(
-                loaded.tokenizer,
-                [a for a, _ in chunk],
-                [b for _, b in chunk],
-                max_length,
-            )
-        _encode_tokenized(
-            loaded,
-            tokenized,
-            out[start : start + len(chunk)],
-            layers=layers,
-            layer_combine=layer_combine,
-            pool=pool,
-            n_features=n_features,
-            device=device,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            progress_bar=progress_bar,
-            long_text=long_text,
-            cache=cache,
-            pool_key=pool_key,
-            keep=keep,
-            stats=stats,
-        )
-        stats["n_tokens"] += sum(len(ids) for ids in tokenized.input_ids)
-        stats["n_truncated"] += tokenized.n_truncated
-        stats["n_windowed"] += tokenized.n_windowed
-        stats["n_windows"] += len(tokenized.input_ids)
-        del tokenized
-        if len(unique) > CHUNK_TEXTS:  # a long call: keep its heap from growing
-            release_freed_memory()
+            stats["n_tokens"] += sum(len(ids) for ids in tokenized.input_ids)
+            stats["n_truncated"] += tokenized.n_truncated
+            stats["n_windowed"] += tokenized.n_windowed
+            stats["n_windows"] += len(tokenized.input_ids)
+            del tokenized
+            if len(unique) > CHUNK_TEXTS:  # a long call: keep its heap from growing
+                release_freed_memory()
     stats = {
         **stats,
         "n_texts": len(keys),
@@ -1033,7 +1107,7 @@ def _encode_tokenized(
     device: torch.device,
     batch_size: int | None,
     max_batch_tokens: int | None,
-    progress_bar: bool | None,
+    progress: TextCounter,
     long_text: str,
     cache,
     pool_key: tuple | None,
@@ -1044,7 +1118,8 @@ def _encode_tokenized(
 
     ``out`` has shape (n_texts, n_features). Unless long texts run in windows
     (a row per window, aggregated at the end), rows are texts and pool
-    straight into ``out``: no chunk buffer.
+    straight into ``out``: no chunk buffer. ``progress`` advances as rows
+    are pooled or found pooled in the cache.
     """
     n_rows = len(tokenized.input_ids)
     if tokenized.text_of_row is None:
@@ -1061,10 +1136,12 @@ def _encode_tokenized(
             rows_out[done] = np.stack([f for f in found if f is not None])
             stats["cache_hits"] += int(done.sum())
             todo = np.flatnonzero(~done)
+            progress.rows_done(np.flatnonzero(done))
 
     def store(rows: np.ndarray, pooled: np.ndarray) -> None:
         rows = rows if todo is None else todo[rows]
         rows_out[rows] = pooled
+        progress.rows_done(rows)
         if memo and stats.get("cache_kept", True):
             cache.put_pooled(
                 [tokenized.row_keys[r] for r in rows],
@@ -1082,7 +1159,6 @@ def _encode_tokenized(
         device=device,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
-        progress_bar=progress_bar,
         cache=cache,
         stats=stats,
         keep=keep,
@@ -1498,22 +1574,12 @@ def encode_token_groups(
     member_position = member_position[order]
     window_ptr = np.searchsorted(member_window, np.arange(len(window_doc) + 1))
 
-    for batch in iter_batches(
-        loaded,
-        Tokenized(input_ids, special, 0),
-        layers=sorted({layer for layers, _, _ in views for layer in layers}),
-        layer_combine="mean",
-        device=device,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        progress_bar=progress_bar,
-        cache=cache,
-        stats=stats,
-    ):
+    def pool_groups(batch: Batch) -> None:
+        """Pool the groups of the windows of ``batch`` into ``out``."""
         rows = batch.rows
         members = _segments(window_ptr[rows], window_ptr[rows + 1])
         if len(members) == 0:
-            continue
+            return
         seq_len = int(batch.attention_mask.shape[1])
         local_row = np.repeat(
             np.arange(len(rows)), window_ptr[rows + 1] - window_ptr[rows]
@@ -1536,4 +1602,21 @@ def encode_token_groups(
             )
         pooled = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         out[group_id[groups]] = pooled.cpu().numpy()
+
+    n_texts = len(np.unique(window_doc))
+    with text_progress(n_texts, progress_bar) as bar:
+        progress = TextCounter(bar, texts_per_row(window_doc, np.ones(len(docs))))
+        for batch in iter_batches(
+            loaded,
+            Tokenized(input_ids, special, 0),
+            layers=sorted({layer for layers, _, _ in views for layer in layers}),
+            layer_combine="mean",
+            device=device,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            cache=cache,
+            stats=stats,
+        ):
+            pool_groups(batch)
+            progress.rows_done(batch.rows)
     return out

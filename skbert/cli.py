@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
+from ._encode import shared_progress
 from ._model import parse_device
 from ._validation import check_params, missing_message
 from .sentence import BertSentenceVectorizer
@@ -570,7 +571,10 @@ def _embed(args: argparse.Namespace) -> int:
             vectorizer.fit(texts)  # checks every text, with its position
             names = vectorizer.get_feature_names_out()
             # chunk by chunk: only one chunk of vectors is ever in memory
-            with VectorWriter(args.output, n_texts, names) as writer:
+            with (
+                VectorWriter(args.output, n_texts, names) as writer,
+                shared_progress(n_texts, args.progress_bar),  # one bar, not per chunk
+            ):
                 for chunk in _chunks(texts, CHUNK_SIZE):
                     writer.write(vectorizer.transform(chunk))
                     n_cut += vectorizer.transform_stats_["n_truncated"]

@@ -7,6 +7,7 @@ temporary directory, so tests run the real ``from_pretrained`` path offline.
 from __future__ import annotations
 
 import os
+import re
 import string
 
 import pytest
@@ -146,3 +147,13 @@ def tiny_roberta(tmp_path_factory):
     torch.manual_seed(0)
     RobertaModel(config).eval().save_pretrained(directory)
     return directory
+
+
+@pytest.fixture
+def bar_counts():
+    """Read tqdm's output: the (done, total) of every state a bar printed."""
+
+    def counts(stderr: str) -> list[tuple[int, int]]:
+        return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+) \[", stderr)]
+
+    return counts

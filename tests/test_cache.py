@@ -857,3 +857,15 @@ def test_a_call_over_the_budget_keeps_none_of_the_states_it_computes(
     assert other.transform_stats_["cache_hits"] == len(first)
     assert other.transform_stats_["cache_kept"] is False
     assert list(tight._entries) == kept
+
+
+def test_texts_found_pooled_in_the_cache_advance_the_progress_bar(
+    tiny_bert, capsys, bar_counts
+):
+    texts = ["the cat sat", "a dog barked", "the cat sat", "hello world"]
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, progress_bar=True).fit()
+    vectorizer.transform(texts)
+    capsys.readouterr()
+    vectorizer.transform(texts)  # every vector from the pooled memo
+    assert vectorizer.transform_stats_["cache_hits"] == 3
+    assert bar_counts(capsys.readouterr().err)[-1] == (4, 4)

@@ -243,6 +243,22 @@ def test_progress_bar_on_request(tiny_bert, csv_file, tmp_path, capsys):
     assert "text/s" in stderr
 
 
+def test_one_progress_bar_for_the_whole_file(
+    tiny_bert, tmp_path, capsys, monkeypatch, bar_counts
+):
+    monkeypatch.setattr(skbert.cli, "CHUNK_SIZE", 2)
+    path = tmp_path / "texts.txt"
+    path.write_text("the cat sat on the bank\na dog\nthe robber was seen\nhi\nyes\n")
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", out, "--model", tiny_bert, "--progress"
+    )
+    assert status == 0, stderr
+    counts = bar_counts(stderr)
+    assert {total for _, total in counts} == {5}  # not one bar per chunk of 2
+    assert counts[-1] == (5, 5)
+
+
 def test_existing_output_is_replaced(tiny_bert, csv_file, tmp_path, capsys):
     out = tmp_path / "vectors.npy"
     out.write_bytes(b"old")

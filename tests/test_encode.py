@@ -27,7 +27,7 @@ TEXTS = [
 ]
 
 
-def _encode(path, texts, batch_size, max_length=64, max_batch_tokens=None):
+def _encode(path, texts, batch_size, max_length=64, max_batch_tokens=None, **kwargs):
     loaded = load_model(str(path), CPU)
     return encode_texts(
         loaded,
@@ -40,6 +40,7 @@ def _encode(path, texts, batch_size, max_length=64, max_batch_tokens=None):
         device=CPU,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
+        **kwargs,
     )
 
 
@@ -243,6 +244,33 @@ def test_a_call_of_several_chunks_gives_freed_memory_back_after_each(
     got, _ = _encode(tiny_bert, TEXTS[:3], batch_size=2)  # one chunk: no trim
     assert not released
     np.testing.assert_allclose(got, expected[:3], atol=1e-5)
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "window"])
+def test_one_progress_bar_counts_every_text_of_a_call(
+    tiny_bert, monkeypatch, capsys, bar_counts, long_text
+):
+    import skbert._encode as encode
+
+    monkeypatch.setattr(encode, "CHUNK_TEXTS", 3)
+    texts = TEXTS + TEXTS[:2]  # 9 texts, 7 distinct: 3 chunks
+    capsys.readouterr()
+    _, stats = _encode(
+        tiny_bert,
+        texts,
+        batch_size=2,
+        max_length=8,
+        long_text=long_text,
+        stride=2,
+        progress_bar=True,
+    )
+    windowed = long_text == "window"
+    assert stats["n_windows"] > 7 if windowed else stats["n_windows"] == 7
+    counts = bar_counts(capsys.readouterr().err)
+    # one bar over the 9 texts, not one per chunk of 3 or per window
+    assert {total for _, total in counts} == {9}
+    assert counts[-1] == (9, 9)
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
 
 
 def test_a_chunk_gives_freed_memory_back_every_trim_batches(tiny_bert, monkeypatch):

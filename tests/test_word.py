@@ -536,6 +536,23 @@ LONG_WORDS = (
 ).split()  # 29 words, one token each in the tiny vocab
 
 
+def test_one_progress_bar_counts_the_texts_read_in_windows(
+    tiny_bert, capsys, bar_counts
+):
+    texts = [LONG_WORDS, LONG_WORDS[:5], LONG_WORDS[3:]]
+    samples = [(text, i) for text in texts for i in range(len(text))]
+    vectorizer = BertWordVectorizer(
+        model=str(tiny_bert), max_length=8, device="cpu", progress_bar=True
+    ).fit()
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="2 of 3 distinct texts were longer"):
+        vectorizer.transform(samples)
+    assert vectorizer.transform_stats_["n_windows"] > 3
+    counts = bar_counts(capsys.readouterr().err)
+    assert {total for _, total in counts} == {3}  # texts, not windows
+    assert counts[-1] == (3, 3)
+
+
 def test_long_text_keeps_the_target_in_a_centred_window(tiny_bert):
     text = " ".join(LONG_WORDS * 2)  # 58 tokens
     tokenizer, _ = _reference(str(tiny_bert))
