@@ -75,11 +75,17 @@ def bundled_model_path() -> Path:
 def resolve_device(device: str) -> torch.device:
     """Resolve ``"auto"`` (cuda, then mps, then cpu) or check an explicit device.
 
+    A CUDA device without an index gets the current one (``"cuda"`` becomes
+    ``"cuda:0"`` unless another GPU was made current): the model's inputs
+    then go where its weights are, even from a thread or after
+    ``torch.cuda.set_device`` changed the current GPU, and ``"auto"``,
+    ``"cuda"`` and ``"cuda:0"`` share one loaded model and one cache.
+
     Raises ``ValueError`` when an explicit device is not available.
     """
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -91,7 +97,9 @@ def resolve_device(device: str) -> torch.device:
                 f"device={device!r} was requested but torch.cuda.is_available() is "
                 "False; use device='cpu' or 'auto'."
             )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        if resolved.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        if resolved.index >= torch.cuda.device_count():
             raise ValueError(
                 f"device={device!r} was requested but only "
                 f"{torch.cuda.device_count()} CUDA device(s) are visible; use "

@@ -26,6 +26,19 @@ def test_resolve_device_unavailable_cuda_is_value_error(device):
         resolve_device(device)
 
 
+def test_resolve_device_gives_cuda_the_index_of_the_current_gpu(monkeypatch):
+    # without an index the model would go to the GPU current at load and the
+    # inputs to the one current at transform (another thread, set_device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    for device in ("auto", "cuda", "cuda:1"):
+        assert resolve_device(device) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="only 2 CUDA device"):
+        resolve_device("cuda:2")
+
+
 @pytest.mark.parametrize("device", ["gpu", "tpu", "cpux"])
 def test_resolve_device_rejects_unknown(device):
     with pytest.raises(ValueError, match=f"device='{device}'"):
