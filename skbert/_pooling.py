@@ -122,8 +122,10 @@ def pool_tokens(
     if how in ("mean", "mean_sqrt_len"):
         summed = (embeddings * mask).sum(dim=1)
         if how == "mean":
-            return summed / count.clamp(min=1e-9)
-        return summed / count.sqrt().clamp(min=1e-9)
+            # counts are whole: clamping at 1 only spares an empty sequence's
+            # 0 / 0 (a clamp at 1e-9 would underflow to 0 in float16)
+            return summed / count.clamp(min=1.0)
+        return summed / count.sqrt().clamp(min=1.0)
     if how == "max":
         filled = embeddings.masked_fill(mask == 0, float("-inf"))
         pooled = filled.max(dim=1).values
@@ -140,7 +142,8 @@ def pool_tokens(
         seq_len = token_mask.shape[1]
         positions = torch.arange(seq_len, device=token_mask.device)
         last = (token_mask.bool() * positions).amax(dim=1)
-        pooled = embeddings[torch.arange(embeddings.shape[0]), last]
+        batch = torch.arange(embeddings.shape[0], device=embeddings.device)
+        pooled = embeddings[batch, last]
         return pooled.masked_fill(count == 0, 0.0)
     raise ValueError(f"how must be one of {POOLINGS}, got {how!r}.")
 
@@ -188,25 +191,6 @@ def pool_subwords(
         )
     if n_words is None:
         n_words = int(ids.max().item()) + 1 if ids.numel() else 0
-    keep = ids >= 0
-    tokens = flat[keep]
-    ids = ids[keep]
-    count = torch.bincount(ids, minlength=n_words)[:n_words]
-    empty = (count == 0).unsqueeze(-1)
-    if how in ("mean", "sum"):
-        summed = torch.zeros((n_words, hidden), dtype=flat.dtype, device=flat.device)
-        summed.index_add_(0, ids, tokens)
-        if how == "sum":
-            return summed
-        return summed / count.unsqueeze(-1).to(flat.dtype).clamp(min=1e-9)
-    if how == "max":
-        pooled = torch.full(
-            (n_words, hidden), float("-inf"), dtype=flat.dtype, device=flat.device
-        )
-        pooled.scatter_reduce_(
-            0, ids.unsqueeze(-1).expand(-1, hidden), tokens, reduce="amax"
-        )
-        return pooled.masked_fill(empty, 0.0)
     if how == "first_last":
         return torch.cat(
             (
@@ -215,14 +199,37 @@ def pool_subwords(
             ),
             dim=-1,
         )
+    # tokens of no word go to one more bucket, dropped at the end: selecting
+    # them out by a boolean mask would wait for a GPU to count them
+    ids = torch.where(ids >= 0, ids, n_words)
+    buckets = n_words + 1
+    count = torch.zeros(buckets, dtype=torch.long, device=flat.device)
+    count = count.index_add_(0, ids, torch.ones_like(ids))[:n_words]
+    empty = (count == 0).unsqueeze(-1)
+    if how in ("mean", "sum"):
+        summed = torch.zeros((buckets, hidden), dtype=flat.dtype, device=flat.device)
+        summed = summed.index_add_(0, ids, flat)[:n_words]
+        if how == "sum":
+            return summed
+        return summed / count.unsqueeze(-1).clamp(min=1).to(flat.dtype)
+    if how == "max":
+        pooled = torch.full(
+            (buckets, hidden), float("-inf"), dtype=flat.dtype, device=flat.device
+        )
+        pooled.scatter_reduce_(
+            0, ids.unsqueeze(-1).expand(-1, hidden), flat, reduce="amax"
+        )
+        return pooled[:n_words].masked_fill(empty, 0.0)
     # "first" or "last": the position of the word's first or last piece
-    positions = torch.arange(ids.shape[0], device=flat.device)
+    n_tokens = ids.shape[0]
+    positions = torch.arange(n_tokens, device=flat.device)
     if how == "first":
-        pick = torch.full((n_words,), ids.shape[0], device=flat.device)
+        pick = torch.full((buckets,), n_tokens, device=flat.device)
         pick.scatter_reduce_(0, ids, positions, reduce="amin")
     else:
-        pick = torch.full((n_words,), -1, device=flat.device)
+        pick = torch.full((buckets,), -1, device=flat.device)
         pick.scatter_reduce_(0, ids, positions, reduce="amax")
-    padded = torch.cat((tokens, tokens.new_zeros((1, hidden))), dim=0)
-    pick = pick.masked_fill(count == 0, ids.shape[0])  # the row of zeros
-    return padded[pick]
+    # a word with no piece picks token 0, then zeros (no token at all: zeros)
+    pick = pick[:n_words].clamp(0, max(n_tokens - 1, 0))
+    picked = flat[pick] if n_tokens else flat.new_zeros((n_words, hidden))
+    return picked.masked_fill(empty, 0.0)

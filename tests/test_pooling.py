@@ -88,6 +88,17 @@ def test_pool_tokens_empty_mask_gives_finite_zeros(embeddings, how):
     assert pooled[0].eq(0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("how", ["mean", "max", "mean_max", "last", "mean_sqrt_len"])
+def test_pool_tokens_empty_mask_gives_zeros_in_half_precision(embeddings, how, dtype):
+    mask = torch.tensor([[0, 0, 0], [1, 1, 0]])
+    pooled = pool_tokens(embeddings.to(dtype), mask, how)
+    assert pooled.dtype == dtype
+    assert pooled[0].eq(0).all()  # 1e-9 underflows in float16: 0 / 0 was NaN
+    expected = pool_tokens(embeddings, mask, how)[1]
+    torch.testing.assert_close(pooled[1].float(), expected, atol=1e-2, rtol=1e-2)
+
+
 def test_pool_tokens_rejects_unknown(embeddings, mask):
     with pytest.raises(ValueError, match="how must be one of"):
         pool_tokens(embeddings, mask, "avg")
