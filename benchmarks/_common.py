@@ -279,7 +279,10 @@ def git_commit() -> dict[str, Any]:
             ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
         )
 
-    head = git("rev-parse", "--short", "HEAD")
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+    except OSError:  # no git on this machine (a bare GPU machine, say)
+        return {"commit": None, "skbert_modified": None}
     if head.returncode != 0:
         return {"commit": None, "skbert_modified": None}
     modified = git("status", "--porcelain", "--", "skbert").stdout.strip() != ""

@@ -3,8 +3,9 @@
 Texts are deduplicated, tokenized once with the fast tokenizer, sorted by
 token length and cut into batches padded only to their own longest member.
 Each batch runs under ``torch.inference_mode``, stops after the deepest
-requested layer, is pooled on the device and moved to the CPU before the next
-batch starts. Rows come back in the caller's order.
+requested layer and is pooled on the device; from a GPU the pooled rows are
+copied to the host without waiting (:class:`HostCopies`). Rows come back in
+the caller's order.
 """
 
 from __future__ import annotations
@@ -637,6 +638,51 @@ TRIM_BATCHES = 32
 HIT_TOKENS = 4096
 
 
+# device-to-host copies in flight at most before the oldest is waited for: each
+# holds a batch's pooled rows or states in pinned memory
+MAX_COPIES_IN_FLIGHT = 4
+
+
+class HostCopies:
+    """Copy device tensors to the host without waiting; hand each over when done.
+
+    ``put(key, tensor)``: from CUDA, ``tensor`` is copied into pinned host
+    memory with ``non_blocking=True`` and ``deliver(key, host)`` is called once
+    the copy's event has completed: checked at each ``put``, waited for when
+    more than ``MAX_COPIES_IN_FLIGHT`` copies are pending, and at ``finish``.
+    From other devices the copy is made and delivered at once. Keys are
+    delivered in the order they were put.
+    """
+
+    def __init__(self, deliver: Callable[[object, torch.Tensor], None]):
+        self.deliver = deliver
+        self.pending: deque = deque()  # (key, pinned host tensor, event)
+
+    def put(self, key, tensor: torch.Tensor) -> None:
+        if not tensor.is_cuda:
+            self.deliver(key, tensor.cpu())
+            return
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(tensor.device))
+        self.pending.append((key, host, event))
+        while self.pending and (
+            len(self.pending) > MAX_COPIES_IN_FLIGHT or self.pending[0][2].query()
+        ):
+            self._deliver_oldest()
+
+    def finish(self) -> None:
+        """Wait for the copies still in flight and deliver them."""
+        while self.pending:
+            self._deliver_oldest()
+
+    def _deliver_oldest(self) -> None:
+        key, host, event = self.pending.popleft()
+        event.synchronize()  # returns at once when the copy has completed
+        self.deliver(key, host)
+
+
 # A model batch costs about as much as this many more padded tokens (launch
 # overhead, smaller matrix products): the price of a split in ``batch_rows``.
 BATCH_COST_TOKENS = 64
@@ -766,8 +812,9 @@ def iter_batches(
         states of every layer up to the deepest in ``layers`` are stored. The
         rows that run the model come first, in batches of ``batch_size``;
         the rows read from the cache follow, in batches of up to
-        ``HIT_TOKENS`` padded tokens. On CUDA the states are copied to the
-        host without waiting and stored once the copy has finished.
+        ``HIT_TOKENS`` padded tokens, on the CPU where the states are. On
+        CUDA the states are copied to the host without waiting and stored
+        once the copy has finished (:class:`HostCopies`).
     stats : dict or None
         ``stats["cache_hits"]`` is increased by the rows found in the cache;
         ``stats["cache_kept"]`` says whether the rows' states are kept in
@@ -813,7 +860,9 @@ def iter_batches(
         if stats is not None:
             stats["cache_hits"] = stats.get("cache_hits", 0) + len(hits)
     with torch.inference_mode():
-        stored: deque = deque()  # CUDA: (rows, pinned host states, event)
+        stored = HostCopies(
+            lambda rows, host: _store_states(cache, keys, lengths, rows, host, keep)
+        )
         n_yielded = 0
 
         def counted(batch: Batch) -> Batch:
@@ -841,17 +890,7 @@ def iter_batches(
             states = forward_hidden_states(loaded, inputs, run_layers)
             if cache is not None and store:
                 stacked = torch.stack([states[i] for i in run_layers], dim=2)
-                stacked = stacked.to(torch.float32)
-                if stacked.is_cuda:  # no wait: store once the copy is done
-                    host = torch.empty(stacked.shape, pin_memory=True)
-                    host.copy_(stacked, non_blocking=True)
-                    event = torch.cuda.Event()
-                    event.record(torch.cuda.current_stream(stacked.device))
-                    stored.append((rows, host, event))
-                else:
-                    _store_states(cache, keys, lengths, rows, stacked, keep)
-                while stored and stored[0][2].query():
-                    _store_states(cache, keys, lengths, *stored.popleft()[:2], keep)
+                stored.put(rows, stacked.to(torch.float32))  # no wait on CUDA
             yield counted(
                 Batch(
                     rows=rows,
@@ -867,9 +906,7 @@ def iter_batches(
                     ),
                 )
             )
-        for rows, host, event in stored:
-            event.synchronize()
-            _store_states(cache, keys, lengths, rows, host, keep)
+        stored.finish()
         start = 0
         while start < len(hits):
             # longest first: as many rows as fit HIT_TOKENS at this length
@@ -885,7 +922,7 @@ def iter_batches(
                     entries,
                     layers,
                     layer_combine,
-                    device,
+                    torch.device("cpu"),  # pooled where the states are
                 )
             )
 
@@ -1150,7 +1187,7 @@ def _encode_tokenized(
                 [layouts[r] for r in rows],
             )
 
-    pending: deque = deque()  # CUDA only: (rows, pinned host tensor, event)
+    copies = HostCopies(lambda rows, host: store(rows, host.numpy()))
     for batch in iter_batches(
         loaded,
         tokenized if todo is None else _subset(tokenized, todo),
@@ -1163,21 +1200,8 @@ def _encode_tokenized(
         stats=stats,
         keep=keep,
     ):
-        pooled = pool(batch).float()
-        if pooled.is_cuda:  # copy back without waiting; the CPU path is below
-            host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
-            host.copy_(pooled, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(pooled.device))
-            pending.append((batch.rows, host, event))
-            while pending and pending[0][2].query():
-                rows, host, _ = pending.popleft()
-                store(rows, host.numpy())
-        else:
-            store(batch.rows, pooled.cpu().numpy())
-    for rows, host, event in pending:
-        event.synchronize()
-        store(rows, host.numpy())
+        copies.put(batch.rows, pool(batch).float())  # no wait on CUDA
+    copies.finish()
     if cache is not None and stats.get("cache_kept", True):
         remember_tokens(cache, tokenized)
     if tokenized.text_of_row is None:
@@ -1574,20 +1598,21 @@ def encode_token_groups(
     member_position = member_position[order]
     window_ptr = np.searchsorted(member_window, np.arange(len(window_doc) + 1))
 
-    def pool_groups(batch: Batch) -> None:
-        """Pool the groups of the windows of ``batch`` into ``out``."""
+    def pool_groups(batch: Batch) -> tuple[np.ndarray, torch.Tensor] | None:
+        """The groups of the windows of ``batch`` and their pooled vectors."""
         rows = batch.rows
         members = _segments(window_ptr[rows], window_ptr[rows + 1])
         if len(members) == 0:
-            return
+            return None
         seq_len = int(batch.attention_mask.shape[1])
         local_row = np.repeat(
             np.arange(len(rows)), window_ptr[rows + 1] - window_ptr[rows]
         )
         flat_index = local_row * seq_len + member_position[members]
         groups, local_group = np.unique(member_group[members], return_inverse=True)
-        flat_index = torch.from_numpy(flat_index).to(batch.attention_mask.device)
-        local_group = torch.from_numpy(local_group.reshape(-1)).to(flat_index.device)
+        on = batch.attention_mask.device
+        flat_index = _upload(flat_index, on)
+        local_group = _upload(local_group.reshape(-1), on)
         blocks = []
         for layers, layer_combine, subword_pooling in views:
             embeddings = batch.combined(layers, layer_combine)
@@ -1600,12 +1625,17 @@ def encode_token_groups(
                     n_words=len(groups),
                 )
             )
-        pooled = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-        out[group_id[groups]] = pooled.cpu().numpy()
+        return groups, blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+
+    def deliver(key: tuple[np.ndarray, np.ndarray], pooled: torch.Tensor) -> None:
+        groups, rows = key
+        out[group_id[groups]] = pooled.numpy()
+        progress.rows_done(rows)
 
     n_texts = len(np.unique(window_doc))
     with text_progress(n_texts, progress_bar) as bar:
         progress = TextCounter(bar, texts_per_row(window_doc, np.ones(len(docs))))
+        copies = HostCopies(deliver)
         for batch in iter_batches(
             loaded,
             Tokenized(input_ids, special, 0),
@@ -1617,6 +1647,10 @@ def encode_token_groups(
             cache=cache,
             stats=stats,
         ):
-            pool_groups(batch)
-            progress.rows_done(batch.rows)
+            pooled = pool_groups(batch)
+            if pooled is None:
+                progress.rows_done(batch.rows)
+            else:
+                copies.put((pooled[0], batch.rows), pooled[1])  # no wait on CUDA
+        copies.finish()
     return out

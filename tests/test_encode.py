@@ -8,6 +8,8 @@ import torch
 
 from skbert._encode import (
     BATCH_COST_TOKENS,
+    MAX_COPIES_IN_FLIGHT,
+    HostCopies,
     batch_rows,
     encode_texts,
     sentence_pooler,
@@ -289,3 +291,52 @@ def test_release_freed_memory_runs_here():
     release_freed_memory()  # never raises, with or without glibc
     if sys.platform.startswith("linux") and "glibc" in platform.libc_ver()[0]:
         assert _malloc_trim() is not None
+
+
+class _OnFakeGpu(torch.Tensor):
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_host_copies_deliver_in_order_and_bound_the_copies_in_flight(monkeypatch):
+    events = []
+
+    class Event:  # a CUDA event that completes only when the test says so
+        def __init__(self):
+            self.done = False
+            events.append(self)
+
+        def record(self, stream=None):
+            pass
+
+        def query(self):
+            return self.done
+
+        def synchronize(self):
+            self.done = True
+
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory, **k: empty(*a, **k))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    delivered = []
+    copies = HostCopies(lambda key, host: delivered.append((key, host.tolist())))
+    n = MAX_COPIES_IN_FLIGHT + 2
+    for key in range(n):
+        copies.put(key, torch.full((2,), float(key)).as_subclass(_OnFakeGpu))
+        assert len(copies.pending) <= MAX_COPIES_IN_FLIGHT
+    # no copy completed by itself: the last two puts waited for the oldest two
+    assert [key for key, _ in delivered] == [0, 1]
+    events[3].done = True  # completed before copy 2
+    copies.put(n, torch.zeros(2).as_subclass(_OnFakeGpu))  # waits for 2, then 3
+    assert [key for key, _ in delivered] == [0, 1, 2, 3]
+    events[5].done = True  # completed, but 4 has not: kept, in order
+    copies.put(n + 1, torch.zeros(2).as_subclass(_OnFakeGpu))
+    assert [key for key, _ in delivered] == [0, 1, 2, 3]
+    copies.finish()
+    assert [key for key, _ in delivered] == list(range(n + 2))
+    assert delivered[:n] == [(key, [float(key)] * 2) for key in range(n)]
+    # a tensor already on the host is delivered at once, with no event
+    copies.put("cpu", torch.ones(1))
+    assert delivered[-1] == ("cpu", [1.0]) and len(events) == n + 2

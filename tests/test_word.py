@@ -19,6 +19,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import skbert._encode
 from skbert import BertWordVectorizer
@@ -132,6 +133,54 @@ def test_pool_subwords_by_hand(token_vectors, how, expected):
     flat = pool_subwords(embeddings.reshape(6, 2), word_ids.reshape(6), how)
     torch.testing.assert_close(flat, pooled)
     assert torch.equal(embeddings, before[0]) and torch.equal(word_ids, before[1])
+
+
+class _Ops(TorchDispatchMode):
+    """Record every aten op (with its arguments) that runs inside."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func.overloadpacket.__name__, args))
+        return func(*args, **(kwargs or {}))
+
+
+def _waits_for_the_device(name, args):
+    """Ops that make a GPU sync with the host: their output size or a value
+    must be read back (nonzero, item, bincount, boolean-mask indexing)."""
+    if name in ("nonzero", "_local_scalar_dense", "bincount", "masked_select"):
+        return True
+    indices = args[1] if name == "index" else ()
+    return any(
+        isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ()
+    )
+
+
+@pytest.mark.parametrize("how", ["mean", "sum", "max", "first", "last", "first_last"])
+def test_pool_subwords_never_waits_for_the_device(token_vectors, how):
+    # on a GPU each of these ops would stall the host once per batch
+    embeddings, word_ids = token_vectors
+    with _Ops() as ops:
+        pool_subwords(embeddings, word_ids, how, n_words=3)
+    assert ops.calls
+    assert [name for name, args in ops.calls if _waits_for_the_device(name, args)] == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("how", ["mean", "sum", "max", "first", "last", "first_last"])
+def test_pool_subwords_in_half_precision_and_without_tokens(token_vectors, how, dtype):
+    embeddings, word_ids = token_vectors
+    pooled = pool_subwords(embeddings.to(dtype), word_ids, how, n_words=4)
+    expected = pool_subwords(embeddings, word_ids, how, n_words=4)
+    torch.testing.assert_close(pooled.float(), expected, atol=1e-2, rtol=1e-2)
+    # no token at all, or tokens of no word only: zeros, never NaN
+    none = pool_subwords(embeddings[:, :0].to(dtype), word_ids[:, :0], how, n_words=2)
+    outside = pool_subwords(embeddings.to(dtype), torch.full((1, 6), -1), how, 2)
+    for pooled in (none, outside):
+        assert pooled.dtype == dtype and pooled.shape[0] == 2
+        assert pooled.eq(0).all()
 
 
 def test_pool_subwords_n_words_and_errors(token_vectors):
