@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +39,7 @@ from ._validation import (
     check_params,
     check_texts,
     normalize_layers,
+    warn_user,
 )
 
 # what batch_size="auto" and max_batch_tokens="auto" mean (see _batching)
@@ -296,12 +296,10 @@ class _BaseBertVectorizer(
                 resolve_dtype(dtype_name(torch_dtype), device)
             except ValueError as exc:
                 fallback = resolve_device("auto")
-                warnings.warn(
+                warn_user(
                     f"This {type(self).__name__} was fitted on device '{device}' with "
                     f"{torch_dtype}, which cannot be used here ({exc}); using "
-                    f"'{fallback}' with torch.float32 instead.",
-                    UserWarning,
-                    stacklevel=3,
+                    f"'{fallback}' with torch.float32 instead."
                 )
                 device, torch_dtype = fallback, torch.float32
                 self.device_, self.dtype_ = device, torch_dtype
@@ -371,11 +369,9 @@ class _BaseBertVectorizer(
     ) -> None:
         """Warn once per call that ``n_truncated`` of ``n_texts`` lost tokens."""
         if n_truncated:
-            warnings.warn(
+            warn_user(
                 f"{n_truncated} of {n_texts} distinct texts were longer than "
-                f"max_length={self.max_length_} tokens and were truncated to {kept}.",
-                UserWarning,
-                stacklevel=3,
+                f"max_length={self.max_length_} tokens and were truncated to {kept}."
             )
 
     def tokenize(self, X: Any):

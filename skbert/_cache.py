@@ -47,13 +47,14 @@ import os
 import struct
 import threading
 import time
-import warnings
 from array import array
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._validation import warn_user
 
 __all__ = ["DiskCache", "TokenStateCache", "default_cache", "disk_cache", "row_key"]
 
@@ -379,12 +380,10 @@ class DiskCache:
 
     def _fail(self, error: OSError) -> None:
         if self._writable:
-            warnings.warn(
+            warn_user(
                 f"skbert cannot write its token-state cache to {str(self.directory)!r} "
                 f"({error.strerror or error}); this call goes on without writing "
-                "to it. Results are not affected.",
-                UserWarning,
-                stacklevel=2,
+                "to it. Results are not affected."
             )
         self._writable = False
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,7 +16,33 @@ __all__ = [
     "Options",
     "check_params",
     "check_texts",
+    "warn_user",
 ]
+
+
+def _package_dir(module_file: str) -> str:
+    return os.path.dirname(os.path.abspath(module_file)) + os.sep
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import sklearn
+
+    return (_package_dir(__file__), _package_dir(sklearn.__file__))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn from the user's line: the first caller outside skbert and sklearn.
+
+    scikit-learn wraps ``transform`` and ``fit_transform`` (``set_output``), so
+    a fixed ``stacklevel`` would name a line of sklearn. Python's default filter
+    shows a warning once per text and line, so every call through that one
+    line would then hide the warnings of later calls with the same text.
+    """
+    inside = _library_dirs()
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class InvalidParameterError(ValueError, TypeError):

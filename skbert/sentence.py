@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,14 @@ from ._encode import (
 )
 from ._model import LoadedModel
 from ._pooling import POOLINGS
-from ._validation import Boolean, Interval, Options, check_pairs, check_texts
+from ._validation import (
+    Boolean,
+    Interval,
+    Options,
+    check_pairs,
+    check_texts,
+    warn_user,
+)
 
 logger = logging.getLogger("skbert")
 
@@ -298,11 +304,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             and self.pooling_ == "cls"
             and not self.include_special_tokens
         ):
-            warnings.warn(
+            warn_user(
                 "The parameter 'include_special_tokens' will not be used since "
-                "pooling='cls' always takes the [CLS] token.",
-                UserWarning,
-                stacklevel=2,
+                "pooling='cls' always takes the [CLS] token."
             )
         # with views, each view that pools segment_mean is checked below
         if self.views is None and self.pooling_ == "segment_mean" and not self.pairs:
@@ -347,12 +351,10 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 and view["pooling"] == "cls"
                 and not view["include_special_tokens"]
             ):
-                warnings.warn(
+                warn_user(
                     f"The view {view['name']!r} sets include_special_tokens=False, "
                     "which will not be used since pooling='cls' always takes the "
-                    "[CLS] token.",
-                    UserWarning,
-                    stacklevel=2,
+                    "[CLS] token."
                 )
             if view["pooling"] == "segment_mean" and not self.pairs:
                 raise ValueError(

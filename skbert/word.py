@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import os
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from ._encode import (
 )
 from ._model import LoadedModel
 from ._pooling import SUBWORD_POOLINGS
-from ._validation import Options, _is_missing, missing_message
+from ._validation import Options, _is_missing, missing_message, warn_user
 
 _FORMS = (
     "(text, start, end), (tokens, index) or a marked-up str such as "
@@ -551,12 +550,10 @@ default="mean"
 
         n_empty = int((table.stop <= table.first).sum())
         if n_empty:
-            warnings.warn(
+            warn_user(
                 f"{n_empty} word(s) of the distinct texts have no token (only "
                 "whitespace or characters the tokenizer drops) and were given "
-                "vectors of zeros.",
-                UserWarning,
-                stacklevel=2,
+                "vectors of zeros."
             )
         n_long = int((n_tokens > width).sum())
         self._warn_windowed(n_long, len(docs))
@@ -619,13 +616,11 @@ default="mean"
 
     def _warn_windowed(self, n_long: int, n_texts: int) -> None:
         if n_long:
-            warnings.warn(
+            warn_user(
                 f"{n_long} of {n_texts} distinct texts were longer than "
                 f"max_length={self.max_length_} tokens; their words were embedded "
                 f"from windows of {self.max_length_} tokens around them, which do "
-                "not see the rest of the text.",
-                UserWarning,
-                stacklevel=3,
+                "not see the rest of the text."
             )
 
 

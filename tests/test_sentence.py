@@ -228,6 +228,20 @@ def test_truncation_warns_once_with_count(tiny_bert):
     np.testing.assert_allclose(X[0], head[0], atol=1e-6)
 
 
+def test_warnings_name_the_callers_line_so_none_is_hidden(tiny_bert):
+    # sklearn wraps transform: a warning attributed to its wrapper's line was
+    # shown once for every later call, under Python's default filter
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), max_length=8).fit()
+    long_text = "the cat sat on the new york bank after fishing"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        vectorizer.transform([long_text])
+        vectorizer.fit_transform([long_text])
+        vectorizer.set_params(pooling="cls", include_special_tokens=False).fit()
+    assert len(caught) == 3
+    assert {w.filename for w in caught} == {__file__}
+
+
 def test_max_length_beyond_model_is_refused(tiny_bert):
     with pytest.raises(ValueError, match="max_length=100 is more than.*64 tokens"):
         BertSentenceVectorizer(model=str(tiny_bert), max_length=100).fit()

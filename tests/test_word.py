@@ -602,6 +602,15 @@ def test_one_progress_bar_counts_the_texts_read_in_windows(
     assert counts[-1] == (3, 3)
 
 
+def test_word_warnings_name_the_callers_line(tiny_bert):
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=8).fit()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        vectorizer.transform([(LONG_WORDS, 3)])
+        vectorizer.fit_transform([(LONG_WORDS, 3)])
+    assert len(caught) == 2 and {w.filename for w in caught} == {__file__}
+
+
 def test_long_text_keeps_the_target_in_a_centred_window(tiny_bert):
     text = " ".join(LONG_WORDS * 2)  # 58 tokens
     tokenizer, _ = _reference(str(tiny_bert))
