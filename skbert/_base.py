@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,14 @@ from ._validation import (
 CPU_BATCH_SIZE = 32
 CPU_BATCH_TOKENS = 4096
 ACCELERATOR_BATCH_TOKENS = 16384
+
+
+def _absolute_if_local(model: Any) -> Any:
+    """``model`` as an absolute path if it names a local directory, else as is."""
+    if model is None:
+        return None
+    path = Path(os.fspath(model)).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
 
 
 def keeps_state_on_error(fit: Callable) -> Callable:
@@ -137,8 +147,10 @@ class _BaseBertVectorizer(
         torch_dtype = resolve_dtype(self.dtype, device)
         loaded = load_model(self.model, device, torch_dtype)
         self._loaded_model = loaded
-        self._fitted_model = self.model  # what a pickled copy loads again
-        self.model_name_or_path_ = _model_source(self.model)
+        # what a pickled copy loads again: a local directory by its absolute
+        # path, so that a copy unpickled in another working directory finds it
+        self._fitted_model = _absolute_if_local(self.model)
+        self.model_name_or_path_ = _model_source(self._fitted_model)
         self.device_ = device
         self.dtype_ = torch_dtype
         self.n_layers_ = loaded.n_layers

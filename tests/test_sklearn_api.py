@@ -304,6 +304,22 @@ def test_a_deep_copy_keeps_the_weights_a_pickle_reloads(tiny_bert, tmp_path):
     assert np.abs(unpickled.transform(["the cat sat"]) - before).max() > 1e-3
 
 
+@pytest.mark.parametrize("estimator", [BertSentenceVectorizer, BertWordVectorizer])
+def test_a_pickle_of_a_relative_model_path_loads_in_another_directory(
+    tiny_bert, tmp_path, monkeypatch, estimator
+):
+    _model_copy(tiny_bert, tmp_path / "models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    vectorizer = estimator(model="models/tiny", cache=None).fit()
+    assert vectorizer.model == "models/tiny"  # the parameter stays as given
+    assert vectorizer.model_name_or_path_ == str(tmp_path / "models" / "tiny")
+    X = ["the [cat] sat"]
+    expected = vectorizer.transform(X)
+    data = pickle.dumps(vectorizer)
+    monkeypatch.chdir(tmp_path / "models")  # where "models/tiny" is not
+    np.testing.assert_array_equal(pickle.loads(data).transform(X), expected)
+
+
 def test_a_pickle_refuses_a_model_of_another_shape(tiny_bert, tmp_path):
     directory = _model_copy(tiny_bert, tmp_path / "model")
     vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
