@@ -37,7 +37,7 @@ from .sentence import BertSentenceVectorizer
 
 __all__ = ["main"]
 
-INPUT_FORMATS = (".csv", ".parquet", ".txt")
+INPUT_FORMATS = (".csv", ".tsv", ".parquet", ".txt")
 OUTPUT_FORMATS = (".npy", ".parquet")
 # Texts embedded and written per step: the vectors of one chunk are all that
 # is held in memory (10,000 x 384 float32 is 15 MB for the bundled model).
@@ -53,8 +53,11 @@ EXIT_FAILURE = 1
 _EMBED_EPILOG = """\
 inputs:
   .csv      one text per row, from --column; cells are read as written:
-            'NA' or 'null' stay texts and an empty cell ("" or an empty
-            line) is the text '', so output rows match input rows
+            'NA' or 'null' stay texts and an empty cell is the text '', so
+            output rows match input rows. In a one-column file an empty
+            line is an empty cell; in a file of several columns it is no
+            row (as pandas reads it)
+  .tsv      the same, separated by tabs
   .parquet  one text per row, from --column; nulls are missing texts
             (see --handle-missing)
   .txt      one text per line (UTF-8; \\n, \\r\\n or \\r line ends); only the
@@ -151,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "input",
         metavar="INPUT",
         type=Path,
-        help="file of texts: .csv, .parquet (one text per row) or .txt (per line)",
+        help="file of texts: .csv, .tsv, .parquet (one text per row) or .txt (per "
+        "line)",
     )
     embed.add_argument(
         "-o",
@@ -165,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--column",
         default="text",
-        help="column of a .csv or .parquet INPUT that holds the texts "
+        help="column of a .csv, .tsv or .parquet INPUT that holds the texts "
         "(default: %(default)s)",
     )
     embed.add_argument(
@@ -338,42 +342,65 @@ def _missing_column(path: Path, column: str, columns: Sequence[str]) -> CLIError
 
 
 def read_texts(path: Path, column: str) -> Any:
-    """Read the texts of a .csv, .parquet or .txt file.
+    """Read the texts of a .csv, .tsv, .parquet or .txt file.
 
     Parameters
     ----------
     path : Path
         The input file; its extension picks the format.
     column : str
-        The column holding the texts (.csv and .parquet only).
+        The column holding the texts (.csv, .tsv and .parquet only).
 
     Returns
     -------
     texts : pandas.Series or list of str
-        One entry per row (.csv, .parquet) or line (.txt). CSV cells are
-        strings as written (``keep_default_na=False``: "NA" stays a text, an
-        empty cell is "", and so is the empty line a one-column file writes for
-        one); parquet nulls stay missing for ``handle_missing``.
-        For .txt, only the line end is removed and blank lines are "".
+        One entry per row (.csv, .tsv, .parquet) or line (.txt). CSV and TSV
+        cells are strings as written (``keep_default_na=False``: "NA" stays a
+        text, an empty cell is "", and so is the empty line a one-column file
+        writes for one; in a file of several columns an empty line is no row);
+        parquet nulls stay missing for ``handle_missing``. For .txt, only the
+        line end is removed and blank lines are "".
+
+    Raises
+    ------
+    ValueError
+        The file cannot be decoded or parsed; the message names it.
     """
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        return _read_texts(path, column)
+    except (UnicodeDecodeError, pd.errors.ParserError, pa.ArrowException) as exc:
+        hint = " The file must be UTF-8." if isinstance(exc, UnicodeError) else ""
+        raise ValueError(
+            f"cannot read {str(path)!r} as {_suffix(path)}: "
+            f"{_first_line(exc).rstrip('.')}.{hint}"
+        ) from None
+
+
+def _read_texts(path: Path, column: str) -> Any:
     import pandas as pd
 
     suffix = _suffix(path)
     if suffix == ".txt":
         with open(path, encoding="utf-8-sig", newline=None) as f:
             return [line[:-1] if line.endswith("\n") else line for line in f]
-    if suffix == ".csv":
-        header = pd.read_csv(path, nrows=0).columns
+    if suffix in (".csv", ".tsv"):
+        sep = "\t" if suffix == ".tsv" else ","
+        header = pd.read_csv(path, nrows=0, sep=sep).columns
         if column not in header:
             raise _missing_column(path, column, header)
         frame = pd.read_csv(
             path,
+            sep=sep,
             usecols=[column],
             dtype=str,
             keep_default_na=False,
             na_filter=False,
-            # an empty line is an empty cell of a one-column file: keep its row
-            skip_blank_lines=False,
+            # an empty line is an empty cell of a one-column file: keep its
+            # row; with several columns it is no row, as pandas reads it
+            skip_blank_lines=len(header) > 1,
             # but not the blank lines above the header
             skiprows=_blank_lines_at_start(path),
             # a row with a trailing comma must not turn its first cell into

@@ -94,6 +94,52 @@ def test_csv_cells_are_read_as_written(tiny_bert, tmp_path, capsys):
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
 
 
+def test_blank_lines_of_a_file_of_several_columns_are_no_rows(
+    tiny_bert, tmp_path, capsys
+):
+    # as pandas reads it: row i of the output stays the row of id i
+    path = tmp_path / "texts.csv"
+    path.write_text('id,text\n1,first\n\n2,"a, b"\n3,\n\n', encoding="utf-8")
+    assert len(pd.read_csv(path)) == 3
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, ["first", "a, b", ""])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+def test_tsv_input(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("id\tsentence\n1\tA man, a plan.\n2\tNA\n", encoding="utf-8")
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", out, "--model", tiny_bert, "--column", "sentence"
+    )
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, ["A man, a plan.", "NA"])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        ("latin1.txt", "caf\xe9\n".encode("latin-1"), "The file must be UTF-8."),
+        ("latin1.csv", "text\ncaf\xe9\n".encode("latin-1"), "must be UTF-8"),
+        ("bad.csv", b'text\n"an open quote\n', "EOF inside string"),
+        ("bad.parquet", b"PAR1 not really", "as .parquet"),
+    ],
+)
+def test_an_unreadable_input_is_named(tiny_bert, tmp_path, capsys, name, content, says):
+    path = tmp_path / name
+    path.write_bytes(content)
+    out = tmp_path / "vectors.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
+    assert status == 1
+    assert stderr.startswith(f"skbert: error: cannot read {str(path)!r}")
+    assert says in stderr and len(stderr.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_txt_one_text_per_line(tiny_bert, tmp_path, capsys):
     path = tmp_path / "texts.txt"
     # CRLF line ends, a blank line kept as "", no newline after the last line.
