@@ -256,7 +256,23 @@ def _looks_like_path(source: str) -> bool:
 
 def _load_error(source: str, exc: BaseException) -> ValueError:
     cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if Path(source).expanduser().is_dir():  # there, but not loadable
+    directory = Path(source).expanduser()
+    if directory.is_dir():  # there, but not loadable
+        has_safetensors = any(directory.glob("*.safetensors"))
+        other = sorted(
+            p.name
+            for pattern in ("*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack")
+            for p in directory.glob(pattern)
+        )
+        if other and not has_safetensors:
+            return ValueError(
+                f"Could not load model {source!r}: its weights are in "
+                f"{', '.join(other)}, and skbert loads only safetensors weights "
+                "(loading a pickled .bin file can run code). If you trust the "
+                "file, convert it once: AutoModel.from_pretrained(path, "
+                "use_safetensors=False).save_pretrained(path) writes "
+                f"model.safetensors. Cause: {cause}"
+            )
         return ValueError(
             f"Could not load model {source!r}: the directory's config, tokenizer or "
             f"weights could not be read. Cause: {cause}"

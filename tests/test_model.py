@@ -280,3 +280,32 @@ def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(
     second = _fingerprint("someone/tiny", CPU, torch.float32)
     assert second.startswith("someone/tiny@" + "b" * 40)
     assert second != first
+
+
+def test_weights_only_in_a_bin_file_get_a_way_out(tiny_bert, tmp_path):
+    import shutil
+
+    import numpy as np
+    from transformers import AutoModel
+
+    directory = tmp_path / "bin-only"
+    directory.mkdir()
+    for path in tiny_bert.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, directory)
+    torch.save(
+        AutoModel.from_pretrained(tiny_bert).state_dict(),
+        directory / "pytorch_model.bin",
+    )
+    with pytest.raises(ValueError, match="weights are in pytorch_model.bin") as info:
+        BertSentenceVectorizer(model=directory).fit()
+    assert "loads only safetensors weights" in str(info.value)
+    # the conversion the message gives
+    AutoModel.from_pretrained(directory, use_safetensors=False).save_pretrained(
+        directory
+    )
+    X = BertSentenceVectorizer(model=directory, cache=None).fit_transform(["a cat"])
+    expected = BertSentenceVectorizer(model=tiny_bert, cache=None).fit_transform(
+        ["a cat"]
+    )
+    np.testing.assert_array_equal(X, expected)
