@@ -441,8 +441,9 @@ default="mean"
             kept as given. The type of each text decides, so there is no
             ambiguity: ``["the bank"]`` is one raw text,
             ``[["the", "bank"]]`` one pre-tokenized text. A pandas Series
-            (or single-column DataFrame) keeps its index. A bare str is an
-            error.
+            or DataFrame keeps its index; a DataFrame is read from its only
+            column, or from its column ``text`` (or ``tokens``), the others
+            ignored. A bare str is an error.
 
         Returns
         -------
@@ -908,13 +909,17 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
     labels = None
     if hasattr(texts, "iloc"):
         if getattr(texts, "ndim", 1) == 2:
-            if texts.shape[1] != 1:
+            # like transform's samples: the "text" (or "tokens") column, others
+            # ignored
+            named = [c for c in ("text", "tokens") if c in texts.columns]
+            if texts.shape[1] != 1 and len(named) != 1:
                 raise ValueError(
-                    f"Expected one column of texts, got a DataFrame with "
-                    f"{texts.shape[1]} columns {list(texts.columns)!r}; select the "
-                    "text column, e.g. X['text']."
+                    f"Expected one column of texts, or one named 'text' or "
+                    f"'tokens', got a DataFrame with {texts.shape[1]} columns "
+                    f"{list(texts.columns)!r}; select the text column, e.g. "
+                    "X['text']."
                 )
-            texts = texts.iloc[:, 0]
+            texts = texts[named[0]] if texts.shape[1] != 1 else texts.iloc[:, 0]
         labels = list(texts.index)
         items = texts.tolist()
     elif isinstance(texts, np.ndarray) and texts.ndim != 1:

@@ -856,10 +856,27 @@ def test_handle_missing_empty_gives_zero_rows(tiny_bert, tiny):
         tiny.transform_words(["the bank", None, ["a", None]])
 
 
+def test_transform_words_reads_the_text_column_of_a_dataframe(tiny):
+    frame = pd.DataFrame(
+        {"id": [7, 8], "text": ["the bank", "a river"]}, index=["p", "q"]
+    )
+    words = tiny.transform_words(frame)
+    expected = tiny.transform_words(frame["text"])
+    pd.testing.assert_frame_equal(words, expected)
+    assert words["sample"].tolist() == ["p", "p", "q", "q"]
+    tokens = pd.DataFrame({"tokens": [["the", "bank"]], "label": [1]})
+    assert tokens.pipe(tiny.transform_words)["word"].tolist() == ["the", "bank"]
+
+
 @pytest.mark.parametrize(
     "texts, error, match",
     [
         ("the bank", TypeError, "Iterable over raw text documents expected, string"),
+        (
+            pd.DataFrame({"text": ["x"], "tokens": [["y"]]}),
+            ValueError,
+            "or one named 'text' or 'tokens'",
+        ),
         ([3], TypeError, r"Text 0 is int \(3\), expected a str or a list of words"),
         ([["a", 3]], TypeError, r"Text 0: word 1 is int \(3\), expected str"),
         (
