@@ -157,7 +157,7 @@ class ProgressSpec:
         return "a bool or None"
 
     def accepts(self, value: Any) -> bool:
-        return value is None or isinstance(value, bool)
+        return value is None or isinstance(value, bool | np.bool_)
 
 
 def _is_int(value: Any) -> bool:

@@ -133,3 +133,12 @@ def test_bad_max_batch_tokens_names_its_options(value):
     for cls in (BertSentenceVectorizer, BertWordVectorizer):
         with pytest.raises(ValueError, match=r"'max_batch_tokens'.*\[1, inf\] or None"):
             cls(max_batch_tokens=value).fit()
+
+
+@pytest.mark.parametrize("param", ["progress_bar", "normalize", "pairs"])
+def test_numpy_booleans_are_booleans(param):
+    # what a bool read from an array or a DataFrame cell is
+    from skbert import BertSentenceVectorizer
+
+    estimator = BertSentenceVectorizer(**{param: np.bool_(False)})
+    check_params(estimator, estimator._parameter_constraints)
