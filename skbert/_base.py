@@ -310,8 +310,9 @@ class _BaseBertVectorizer(
                 fallback = resolve_device("auto")
                 warn_user(
                     f"This {type(self).__name__} was fitted on device '{device}' with "
-                    f"{torch_dtype}, which cannot be used here ({exc}); using "
-                    f"'{fallback}' with torch.float32 instead."
+                    f"{torch_dtype}, which cannot be used here "
+                    f"({str(exc).rstrip('.')}); using '{fallback}' with torch.float32 "
+                    "instead."
                 )
                 device, torch_dtype = fallback, torch.float32
                 self.device_, self.dtype_ = device, torch_dtype

@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser(
         "embed",
         help="embed each text of a file as one vector (BertSentenceVectorizer)",
-        description=(
-            "Embed each text of INPUT as one vector with BertSentenceVectorizer and "
+        description=(  # raw text (for the epilog's layout): wrapped by hand
+            "Embed each text of INPUT as one vector with BertSentenceVectorizer and\n"
             "write the vectors, one row per text in input order, to --output."
         ),
         epilog=_EMBED_EPILOG,

@@ -881,7 +881,9 @@ def _check_span(text: str, start: int, end: int, i: int, label: str) -> _Target:
             f"Sample {i} of X: the {label} is only whitespace "
             f"({text[start:end]!r}); point it at a word."
         )
-    return _Target(text, start, end, f"{label} {text[start:end]!r}")
+    shown = repr(text[start:end])
+    # a word or marked target is already named with its text in the label
+    return _Target(text, start, end, label if shown in label else f"{label} {shown}")
 
 
 def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:

@@ -742,7 +742,7 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
         (
             [(["the", "\u0301"], 1)],
             ValueError,
-            r"word 1 \('\u0301'\) '\u0301' covers no token",
+            r"the target word 1 \('\u0301'\) covers no token",
         ),
         (
             [("the bank", 1, 2, 3)],
