@@ -351,3 +351,32 @@ def test_a_failed_refit_leaves_the_estimator_as_it_was(tiny_bert, tmp_path, esti
         fresh.fit(X)
     with pytest.raises(NotFittedError):
         fresh.transform(X)
+
+
+def _threads_around_a_transform(model: str) -> tuple[int, int, str | None]:
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    BertSentenceVectorizer(model=model, cache=None).fit_transform(["the cat sat"])
+    return before, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_the_callers_thread_settings_are_kept(tiny_bert):
+    # skbert never sets torch's thread count: in joblib's workers (GridSearchCV
+    # with n_jobs) each keeps the share of the cores that joblib gives it
+    import os
+
+    import torch
+
+    threads = torch.get_num_threads()
+    _threads_around_a_transform(str(tiny_bert))
+    assert torch.get_num_threads() == threads
+    results = joblib.Parallel(n_jobs=2)(
+        joblib.delayed(_threads_around_a_transform)(str(tiny_bert)) for _ in range(2)
+    )
+    share = max(1, (os.cpu_count() or 1) // 2)
+    for before, after, omp in results:
+        assert before == after == share
+        assert omp == str(share)
