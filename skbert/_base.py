@@ -55,7 +55,9 @@ def _absolute_if_local(model: Any) -> Any:
     if model is None:
         return None
     path = Path(os.fspath(model)).expanduser()
-    return str(path.resolve()) if path.is_dir() else model
+    # absolute, not resolved: a symlink the user names (models/current) is
+    # followed again at each load
+    return os.path.abspath(path) if path.is_dir() else model
 
 
 def keeps_state_on_error(fit: Callable) -> Callable:

@@ -569,36 +569,29 @@ def text_progress(total: int, progress_bar: bool | None) -> Iterator[tqdm]:
 class TextCounter:
     """Advance a bar over texts as the model rows that stand for them finish.
 
-    ``row_texts[r]`` is how many texts row ``r`` stands for: a text read in
-    three windows gives each of them a third, a text that appears twice in
-    the call gives its row 2. The bar moves in whole texts.
+    ``copies[t]`` counts the occurrences of text ``t`` in the call (a text
+    given twice runs once and counts twice); ``text_of_row`` maps model rows
+    to their text when long texts are read in windows (None: one row per
+    text). A text counts when the last of its rows is done.
     """
 
-    def __init__(self, bar: tqdm, row_texts: np.ndarray):
+    def __init__(self, bar: tqdm, copies: np.ndarray, text_of_row=None):
         self.bar = bar
-        self.row_texts = row_texts
-        self.done = 0.0
-        self.shown = 0
+        self.copies = copies
+        self.text_of_row = text_of_row
+        if text_of_row is not None:  # rows of each text still to finish
+            self.left = np.bincount(text_of_row, minlength=len(copies))
 
     def rows_done(self, rows: np.ndarray) -> None:
-        self.done += float(self.row_texts[rows].sum())
-        step = int(self.done + 1e-6) - self.shown  # a text counts once finished
-        if step > 0:
+        if self.text_of_row is None:
+            finished = rows
+        else:
+            texts = self.text_of_row[rows]
+            np.subtract.at(self.left, texts, 1)
+            finished = np.unique(texts[self.left[texts] == 0])
+        step = int(self.copies[finished].sum())
+        if step:
             self.bar.update(step)
-            self.shown += step
-
-
-def texts_per_row(text_of_row: np.ndarray | None, copies: np.ndarray) -> np.ndarray:
-    """Per model row, the texts it stands for (see :class:`TextCounter`).
-
-    ``copies[t]`` counts the occurrences of text ``t``; ``text_of_row`` maps
-    windows to their text (None: one row per text).
-    """
-    copies = copies.astype(np.float64)
-    if text_of_row is None:
-        return copies
-    windows = np.bincount(text_of_row, minlength=len(copies))
-    return copies[text_of_row] / windows[text_of_row]
 
 
 # distinct texts tokenized at once by encode_texts
@@ -650,8 +643,9 @@ class HostCopies:
     memory with ``non_blocking=True`` and ``deliver(key, host)`` is called once
     the copy's event has completed: checked at each ``put``, waited for when
     more than ``MAX_COPIES_IN_FLIGHT`` copies are pending, and at ``finish``.
-    From other devices the copy is made and delivered at once. Keys are
-    delivered in the order they were put.
+    From other devices the copy is made and delivered at once, even ahead
+    of CUDA copies still in flight; CUDA copies are delivered in the order
+    they were put.
     """
 
     def __init__(self, deliver: Callable[[object, torch.Tensor], None]):
@@ -1085,10 +1079,7 @@ def encode_texts(
                 batch_size=batch_size,
                 max_batch_tokens=max_batch_tokens,
                 progress=TextCounter(
-                    bar,
-                    texts_per_row(
-                        tokenized.text_of_row, copies[start : start + len(chunk)]
-                    ),
+                    bar, copies[start : start + len(chunk)], tokenized.text_of_row
                 ),
                 long_text=long_text,
                 cache=cache,
@@ -1634,7 +1625,7 @@ def encode_token_groups(
 
     n_texts = len(np.unique(window_doc))
     with text_progress(n_texts, progress_bar) as bar:
-        progress = TextCounter(bar, texts_per_row(window_doc, np.ones(len(docs))))
+        progress = TextCounter(bar, np.ones(len(docs), dtype=np.int64), window_doc)
         copies = HostCopies(deliver)
         for batch in iter_batches(
             loaded,

@@ -259,19 +259,27 @@ def _load_error(source: str, exc: BaseException) -> ValueError:
     directory = Path(source).expanduser()
     if directory.is_dir():  # there, but not loadable
         has_safetensors = any(directory.glob("*.safetensors"))
+        pytorch = sorted(p.name for p in directory.glob("pytorch_model*.bin"))
         other = sorted(
             p.name
-            for pattern in ("*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack")
+            for pattern in ("tf_model*.h5", "flax_model*.msgpack")
             for p in directory.glob(pattern)
         )
-        if other and not has_safetensors:
+        if pytorch and not has_safetensors:
             return ValueError(
                 f"Could not load model {source!r}: its weights are in "
-                f"{', '.join(other)}, and skbert loads only safetensors weights "
+                f"{', '.join(pytorch)}, and skbert loads only safetensors weights "
                 "(loading a pickled .bin file can run code). If you trust the "
                 "file, convert it once: AutoModel.from_pretrained(path, "
                 "use_safetensors=False).save_pretrained(path) writes "
                 f"model.safetensors. Cause: {cause}"
+            )
+        if other and not has_safetensors:
+            return ValueError(
+                f"Could not load model {source!r}: its weights are in "
+                f"{', '.join(other)} (TensorFlow or Flax), and skbert loads only "
+                "PyTorch safetensors weights; convert them with the framework "
+                f"that wrote them. Cause: {cause}"
             )
         return ValueError(
             f"Could not load model {source!r}: the directory's config, tokenizer or "

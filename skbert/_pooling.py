@@ -199,16 +199,17 @@ def pool_subwords(
             ),
             dim=-1,
         )
-    # tokens of no word go to one more bucket, dropped at the end: selecting
-    # them out by a boolean mask would wait for a GPU to count them
-    ids = torch.where(ids >= 0, ids, n_words)
+    # tokens of no word go to bucket 0, word w to bucket w + 1, and bucket 0
+    # is dropped at the end: selecting them out by a boolean mask would wait
+    # for a GPU to count them. An id >= n_words stays out of range: an error.
+    ids = torch.where(ids >= 0, ids + 1, 0)
     buckets = n_words + 1
     count = torch.zeros(buckets, dtype=torch.long, device=flat.device)
-    count = count.index_add_(0, ids, torch.ones_like(ids))[:n_words]
+    count = count.index_add_(0, ids, torch.ones_like(ids))[1:]
     empty = (count == 0).unsqueeze(-1)
     if how in ("mean", "sum"):
         summed = torch.zeros((buckets, hidden), dtype=flat.dtype, device=flat.device)
-        summed = summed.index_add_(0, ids, flat)[:n_words]
+        summed = summed.index_add_(0, ids, flat)[1:]
         if how == "sum":
             return summed
         return summed / count.unsqueeze(-1).clamp(min=1).to(flat.dtype)
@@ -219,7 +220,7 @@ def pool_subwords(
         pooled.scatter_reduce_(
             0, ids.unsqueeze(-1).expand(-1, hidden), flat, reduce="amax"
         )
-        return pooled[:n_words].masked_fill(empty, 0.0)
+        return pooled[1:].masked_fill(empty, 0.0)
     # "first" or "last": the position of the word's first or last piece
     n_tokens = ids.shape[0]
     positions = torch.arange(n_tokens, device=flat.device)
@@ -230,6 +231,6 @@ def pool_subwords(
         pick = torch.full((buckets,), -1, device=flat.device)
         pick.scatter_reduce_(0, ids, positions, reduce="amax")
     # a word with no piece picks token 0, then zeros (no token at all: zeros)
-    pick = pick[:n_words].clamp(0, max(n_tokens - 1, 0))
+    pick = pick[1:].clamp(0, max(n_tokens - 1, 0))
     picked = flat[pick] if n_tokens else flat.new_zeros((n_words, hidden))
     return picked.masked_fill(empty, 0.0)

@@ -25,13 +25,17 @@ def _package_dir(module_file: str) -> str:
 
 
 def _library_dirs() -> tuple[str, ...]:
+    import joblib
     import sklearn
 
-    return (_package_dir(__file__), _package_dir(sklearn.__file__))
+    return tuple(
+        _package_dir(m.__file__) for m in (sys.modules[__package__], sklearn, joblib)
+    )
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """Warn from the user's line: the first caller outside skbert and sklearn.
+    """Warn from the user's line: the first caller outside skbert, sklearn and
+    joblib (through which a ``Pipeline`` calls its steps).
 
     scikit-learn wraps ``transform`` and ``fit_transform`` (``set_output``), so
     a fixed ``stacklevel`` would name a line of sklearn. Python's default filter

@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import secrets
 import sys
@@ -57,7 +58,8 @@ inputs:
             output rows match input rows. In a one-column file an empty
             line is an empty cell; in a file of several columns it is no
             row (as pandas reads it)
-  .tsv      the same, separated by tabs
+  .tsv      the same, separated by tabs, without quoting: a '"' is part
+            of its text
   .parquet  one text per row, from --column; nulls are missing texts
             (see --handle-missing)
   .txt      one text per line (UTF-8; \\n, \\r\\n or \\r line ends); only the
@@ -371,7 +373,12 @@ def read_texts(path: Path, column: str) -> Any:
 
     try:
         return _read_texts(path, column)
-    except (UnicodeDecodeError, pd.errors.ParserError, pa.ArrowException) as exc:
+    except (
+        UnicodeDecodeError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        pa.ArrowException,
+    ) as exc:
         hint = " The file must be UTF-8." if isinstance(exc, UnicodeError) else ""
         raise ValueError(
             f"cannot read {str(path)!r} as {_suffix(path)}: "
@@ -388,12 +395,15 @@ def _read_texts(path: Path, column: str) -> Any:
             return [line[:-1] if line.endswith("\n") else line for line in f]
     if suffix in (".csv", ".tsv"):
         sep = "\t" if suffix == ".tsv" else ","
-        header = pd.read_csv(path, nrows=0, sep=sep).columns
+        quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+        header = pd.read_csv(path, nrows=0, sep=sep, quoting=quoting).columns
         if column not in header:
             raise _missing_column(path, column, header)
         frame = pd.read_csv(
             path,
             sep=sep,
+            # TSV has no quoting: a cell that starts with '"' is read as written
+            quoting=quoting,
             usecols=[column],
             dtype=str,
             keep_default_na=False,

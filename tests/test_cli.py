@@ -110,13 +110,19 @@ def test_blank_lines_of_a_file_of_several_columns_are_no_rows(
 
 def test_tsv_input(tiny_bert, tmp_path, capsys):
     path = tmp_path / "pairs.tsv"
-    path.write_text("id\tsentence\n1\tA man, a plan.\n2\tNA\n", encoding="utf-8")
+    # no quoting in TSV: quotes are part of the text, even a lone one
+    path.write_text(
+        'id\tsentence\n1\tA man, a plan.\n2\tNA\n3\t"Hi" she said\n4\t"open\n5\tx\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "vectors.npy"
     status, _, stderr = _run(
         capsys, "embed", path, "-o", out, "--model", tiny_bert, "--column", "sentence"
     )
     assert status == 0, stderr
-    expected, _ = _expected(tiny_bert, ["A man, a plan.", "NA"])
+    expected, _ = _expected(
+        tiny_bert, ["A man, a plan.", "NA", '"Hi" she said', '"open', "x"]
+    )
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
 
 
@@ -127,6 +133,7 @@ def test_tsv_input(tiny_bert, tmp_path, capsys):
         ("latin1.csv", "text\ncaf\xe9\n".encode("latin-1"), "must be UTF-8"),
         ("bad.csv", b'text\n"an open quote\n', "EOF inside string"),
         ("bad.parquet", b"PAR1 not really", "as .parquet"),
+        ("empty.csv", b"", "No columns to parse"),
     ],
 )
 def test_an_unreadable_input_is_named(tiny_bert, tmp_path, capsys, name, content, says):
@@ -335,7 +342,7 @@ def test_existing_output_is_replaced(tiny_bert, csv_file, tmp_path, capsys):
         (
             ["{d}/texts.json", "-o", "{d}/o.npy"],
             2,
-            "unknown input extension '.json'; use one of .csv, .parquet, .txt",
+            "unknown input extension '.json'; use one of .csv, .tsv, .parquet, .txt",
         ),
         (
             ["{d}/texts.csv", "-o", "{d}/o.csv"],
@@ -539,8 +546,11 @@ def test_one_truncation_warning_for_the_whole_file(
     [
         # a trailing comma on each row must not shift the columns
         ("text,label\nhello world,1,\ngood day,0,\n", ["hello world", "good day"]),
-        # blank lines above the header are not rows; those below it are
-        ("\n\ntext,x\nhello,1\n\nworld,2\n", ["hello", "", "world"]),
+        # blank lines above the header are not rows; below it, in a file of
+        # several columns, neither (as pandas reads it); in a one-column file
+        # a blank line is an empty cell
+        ("\n\ntext,x\nhello,1\n\nworld,2\n", ["hello", "world"]),
+        ("\n\ntext\nhello\n\nworld\n", ["hello", "", "world"]),
     ],
 )
 def test_csv_rows_stay_in_place(tmp_path, content, expected):

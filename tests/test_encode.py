@@ -10,6 +10,7 @@ from skbert._encode import (
     BATCH_COST_TOKENS,
     MAX_COPIES_IN_FLIGHT,
     HostCopies,
+    TextCounter,
     batch_rows,
     encode_texts,
     sentence_pooler,
@@ -340,3 +341,26 @@ def test_host_copies_deliver_in_order_and_bound_the_copies_in_flight(monkeypatch
     # a tensor already on the host is delivered at once, with no event
     copies.put("cpu", torch.ones(1))
     assert delivered[-1] == ("cpu", [1.0]) and len(events) == n + 2
+
+
+class _Bar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, step):
+        self.n += step
+
+
+def test_a_text_counts_when_its_last_window_is_done():
+    # texts 0 and 1 in two windows each; text 1 was given twice
+    bar = _Bar()
+    counter = TextCounter(bar, np.array([1, 2]), np.array([0, 0, 1, 1]))
+    counter.rows_done(np.array([0, 2]))  # the first window of each
+    assert bar.n == 0
+    counter.rows_done(np.array([1]))
+    assert bar.n == 1
+    counter.rows_done(np.array([3]))
+    assert bar.n == 3
+    plain = TextCounter(bar := _Bar(), np.array([1, 3, 1]))
+    plain.rows_done(np.array([1, 2]))
+    assert bar.n == 4

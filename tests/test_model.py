@@ -309,3 +309,17 @@ def test_weights_only_in_a_bin_file_get_a_way_out(tiny_bert, tmp_path):
         ["a cat"]
     )
     np.testing.assert_array_equal(X, expected)
+
+
+def test_tensorflow_weights_are_named_not_read(tiny_bert, tmp_path):
+    import shutil
+
+    directory = tmp_path / "tf-only"
+    directory.mkdir()
+    for path in tiny_bert.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, directory)
+    (directory / "tf_model.h5").write_bytes(b"not read")
+    (directory / "training_args.bin").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match=r"weights are in tf_model.h5 \(TensorFlow"):
+        BertSentenceVectorizer(model=directory).fit()

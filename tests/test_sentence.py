@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.pipeline import Pipeline
 from transformers import AutoModel, AutoTokenizer
 
 from skbert import BertSentenceVectorizer
@@ -238,7 +239,10 @@ def test_warnings_name_the_callers_line_so_none_is_hidden(tiny_bert):
         vectorizer.transform([long_text])
         vectorizer.fit_transform([long_text])
         vectorizer.set_params(pooling="cls", include_special_tokens=False).fit()
-    assert len(caught) == 3
+        # a Pipeline calls the steps before its last through joblib
+        steps = [("bert", vectorizer.set_params(pooling="mean")), ("id", None)]
+        Pipeline(steps).fit_transform([long_text])
+    assert len(caught) == 4
     assert {w.filename for w in caught} == {__file__}
 
 

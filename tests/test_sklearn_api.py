@@ -1,4 +1,5 @@
 import pickle
+import shutil
 
 import joblib
 import numpy as np
@@ -318,6 +319,24 @@ def test_a_pickle_of_a_relative_model_path_loads_in_another_directory(
     data = pickle.dumps(vectorizer)
     monkeypatch.chdir(tmp_path / "models")  # where "models/tiny" is not
     np.testing.assert_array_equal(pickle.loads(data).transform(X), expected)
+
+
+def test_a_symlinked_model_directory_is_followed_again_when_unpickled(
+    tiny_bert, tmp_path
+):
+    # models/current -> v1, then re-pointed to v2 (a deployment): the pickle
+    # loads what the link names now, not the v1 it named at fit
+    v1 = _model_copy(tiny_bert, tmp_path / "v1")
+    current = tmp_path / "current"
+    current.symlink_to(v1)
+    vectorizer = BertSentenceVectorizer(model=current, cache=None).fit()
+    assert vectorizer.model_name_or_path_ == str(current)
+    data = pickle.dumps(vectorizer)
+    _model_copy(tiny_bert, tmp_path / "v2")
+    shutil.rmtree(v1)
+    current.unlink()
+    current.symlink_to(tmp_path / "v2")
+    assert pickle.loads(data).transform(["the cat"]).shape == (1, 32)
 
 
 def test_a_pickle_refuses_a_model_of_another_shape(tiny_bert, tmp_path):

@@ -183,6 +183,13 @@ def test_pool_subwords_in_half_precision_and_without_tokens(token_vectors, how, 
         assert pooled.eq(0).all()
 
 
+@pytest.mark.parametrize("how", ["mean", "sum", "max", "first", "last", "first_last"])
+def test_pool_subwords_refuses_a_word_id_beyond_n_words(token_vectors, how):
+    embeddings, word_ids = token_vectors  # ids up to 2
+    with pytest.raises((IndexError, RuntimeError)):
+        pool_subwords(embeddings, word_ids, how, n_words=2)
+
+
 def test_pool_subwords_n_words_and_errors(token_vectors):
     embeddings, word_ids = token_vectors
     assert pool_subwords(embeddings, word_ids, "mean", n_words=5).shape == (5, 2)
