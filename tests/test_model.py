@@ -282,17 +282,22 @@ def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(
     assert second != first
 
 
-def test_weights_only_in_a_bin_file_get_a_way_out(tiny_bert, tmp_path):
+def _without_safetensors(model, directory):
+    """A copy of the model directory ``model`` without its safetensors weights."""
     import shutil
 
+    directory.mkdir()
+    for path in model.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, directory)
+    return directory
+
+
+def test_weights_only_in_a_bin_file_get_a_way_out(tiny_bert, tmp_path):
     import numpy as np
     from transformers import AutoModel
 
-    directory = tmp_path / "bin-only"
-    directory.mkdir()
-    for path in tiny_bert.iterdir():
-        if path.suffix != ".safetensors":
-            shutil.copy(path, directory)
+    directory = _without_safetensors(tiny_bert, tmp_path / "bin-only")
     torch.save(
         AutoModel.from_pretrained(tiny_bert).state_dict(),
         directory / "pytorch_model.bin",
@@ -312,13 +317,7 @@ def test_weights_only_in_a_bin_file_get_a_way_out(tiny_bert, tmp_path):
 
 
 def test_tensorflow_weights_are_named_not_read(tiny_bert, tmp_path):
-    import shutil
-
-    directory = tmp_path / "tf-only"
-    directory.mkdir()
-    for path in tiny_bert.iterdir():
-        if path.suffix != ".safetensors":
-            shutil.copy(path, directory)
+    directory = _without_safetensors(tiny_bert, tmp_path / "tf-only")
     (directory / "tf_model.h5").write_bytes(b"not read")
     (directory / "training_args.bin").write_bytes(b"not weights")
     with pytest.raises(ValueError, match=r"weights are in tf_model.h5 \(TensorFlow"):
