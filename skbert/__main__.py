@@ -4,7 +4,7 @@ import sys
 
 if __name__ == "__main__":
     try:
-        from .cli import main  # imports torch and scikit-learn: seconds
+        from .cli import main
     except KeyboardInterrupt:
         print("skbert: interrupted", file=sys.stderr)
         sys.exit(130)

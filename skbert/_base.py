@@ -29,6 +29,7 @@ from ._model import (
 )
 from ._pooling import LAYER_COMBINES
 from ._validation import (
+    DTYPES,
     AnyStr,
     CacheSpec,
     Interval,
@@ -90,7 +91,7 @@ class _BaseBertVectorizer(
         "batch_size": [Interval(1), Options("auto")],
         "max_batch_tokens": [Interval(1, None, allow_none=True), Options("auto")],
         "device": [AnyStr()],
-        "dtype": [Options("float32", "bfloat16", "float16")],
+        "dtype": [Options(*DTYPES)],
         "progress_bar": [ProgressSpec()],
         "handle_missing": [Options("error", "empty")],
         "cache": [CacheSpec()],

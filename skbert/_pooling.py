@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import torch
 
+# the names live where the command line reads them without importing torch
+from ._validation import LAYER_COMBINES, POOLINGS, SUBWORD_POOLINGS
+
 __all__ = [
     "LAYER_COMBINES",
     "POOLINGS",
+    "SUBWORD_POOLINGS",
     "combine_layers",
     "pool_subwords",
     "pool_segments",
     "pool_tokens",
     "select_layers",
 ]
-
-POOLINGS = ("mean", "max", "mean_max", "cls", "last", "mean_sqrt_len")
-LAYER_COMBINES = ("mean", "sum", "concat")
-SUBWORD_POOLINGS = ("mean", "first", "last", "sum", "max", "first_last")
 
 
 def pool_segments(

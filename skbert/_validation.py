@@ -20,6 +20,12 @@ __all__ = [
 ]
 
 
+POOLINGS = ("mean", "max", "mean_max", "cls", "last", "mean_sqrt_len")
+LAYER_COMBINES = ("mean", "sum", "concat")
+SUBWORD_POOLINGS = ("mean", "first", "last", "sum", "max", "first_last")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _package_dir(module_file: str) -> str:
     return os.path.dirname(os.path.abspath(module_file)) + os.sep
 

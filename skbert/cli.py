@@ -30,11 +30,16 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+# nothing here imports torch: --help and --version answer at once, and the
+# estimator is imported when a command runs
 from . import __version__
-from ._encode import shared_progress
-from ._model import parse_device
-from ._validation import check_params, missing_message
-from .sentence import BertSentenceVectorizer
+from ._validation import (
+    DTYPES,
+    LAYER_COMBINES,
+    POOLINGS,
+    check_params,
+    missing_message,
+)
 
 __all__ = ["main"]
 
@@ -104,10 +109,18 @@ def _first_line(message: object) -> str:
     return lines[0] if lines else type(message).__name__
 
 
+# the options' choices: the estimator's, less segment_mean (it needs pairs,
+# which the command line does not read); a test keeps them in step
+CHOICES = {
+    "layer_combine": LAYER_COMBINES,
+    "pooling": ("auto", *POOLINGS),
+    "dtype": DTYPES,
+    "handle_missing": ("error", "empty"),
+}
+
+
 def _choices(param: str) -> tuple[str, ...]:
-    """The allowed strings of a parameter, taken from the estimator's constraints."""
-    constraints = BertSentenceVectorizer._parameter_constraints[param]
-    return tuple(v for c in constraints for v in getattr(c, "values", ()))
+    return CHOICES[param]
 
 
 def _auto_or_int(value: str) -> int | str:
@@ -202,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pooling",
         default="auto",
         # segment_mean needs sentence pairs, which the command line does not take
-        choices=tuple(c for c in _choices("pooling") if c != "segment_mean"),
+        choices=_choices("pooling"),
         help="how token vectors become one vector per text; auto uses the model's "
         "sentence-transformers pooling if it has one, else mean "
         "(default: %(default)s)",
@@ -558,6 +571,10 @@ def _chunks(texts: Any, size: int):
 
 
 def _embed(args: argparse.Namespace) -> int:
+    from ._encode import shared_progress
+    from ._model import parse_device
+    from .sentence import BertSentenceVectorizer
+
     _check_input(args.input)
     _check_output(args.output, args.input)
 

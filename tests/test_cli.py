@@ -625,3 +625,27 @@ def test_ctrl_c_while_the_command_starts_is_not_a_traceback(capsys, monkeypatch)
         runpy.run_module("skbert", run_name="__main__")
     assert exit_.value.code == 130
     assert capsys.readouterr().err == "skbert: interrupted\n"
+
+
+def test_the_options_choices_are_the_estimators():
+    from skbert import BertSentenceVectorizer
+
+    constraints = BertSentenceVectorizer._parameter_constraints
+    for param, choices in skbert.cli.CHOICES.items():
+        allowed = {v for c in constraints[param] for v in getattr(c, "values", ())}
+        # segment_mean needs pairs, which the command line does not take
+        assert set(choices) == allowed - {"segment_mean"}, param
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys; import skbert.cli; from skbert.cli import main; "
+        "status = main(['--version']); "
+        "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules; "
+        "sys.exit(status)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("skbert ")
