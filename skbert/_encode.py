@@ -1313,7 +1313,8 @@ class DocTokens:
     starts, ends : ndarray of shape (n_tokens,), int64
         Character offsets of each token into the text, as the fast tokenizer
         maps them back through normalization (accents, casing, dropped
-        characters): ``text[starts[i]:ends[i]]`` is what the user wrote.
+        characters): ``text[starts[i]:ends[i]]`` is what the user wrote,
+        without the whitespace some tokenizers count into a piece.
     word_ids : ndarray of shape (n_tokens,), int64
         The tokenizer's word of each token (its pre-tokenizer's split), -1
         where it has none.
@@ -1334,15 +1335,26 @@ def _whitespace_code_points() -> np.ndarray:
     return np.array([c for c in range(0x110000) if chr(c).isspace()], dtype=np.uint32)
 
 
-def _has_content(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Whether each character span ``[starts, ends)`` of ``text`` holds a
-    character that is not whitespace."""
+def _trim_to_content(
+    text: str, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trim the character spans ``[starts, ends)`` of ``text`` to their first
+    and last character that is not whitespace.
+
+    Returns whether each span holds such a character, and the trimmed starts
+    and ends (spans without one are left as they are).
+    """
     code_points = np.frombuffer(
         text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32
     )
     solid = ~np.isin(code_points, _whitespace_code_points())
     before = np.concatenate([[0], np.cumsum(solid)])
-    return before[ends] > before[starts]
+    has = before[ends] > before[starts]
+    at = np.flatnonzero(solid)
+    starts, ends = starts.copy(), ends.copy()
+    starts[has] = at[before[starts[has]]]
+    ends[has] = at[before[ends[has]] - 1] + 1
+    return has, starts, ends
 
 
 def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
@@ -1368,13 +1380,16 @@ def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
             count=n,
         )
         # a token of whitespace alone, or of no character (byte-level BPE
-        # keeps spaces and line ends: "Ġ", "Ċ") belongs to no word
-        word_ids[~_has_content(text, offsets[:, 0], offsets[:, 1])] = -1
+        # keeps spaces and line ends: "Ġ", "Ċ") belongs to no word; the
+        # others are trimmed to their text: a piece such as "▁bank" (Metaspace)
+        # or "Ġbank" (untrimmed byte-level BPE) starts at "b", not at the space
+        has, starts, ends = _trim_to_content(text, offsets[:, 0], offsets[:, 1])
+        word_ids[~has] = -1
         docs.append(
             DocTokens(
                 input_ids=np.asarray(encoding.ids, dtype=np.int64),
-                starts=offsets[:, 0].copy(),
-                ends=offsets[:, 1].copy(),
+                starts=starts,
+                ends=ends,
                 word_ids=word_ids,
             )
         )

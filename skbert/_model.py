@@ -215,6 +215,13 @@ class LoadedModel:
     st_pooling : str or None, pooling from a sentence-transformers config.
     st_max_length : int or None, ``max_seq_length`` from a sentence-transformers config.
     max_positions : int, the longest input the model accepts.
+    hooked : frozenset of int
+        The ``hidden_states`` indices that the layer hooks capture exactly as
+        ``output_hidden_states=True`` returns them, checked at load on a probe
+        input. A call whose layers are all in it stops after the deepest; any
+        other runs the whole model with ``output_hidden_states=True`` (for
+        instance the last layer of a model with a final norm, as ModernBERT,
+        or a model that reuses one layer, as ALBERT).
     """
 
     model: torch.nn.Module
@@ -227,6 +234,7 @@ class LoadedModel:
     st_max_length: int | None
     max_positions: int
     fingerprint: str = ""
+    hooked: frozenset[int] = frozenset()
 
 
 TOKENIZER_FILES = (
@@ -411,15 +419,54 @@ def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
     return "|".join([origin, *files, str(device), str(torch_dtype)])
 
 
-def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
+def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList | None:
+    """The list of the model's ``n_layers`` encoder layers, if it has one."""
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
             logger.debug("Using %s as the layer list", name)
             return module
-    raise ValueError(
-        f"Could not find the {n_layers} encoder layers of {type(model).__name__}; "
-        "skbert supports BERT-like text encoders (BERT, DistilBERT, RoBERTa, ...)."
-    )
+    return None  # e.g. ALBERT, which runs one shared layer n_layers times
+
+
+def _hooked_layers(
+    model, tokenizer, n_layers: int, device, uses_token_type_ids: bool
+) -> frozenset[int]:
+    """The hidden states the layer hooks capture as the model itself returns
+    them, found by running a probe both ways (see ``LoadedModel.hooked``)."""
+    texts = ["the bank of the river was seen", "a"]
+    if tokenizer.pad_token_id is None:
+        texts = texts[:1]
+    probe = tokenizer(texts, padding=True, return_tensors="pt")
+    names = ["input_ids", "attention_mask"]
+    if uses_token_type_ids and "token_type_ids" in probe:
+        names.append("token_type_ids")
+    inputs = {name: probe[name].to(device) for name in names}
+    wanted = list(range(n_layers + 1))
+    with torch.inference_mode():
+        expected = model(**inputs, output_hidden_states=True).hidden_states
+        try:
+            captured = _capture(model, inputs, wanted)
+        except Exception:  # noqa: BLE001 - hooks that do not fit: never used
+            logger.info("Layer hooks failed on a probe", exc_info=True)
+            return frozenset()
+    if expected is None or len(expected) != n_layers + 1:
+        return frozenset()
+    hooked = set()
+    for i in wanted:
+        got = captured.get(i)
+        if got is not None and got.shape == expected[i].shape:
+            reference = expected[i].float()
+            scale = float(reference.abs().max()) or 1.0
+            if float((got.float() - reference).abs().max()) <= 1e-4 * scale:
+                hooked.add(i)
+    if len(hooked) <= n_layers:
+        logger.info(
+            "Layer hooks match output_hidden_states for %s of %s states; the "
+            "others are read from a full forward pass",
+            len(hooked),
+            n_layers + 1,
+        )
+    return frozenset(hooked)
 
 
 def _check_text_encoder(config, source: str) -> None:
@@ -491,21 +538,29 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
         config, "n_layers", None
     )
     hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
-    layer_list = _find_layers(model, n_layers)
-    layer_list[0].register_forward_pre_hook(_input_hook, with_kwargs=True)
-    for i, layer in enumerate(layer_list):
-        layer.register_forward_hook(_make_output_hook(i + 1))
-
     import inspect
 
     uses_token_type_ids = (
         "token_type_ids" in inspect.signature(model.forward).parameters
         and getattr(config, "type_vocab_size", 0) > 0
     )
+    layer_list = _find_layers(model, n_layers)
+    hooked = frozenset()
+    if layer_list is not None:
+        layer_list[0].register_forward_pre_hook(_input_hook, with_kwargs=True)
+        for i, layer in enumerate(layer_list):
+            layer.register_forward_hook(_make_output_hook(i + 1))
+        hooked = _hooked_layers(
+            model, tokenizer, int(n_layers), device, uses_token_type_ids
+        )
     st_pooling, st_max_length = _read_st_config(location)
     max_positions = getattr(config, "max_position_embeddings", 512)
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        max_positions -= getattr(config, "pad_token_id", 1) + 1
+    # RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number the
+    # positions from padding_idx + 1, which costs their table that many rows
+    positions = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    padding_idx = getattr(positions, "padding_idx", None)
+    if padding_idx is not None:
+        max_positions -= padding_idx + 1
     return LoadedModel(
         fingerprint=_fingerprint(location, device, torch_dtype),
         model=model,
@@ -517,6 +572,7 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
         st_pooling=st_pooling,
         st_max_length=st_max_length,
         max_positions=int(max_positions),
+        hooked=hooked,
     )
 
 
@@ -566,13 +622,23 @@ def forward_hidden_states(
     Returns
     -------
     states : dict mapping each index in ``layers`` to a Tensor of shape
-        (batch, seq_len, hidden). The pass stops after the deepest index.
+        (batch, seq_len, hidden). The pass stops after the deepest index when
+        the layer hooks give every requested state (``LoadedModel.hooked``).
     """
+    if set(layers) <= loaded.hooked:
+        return _capture(loaded.model, inputs, layers)
+    # some state the hooks cannot give as the model does: the whole pass
+    hidden_states = loaded.model(**inputs, output_hidden_states=True).hidden_states
+    return {i: hidden_states[i] for i in layers}
+
+
+def _capture(model, inputs: dict, layers: list[int]) -> dict[int, torch.Tensor]:
+    """The states of ``layers`` from the layer hooks, stopping after the deepest."""
     capture = _Capture(wanted=frozenset(layers), deepest=max(layers))
     previous = getattr(_local, "capture", None)
     _local.capture = capture
     try:
-        loaded.model(**inputs)
+        model(**inputs)
     except _StopForward:
         pass
     finally:

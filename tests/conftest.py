@@ -37,13 +37,16 @@ def _vocab() -> list[str]:
     return vocab
 
 
-def _save_tokenizer(directory, tokenizer_class_name: str) -> None:
+def _save_tokenizer(
+    directory, tokenizer_class_name: str, model_max_length: int | None = 64
+) -> None:
     import transformers
 
     vocab = {token: i for i, token in enumerate(_vocab())}
     tokenizer_class = getattr(transformers, tokenizer_class_name)
     tokenizer = tokenizer_class(vocab=vocab, do_lower_case=True)
-    tokenizer.model_max_length = 64
+    if model_max_length is not None:  # None: a tokenizer saved without one
+        tokenizer.model_max_length = model_max_length
     tokenizer.save_pretrained(directory)
 
 
@@ -147,6 +150,77 @@ def tiny_roberta(tmp_path_factory):
     torch.manual_seed(0)
     RobertaModel(config).eval().save_pretrained(directory)
     return directory
+
+
+def _other_config(kind: str):
+    """Tiny configs of encoders whose layers differ from BERT's in a way that
+    matters to the layer hooks or to the position table."""
+    import transformers
+
+    common = dict(
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        pad_token_id=0,
+    )
+    if kind == "modernbert":  # a final norm after the last layer
+        return transformers.ModernBertConfig(
+            **common,
+            max_position_embeddings=64,
+            local_attention=16,
+            global_attn_every_n_layers=2,
+            cls_token_id=2,
+            sep_token_id=3,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
+    if kind == "deberta_conv":  # a convolution after the first layer
+        return transformers.DebertaV2Config(
+            **common,
+            max_position_embeddings=64,
+            type_vocab_size=0,
+            relative_attention=True,
+            position_buckets=32,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            max_relative_positions=-1,
+            conv_kernel_size=3,
+            conv_act="gelu",
+        )
+    if kind == "albert":  # one layer, shared, run num_hidden_layers times
+        return transformers.AlbertConfig(
+            **common, embedding_size=16, max_position_embeddings=64
+        )
+    if kind == "mpnet":  # positions counted from pad_token_id + 1
+        return transformers.MPNetConfig(
+            **common, max_position_embeddings=66, relative_attention_num_buckets=32
+        )
+    raise ValueError(kind)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    """Build (once per kind) a random 2-layer encoder of another architecture
+    with the WordPiece tokenizer of the others, saved without model_max_length:
+    ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``."""
+    import torch
+    from transformers import AutoModel
+
+    built = {}
+
+    def build(kind: str):
+        if kind not in built:
+            directory = tmp_path_factory.mktemp(f"tiny-{kind}")
+            _save_tokenizer(directory, "BertTokenizerFast", model_max_length=None)
+            torch.manual_seed(0)
+            model = AutoModel.from_config(_other_config(kind)).eval()
+            model.save_pretrained(directory)
+            built[kind] = directory
+        return built[kind]
+
+    return build
 
 
 @pytest.fixture

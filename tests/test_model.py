@@ -322,3 +322,58 @@ def test_tensorflow_weights_are_named_not_read(tiny_bert, tmp_path):
     (directory / "training_args.bin").write_bytes(b"not weights")
     with pytest.raises(ValueError, match=r"weights are in tf_model.h5 \(TensorFlow"):
         BertSentenceVectorizer(model=directory).fit()
+
+
+def _reference_states(directory, text):
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModel.from_pretrained(directory).eval()
+    with torch.no_grad():
+        encoded = tokenizer(text, return_tensors="pt", return_token_type_ids=False)
+        return model(**encoded, output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("kind", ["modernbert", "deberta_conv", "albert", "mpnet"])
+def test_other_encoders_give_the_hidden_states_the_model_returns(tiny_encoder, kind):
+    # ModernBERT's last state is normed after its last layer, DeBERTa-v2 with
+    # a convolution changes the first layer's output, and ALBERT has no list
+    # of layers: each state must still be hidden_states[i]
+    import numpy as np
+
+    directory = tiny_encoder(kind)
+    texts = ["the bank of the river", "a cat sat", "hello world " * 5]
+    references = [_reference_states(directory, text) for text in texts]
+    for layers in (-1, 1, [-1, -2, 0]):
+        X = BertSentenceVectorizer(
+            model=directory,
+            cache=None,
+            layers=layers,
+            layer_combine="concat",
+            pooling="mean",
+            batch_size=2,
+        ).fit_transform(texts)
+        for row, states in zip(X, references, strict=True):
+            chosen = [layers] if isinstance(layers, int) else layers
+            expected = torch.cat([states[i][0] for i in chosen], dim=-1).mean(0)
+            np.testing.assert_allclose(row, expected.numpy(), atol=1e-5)
+
+
+def test_states_the_hooks_cannot_give_run_the_whole_model(tiny_encoder, tiny_bert):
+    from skbert._model import load_model
+
+    modernbert = load_model(tiny_encoder("modernbert"), CPU)
+    assert modernbert.hooked == frozenset({0, 1})  # not 2: the final norm
+    assert load_model(tiny_encoder("deberta_conv"), CPU).hooked == {0, 2}
+    assert load_model(tiny_encoder("albert"), CPU).hooked == frozenset()
+    assert load_model(tiny_bert, CPU).hooked == {0, 1, 2}
+
+
+def test_positions_counted_from_the_padding_id_are_not_overrun(tiny_encoder):
+    # MPNet (like RoBERTa) numbers positions from its padding index (1) + 1,
+    # so 64 of its 66 positions hold tokens
+    directory = tiny_encoder("mpnet")
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    assert vectorizer.max_length_ == 64
+    with pytest.warns(UserWarning, match="1 of 1 distinct texts were longer"):
+        assert vectorizer.transform(["the cat sat " * 40]).shape == (1, 32)

@@ -1181,3 +1181,45 @@ def test_dict_samples_ignore_other_keys_as_dataframes_do(tiny_bert):
     np.testing.assert_array_equal(
         vectorizer.transform(words), vectorizer.transform([(["the", "bank"], 1)])
     )
+
+
+@pytest.fixture(scope="module")
+def untrimmed_roberta(tiny_roberta, tmp_path_factory):
+    """tiny_roberta with offsets that count the space before a piece into it
+    ("Ġbank" starts at the space), as DeBERTa-v3's Metaspace or ModernBERT's
+    byte-level tokenizers report them."""
+    import shutil
+
+    from transformers import RobertaTokenizerFast
+
+    directory = tmp_path_factory.mktemp("untrimmed-roberta")
+    for path in tiny_roberta.iterdir():
+        shutil.copy(path, directory)
+    tokenizer = RobertaTokenizerFast.from_pretrained(tiny_roberta, trim_offsets=False)
+    tokenizer.save_pretrained(directory)
+    encoded = tokenizer(
+        "the bank", add_special_tokens=False, return_offsets_mapping=True
+    )
+    assert encoded["offset_mapping"][-1] == (3, 8)  # " bank", space included
+    return directory
+
+
+def test_words_start_at_their_text_when_offsets_count_the_space(untrimmed_roberta):
+    vectorizer = BertWordVectorizer(model=untrimmed_roberta, cache=None).fit()
+    words = vectorizer.transform_words(["the bank  vault\triver"])
+    assert words["word"].tolist() == ["the", "bank", "vault", "river"]
+    assert words[["start", "end"]].values.tolist() == [
+        [0, 3],
+        [4, 8],
+        [10, 15],
+        [16, 21],
+    ]
+    # pre-tokenized words: each gets its own pieces, none is empty
+    tokens = ["the", "bank", "vault", "river"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        given = vectorizer.transform_words([tokens])
+    features = vectorizer.get_feature_names_out()
+    expected = vectorizer.transform([(tokens, i) for i in range(len(tokens))])
+    np.testing.assert_allclose(given[features].to_numpy(), expected, atol=1e-6)
+    assert np.abs(expected).sum(axis=1).min() > 0
