@@ -249,6 +249,12 @@ _CACHE: dict[tuple[str, str, str], tuple[list[str], LoadedModel]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+# part of every cache key: raised when the states skbert computes for the same
+# files change (2: the layer hooks checked against output_hidden_states, which
+# changed ModernBERT's last layer and DeBERTa-v2's first with a convolution)
+STATES_VERSION = "states-2"
+
+
 def _model_source(model: str | os.PathLike | None) -> str:
     if model is None:
         return str(bundled_model_path())
@@ -416,7 +422,7 @@ def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
         # the snapshot's folder is named by its revision
         origin = location if directory is None else f"{location}@{directory.name}"
     files = [] if directory is None else _model_files(directory)
-    return "|".join([origin, *files, str(device), str(torch_dtype)])
+    return "|".join([origin, *files, str(device), str(torch_dtype), STATES_VERSION])
 
 
 def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList | None:
@@ -436,7 +442,7 @@ def _hooked_layers(
     texts = ["the bank of the river was seen", "a"]
     if tokenizer.pad_token_id is None:
         texts = texts[:1]
-    probe = tokenizer(texts, padding=True, return_tensors="pt")
+    probe = tokenizer(texts, padding=len(texts) > 1, return_tensors="pt")
     names = ["input_ids", "attention_mask"]
     if uses_token_type_ids and "token_type_ids" in probe:
         names.append("token_type_ids")
@@ -449,8 +455,18 @@ def _hooked_layers(
         except Exception:  # noqa: BLE001 - hooks that do not fit: never used
             logger.info("Layer hooks failed on a probe", exc_info=True)
             return frozenset()
-    if expected is None or len(expected) != n_layers + 1:
-        return frozenset()
+    shape = tuple(inputs["input_ids"].shape)
+    if (
+        expected is None
+        or len(expected) != n_layers + 1
+        or any(tuple(state.shape[:2]) != shape for state in expected)
+    ):
+        raise ValueError(
+            f"{type(model).__name__} does not return one hidden state per input "
+            f"token for each of its {n_layers} layers (a model that pools tokens "
+            "between layers, such as Funnel, is not supported); skbert needs a "
+            "BERT-like text encoder."
+        )
     hooked = set()
     for i in wanted:
         got = captured.get(i)

@@ -193,6 +193,16 @@ def _other_config(kind: str):
         return transformers.AlbertConfig(
             **common, embedding_size=16, max_position_embeddings=64
         )
+    if kind == "funnel":  # pools tokens between blocks: refused
+        return transformers.FunnelConfig(
+            vocab_size=len(_vocab()),
+            block_sizes=[1, 1],
+            num_decoder_layers=1,
+            d_model=32,
+            n_head=2,
+            d_head=16,
+            d_inner=64,
+        )
     if kind == "mpnet":  # positions counted from pad_token_id + 1
         return transformers.MPNetConfig(
             **common, max_position_embeddings=66, relative_attention_num_buckets=32
@@ -204,7 +214,8 @@ def _other_config(kind: str):
 def tiny_encoder(tmp_path_factory):
     """Build (once per kind) a random 2-layer encoder of another architecture
     with the WordPiece tokenizer of the others, saved without model_max_length:
-    ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``."""
+    ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``,
+    ``"funnel"``."""
     import torch
     from transformers import AutoModel
 
@@ -215,7 +226,9 @@ def tiny_encoder(tmp_path_factory):
             directory = tmp_path_factory.mktemp(f"tiny-{kind}")
             _save_tokenizer(directory, "BertTokenizerFast", model_max_length=None)
             torch.manual_seed(0)
-            model = AutoModel.from_config(_other_config(kind)).eval()
+            config = _other_config(kind)
+            config.architectures = [f"{type(config).__name__[: -len('Config')]}Model"]
+            model = AutoModel.from_config(config).eval()
             model.save_pretrained(directory)
             built[kind] = directory
         return built[kind]

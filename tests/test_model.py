@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -377,3 +378,39 @@ def test_positions_counted_from_the_padding_id_are_not_overrun(tiny_encoder):
     assert vectorizer.max_length_ == 64
     with pytest.warns(UserWarning, match="1 of 1 distinct texts were longer"):
         assert vectorizer.transform(["the cat sat " * 40]).shape == (1, 32)
+
+
+def test_a_tokenizer_without_a_pad_token_loads(tiny_bert, tmp_path):
+    # skbert pads its batches itself: the load-time probe must not need one
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    directory = tmp_path / "no-pad"
+    shutil.copytree(tiny_bert, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(directory)
+    assert AutoTokenizer.from_pretrained(directory).pad_token_id is None
+    X = BertSentenceVectorizer(model=directory, cache=None).fit_transform(
+        ["the cat sat", "a dog"]
+    )
+    expected = BertSentenceVectorizer(model=tiny_bert, cache=None).fit_transform(
+        ["the cat sat", "a dog"]
+    )
+    np.testing.assert_allclose(X, expected, atol=1e-6)
+
+
+def test_a_model_that_pools_tokens_between_layers_is_refused(tiny_encoder):
+    with pytest.raises(ValueError, match="pools tokens between layers, such as Funnel"):
+        BertSentenceVectorizer(model=tiny_encoder("funnel")).fit()
+
+
+def test_the_cache_key_names_how_states_are_computed(tiny_bert, monkeypatch):
+    # raised when skbert computes other states from the same files, so that a
+    # disk cache never serves states an older version computed
+    from skbert import _model
+
+    before = _model._fingerprint(str(tiny_bert), CPU, torch.float32)
+    monkeypatch.setattr(_model, "STATES_VERSION", "states-next")
+    assert _model._fingerprint(str(tiny_bert), CPU, torch.float32) != before
