@@ -435,10 +435,12 @@ def _find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList |
 
 
 def _hooked_layers(
-    model, tokenizer, n_layers: int, device, uses_token_type_ids: bool
+    model, tokenizer, n_layers: int, device, uses_token_type_ids: bool, hooks: bool
 ) -> frozenset[int]:
     """The hidden states the layer hooks capture as the model itself returns
-    them, found by running a probe both ways (see ``LoadedModel.hooked``)."""
+    them, found by running a probe both ways (see ``LoadedModel.hooked``);
+    none without ``hooks``. Raises ``ValueError`` for a model whose hidden
+    states are not one per token for each layer."""
     texts = ["the bank of the river was seen", "a"]
     if tokenizer.pad_token_id is None:
         texts = texts[:1]
@@ -450,11 +452,6 @@ def _hooked_layers(
     wanted = list(range(n_layers + 1))
     with torch.inference_mode():
         expected = model(**inputs, output_hidden_states=True).hidden_states
-        try:
-            captured = _capture(model, inputs, wanted)
-        except Exception:  # noqa: BLE001 - hooks that do not fit: never used
-            logger.info("Layer hooks failed on a probe", exc_info=True)
-            return frozenset()
     shape = tuple(inputs["input_ids"].shape)
     if (
         expected is None
@@ -467,6 +464,14 @@ def _hooked_layers(
             "between layers, such as Funnel, is not supported); skbert needs a "
             "BERT-like text encoder."
         )
+    if not hooks:
+        return frozenset()
+    try:
+        with torch.inference_mode():
+            captured = _capture(model, inputs, wanted)
+    except Exception:  # noqa: BLE001 - hooks that do not fit: never used
+        logger.info("Layer hooks failed on a probe", exc_info=True)
+        return frozenset()
     hooked = set()
     for i in wanted:
         got = captured.get(i)
@@ -561,14 +566,18 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
         and getattr(config, "type_vocab_size", 0) > 0
     )
     layer_list = _find_layers(model, n_layers)
-    hooked = frozenset()
     if layer_list is not None:
         layer_list[0].register_forward_pre_hook(_input_hook, with_kwargs=True)
         for i, layer in enumerate(layer_list):
             layer.register_forward_hook(_make_output_hook(i + 1))
-        hooked = _hooked_layers(
-            model, tokenizer, int(n_layers), device, uses_token_type_ids
-        )
+    hooked = _hooked_layers(
+        model,
+        tokenizer,
+        int(n_layers),
+        device,
+        uses_token_type_ids,
+        hooks=layer_list is not None,
+    )
     st_pooling, st_max_length = _read_st_config(location)
     max_positions = getattr(config, "max_position_embeddings", 512)
     # RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number the
