@@ -119,10 +119,6 @@ CHOICES = {
 }
 
 
-def _choices(param: str) -> tuple[str, ...]:
-    return CHOICES[param]
-
-
 def _auto_or_int(value: str) -> int | str:
     """Parse "auto" or a positive int (the batching options)."""
     if value == "auto":
@@ -207,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--layer-combine",
         default="mean",
-        choices=_choices("layer_combine"),
+        choices=CHOICES["layer_combine"],
         help="how several --layers become one vector per token; concat multiplies "
         "the width by their number (default: %(default)s)",
     )
@@ -215,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pooling",
         default="auto",
         # segment_mean needs sentence pairs, which the command line does not take
-        choices=_choices("pooling"),
+        choices=CHOICES["pooling"],
         help="how token vectors become one vector per text; auto uses the model's "
         "sentence-transformers pooling if it has one, else mean "
         "(default: %(default)s)",
@@ -265,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--dtype",
         default="float32",
-        choices=_choices("dtype"),
+        choices=CHOICES["dtype"],
         help="precision the model computes in; the output is float32 either way "
         "(default: %(default)s)",
     )
@@ -279,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--handle-missing",
         default="error",
-        choices=_choices("handle_missing"),
+        choices=CHOICES["handle_missing"],
         help="what to do with missing texts (nulls in a .parquet INPUT): error "
         "stops, empty embeds them as '' (default: %(default)s)",
     )
