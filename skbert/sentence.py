@@ -52,7 +52,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         1..L the encoder layers, negatives count from the top (-1 is the
         last layer). "auto" uses the model's sentence-transformers config
         when it has one (the last layer), else -2, the second-to-last layer.
-        The forward pass stops after the deepest layer requested.
+        The forward pass stops after the deepest layer requested (where the
+        layer hooks match the model's own hidden states, checked at load).
     layer_combine : {"mean", "sum", "concat"}, default="mean"
         How the chosen layers become one vector per token. "concat" joins
         them in the order given (the last four layers of bert-base give

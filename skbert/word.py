@@ -61,7 +61,8 @@ class BertWordVectorizer(_BaseBertVectorizer):
         last four encoder layers, ``[L-3, L-2, L-1, L]`` (the tutorial's and
         the BERT paper's word features); a model with fewer than four layers
         uses all of its encoder layers ``1..L``. The forward pass stops after
-        the deepest layer requested.
+        the deepest layer requested (where the layer hooks match the model's
+        own hidden states, checked at load).
     layer_combine : {"mean", "sum", "concat"}, default="sum"
         How the chosen layers become one vector per token. The default sums
         the last four layers; "concat" joins them in the order given (4 x 384

@@ -340,9 +340,15 @@ def test_other_encoders_give_the_hidden_states_the_model_returns(tiny_encoder, k
     # ModernBERT's last state is normed after its last layer, DeBERTa-v2 with
     # a convolution changes the first layer's output, and ALBERT has no list
     # of layers: each state must still be hidden_states[i]
-    import numpy as np
+    _check_against_hidden_states(tiny_encoder(kind))
 
-    directory = tiny_encoder(kind)
+
+def test_roberta_gives_the_hidden_states_the_model_returns(tiny_roberta):
+    _check_against_hidden_states(tiny_roberta)
+
+
+def _check_against_hidden_states(directory):
+    """Padded batches of skbert against the model run one text at a time."""
     texts = ["the bank of the river", "a cat sat", "hello world " * 5]
     references = [_reference_states(directory, text) for text in texts]
     for layers in (-1, 1, [-1, -2, 0]):
