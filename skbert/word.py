@@ -841,7 +841,12 @@ def _parse_sample(item: Any, i: int) -> _Target:
     start = sum(len(w) + 1 for w in words[:index])
     text = " ".join(words)
     return _check_span(
-        text, start, start + len(words[index]), i, f"word {index} ({words[index]!r})"
+        text,
+        start,
+        start + len(words[index]),
+        i,
+        f"word {index} ({words[index]!r})",
+        shows_text=True,
     )
 
 
@@ -862,11 +867,20 @@ def _parse_marked(item: str, i: int) -> _Target:
         )
     text = item[:left] + item[left + 1 : right] + item[right + 1 :]
     return _check_span(
-        text, left, right - 1, i, f"marked target {item[left + 1 : right]!r}"
+        text,
+        left,
+        right - 1,
+        i,
+        f"marked target {item[left + 1 : right]!r}",
+        shows_text=True,
     )
 
 
-def _check_span(text: str, start: int, end: int, i: int, label: str) -> _Target:
+def _check_span(
+    text: str, start: int, end: int, i: int, label: str, shows_text: bool = False
+) -> _Target:
+    """The target ``text[start:end]`` of sample ``i``, checked; ``label`` names
+    it in messages (followed by its text unless it ``shows_text`` already)."""
     if start < 0 or end > len(text) or start > end:
         raise ValueError(
             f"Sample {i} of X: the {label} is outside the text of length "
@@ -882,9 +896,9 @@ def _check_span(text: str, start: int, end: int, i: int, label: str) -> _Target:
             f"Sample {i} of X: the {label} is only whitespace "
             f"({text[start:end]!r}); point it at a word."
         )
-    shown = repr(text[start:end])
-    # a word or marked target is already named with its text in the label
-    return _Target(text, start, end, label if shown in label else f"{label} {shown}")
+    if not shows_text:
+        label = f"{label} {text[start:end]!r}"
+    return _Target(text, start, end, label)
 
 
 def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:
