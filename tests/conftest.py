@@ -27,6 +27,12 @@ WORDS = (
 ).split()
 
 
+# the shape of every tiny BERT-like checkpoint here
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+)
+
+
 def _vocab() -> list[str]:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
@@ -60,10 +66,7 @@ def tiny_bert(tmp_path_factory):
     _save_tokenizer(directory, "BertTokenizerFast")
     config = BertConfig(
         vocab_size=len(_vocab()),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY,
         max_position_embeddings=64,
     )
     torch.manual_seed(0)
@@ -140,10 +143,7 @@ def tiny_roberta(tmp_path_factory):
     tokenizer.save_pretrained(directory)
     config = RobertaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY,
         max_position_embeddings=66,
         pad_token_id=1,
     )
@@ -157,14 +157,7 @@ def _other_config(kind: str):
     matters to the layer hooks or to the position table."""
     import transformers
 
-    common = dict(
-        vocab_size=len(_vocab()),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        pad_token_id=0,
-    )
+    common = dict(vocab_size=len(_vocab()), **TINY, pad_token_id=0)
     if kind == "modernbert":  # a final norm after the last layer
         return transformers.ModernBertConfig(
             **common,
