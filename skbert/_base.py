@@ -154,6 +154,8 @@ class _BaseBertVectorizer(
         # path, so that a copy unpickled in another working directory finds it
         self._fitted_model = _absolute_if_local(self.model)
         self.model_name_or_path_ = _model_source(self._fitted_model)
+        # a hub id's commit: a pickled copy loads the same files, not the hub's newest
+        self.model_revision_ = loaded.revision
         self.device_ = device
         self.dtype_ = torch_dtype
         self.n_layers_ = loaded.n_layers
@@ -321,7 +323,8 @@ class _BaseBertVectorizer(
                 self.device_, self.dtype_ = device, torch_dtype
             # the model it was fitted with, even after set_params(model=...)
             source = self.__dict__.get("_fitted_model", self.model)
-            loaded = load_model(source, device, torch_dtype)
+            revision = self.__dict__.get("model_revision_")
+            loaded = load_model(source, device, torch_dtype, revision)
             fitted = (self.n_layers_, self.hidden_size_)
             if (loaded.n_layers, loaded.hidden_size) != fitted:
                 raise ValueError(

@@ -215,6 +215,9 @@ class LoadedModel:
     st_pooling : str or None, pooling from a sentence-transformers config.
     st_max_length : int or None, ``max_seq_length`` from a sentence-transformers config.
     max_positions : int, the longest input the model accepts.
+    revision : str or None
+        For a hub id, the commit hash of the files loaded (the name of their
+        snapshot folder in the Hugging Face cache); None for a local directory.
     hooked : frozenset of int
         The ``hidden_states`` indices that the layer hooks capture exactly as
         ``output_hidden_states=True`` returns them, checked at load on a probe
@@ -234,6 +237,7 @@ class LoadedModel:
     st_max_length: int | None
     max_positions: int
     fingerprint: str = ""
+    revision: str | None = None
     hooked: frozenset[int] = frozenset()
 
 
@@ -244,8 +248,8 @@ TOKENIZER_FILES = (
     "vocab.txt",
 )
 ST_CONFIG_FILES = ("modules.json", "sentence_bert_config.json")
-# (location, device, dtype) -> (the directory's model files, the model)
-_CACHE: dict[tuple[str, str, str], tuple[list[str], LoadedModel]] = {}
+# (location, revision, device, dtype) -> (the directory's model files, the model)
+_CACHE: dict[tuple[str, str | None, str, str], tuple[list[str], LoadedModel]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -268,7 +272,9 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "~", "/")) or source.count("/") > 1 or "\\" in source
 
 
-def _load_error(source: str, exc: BaseException) -> ValueError:
+def _load_error(
+    source: str, exc: BaseException, revision: str | None = None
+) -> ValueError:
     cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     directory = Path(source).expanduser()
     if directory.is_dir():  # there, but not loadable
@@ -300,6 +306,19 @@ def _load_error(source: str, exc: BaseException) -> ValueError:
             f"weights could not be read. Cause: {cause}"
         )
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    if revision is not None:
+        return ValueError(
+            f"Could not load model {source!r} at revision {revision!r}, the commit "
+            "this estimator was fitted with: it is not in the local Hugging Face "
+            "cache, and "
+            + (
+                "the hub was not asked (HF_HUB_OFFLINE is set)"
+                if offline
+                else "the hub could not give it"
+            )
+            + ". Fit the estimator again to use the hub's current files. "
+            f"Cause: {cause}"
+        )
     return ValueError(
         f"Could not load model {source!r}: it is not a local directory, and not a "
         "Hugging Face hub id found in the local cache"
@@ -314,7 +333,9 @@ def _load_error(source: str, exc: BaseException) -> ValueError:
     )
 
 
-def _read_st_config(source: str) -> tuple[str | None, int | None]:
+def _read_st_config(
+    source: str, revision: str | None = None
+) -> tuple[str | None, int | None]:
     """Pooling and max_length of a sentence-transformers model, if it has them."""
 
     def find(filename: str) -> Path | None:
@@ -329,6 +350,7 @@ def _read_st_config(source: str) -> tuple[str | None, int | None]:
             found = cached_file(
                 source,
                 filename,
+                revision=revision,
                 _raise_exceptions_for_missing_entries=False,
                 _raise_exceptions_for_connection_errors=False,
             )
@@ -394,21 +416,41 @@ def _model_files(directory: Path) -> list[str]:
     return _file_stats(directory, files)
 
 
-def _hub_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot directory of a hub id's default revision, if cached.
+def _hub_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The local snapshot directory of a hub id, if cached: of ``revision`` (a
+    commit hash) or else of the revision the cache's ``main`` points to.
 
     Looks in the local Hugging Face cache only, never on the network.
     """
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(repo_id, "config.json")
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     except Exception:  # noqa: BLE001 - not a valid repo id, no cache: none
         return None
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
+def _snapshot_is_complete(snapshot: Path) -> bool:
+    """Whether a cached snapshot holds a config, a tokenizer and every weights
+    file, so that it can be loaded as a directory without asking the hub."""
+    if not (snapshot / "config.json").is_file():
+        return False
+    if not any((snapshot / name).is_file() for name in TOKENIZER_FILES[:2]):
+        return False
+    if (snapshot / "model.safetensors").is_file():
+        return True
+    index = snapshot / "model.safetensors.index.json"
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all((snapshot / shard).is_file() for shard in shards)
+
+
+def _fingerprint(
+    location: str, device: torch.device, torch_dtype, revision: str | None = None
+) -> str:
     """Identity of a loaded model: where it came from, the size and
     modification time of its weights, config and tokenizer files (for a hub id,
     those of its cached snapshot, whose path names the revision), the device
@@ -418,7 +460,7 @@ def _fingerprint(location: str, device: torch.device, torch_dtype) -> str:
     if path.is_dir():
         origin, directory = str(path.resolve()), path
     else:
-        directory = _hub_snapshot(location)
+        directory = _hub_snapshot(location, revision)
         # the snapshot's folder is named by its revision
         origin = location if directory is None else f"{location}@{directory.name}"
     files = [] if directory is None else _model_files(directory)
@@ -512,7 +554,12 @@ def _check_text_encoder(config, source: str) -> None:
         )
 
 
-def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> LoadedModel:
+def _load(
+    source: str,
+    device: torch.device,
+    torch_dtype: torch.dtype,
+    revision: str | None = None,
+) -> LoadedModel:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = Path(source).expanduser()
@@ -522,14 +569,30 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
             "directory written by save_pretrained, a Hugging Face hub id, or "
             "model=None for the bundled default model."
         )
-    location = str(path) if path.is_dir() else source
+    pinned = revision  # the commit a fitted estimator asks for, if any
+    hub: dict = {}  # from_pretrained's revision, when the hub is asked
+    if path.is_dir():
+        location = str(path)
+    else:
+        # a hub id whose files are all in the local cache is loaded from there,
+        # with no request to the hub: without a network, transformers retries
+        # each of its requests for about 25 s before it falls back to the cache
+        snapshot = _hub_snapshot(source, revision)
+        if snapshot is not None and _snapshot_is_complete(snapshot):
+            location, revision = str(snapshot), snapshot.name
+        else:
+            location = source
+            if revision is not None:
+                hub["revision"] = revision
     try:
-        config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(location, trust_remote_code=False, **hub)
     except (OSError, ValueError) as exc:
-        raise _load_error(source, exc) from exc
+        raise _load_error(source, exc, pinned) from exc
     _check_text_encoder(config, source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(
+            location, trust_remote_code=False, **hub
+        )
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(
             f"Could not load a tokenizer for model {source!r}: {exc}"
@@ -545,13 +608,20 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
     hf_logging.disable_progress_bar()  # restored below; skbert has its own bar
     try:
         model = AutoModel.from_pretrained(
-            location, trust_remote_code=False, use_safetensors=True
+            location, trust_remote_code=False, use_safetensors=True, **hub
         )
     except Exception as exc:  # noqa: BLE001 - e.g. SafetensorError of a damaged file
-        raise _load_error(source, exc) from exc
+        raise _load_error(source, exc, pinned) from exc
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
+    if location == source and not path.is_dir():  # downloaded: now in the cache
+        snapshot = _hub_snapshot(source, revision)
+        revision = (
+            snapshot.name
+            if snapshot is not None
+            else getattr(config, "_commit_hash", None) or revision
+        )
     model.eval()
     model.to(device=device, dtype=torch_dtype)
 
@@ -578,7 +648,7 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
         uses_token_type_ids,
         hooks=layer_list is not None,
     )
-    st_pooling, st_max_length = _read_st_config(location)
+    st_pooling, st_max_length = _read_st_config(location, hub.get("revision"))
     max_positions = getattr(config, "max_position_embeddings", 512)
     # RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number the
     # positions from padding_idx + 1, which costs their table that many rows
@@ -587,7 +657,9 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
     if padding_idx is not None:
         max_positions -= padding_idx + 1
     return LoadedModel(
-        fingerprint=_fingerprint(location, device, torch_dtype),
+        fingerprint=_fingerprint(
+            location if path.is_dir() else source, device, torch_dtype, revision
+        ),
         model=model,
         tokenizer=tokenizer,
         name=source,
@@ -597,6 +669,7 @@ def _load(source: str, device: torch.device, torch_dtype: torch.dtype) -> Loaded
         st_pooling=st_pooling,
         st_max_length=st_max_length,
         max_positions=int(max_positions),
+        revision=None if path.is_dir() else revision,
         hooked=hooked,
     )
 
@@ -605,23 +678,37 @@ def load_model(
     model: str | os.PathLike | None,
     device: torch.device,
     torch_dtype: torch.dtype = torch.float32,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load (once per process) the model and tokenizer for ``model``.
 
     ``model`` is None (the bundled model), a hub id or a local directory. Only
     safetensors weights are read, and ``trust_remote_code`` is never enabled.
+    A hub id is read from the local Hugging Face cache when its files are all
+    there, else from the hub; ``revision`` (a commit hash) pins the files of a
+    hub id, and is ignored for a directory.
     """
     source = _model_source(model)
     path = Path(source).expanduser()
-    key_source = str(path.resolve()) if path.is_dir() else source
-    key = (key_source, str(device), str(torch_dtype))
+    if path.is_dir():
+        key_source, key_revision = str(path.resolve()), None
+    else:
+        # the revision the cache's main points to now, so that a newer
+        # snapshot downloaded since the last load is loaded
+        snapshot = _hub_snapshot(source) if revision is None else None
+        key_source, key_revision = source, revision
+        if snapshot is not None and _snapshot_is_complete(snapshot):
+            key_revision = snapshot.name
+    key = (key_source, key_revision, str(device), str(torch_dtype))
     # a directory whose weights, config or tokenizer were saved again is loaded again
     files = _model_files(path) if path.is_dir() else []
     with _CACHE_LOCK:
         loaded_files, loaded = _CACHE.get(key, (None, None))
         if loaded is None or loaded_files != files:
-            loaded = _load(source, device, torch_dtype)
+            loaded = _load(source, device, torch_dtype, revision)
             _CACHE[key] = (files, loaded)
+            if loaded.revision is not None:  # found again when pinned
+                _CACHE[(key_source, loaded.revision, *key[2:])] = (files, loaded)
     return loaded
 
 

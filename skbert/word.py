@@ -144,6 +144,10 @@ default="mean"
         The loaded fast tokenizer.
     model_name_or_path_ : str
         Where the model was loaded from.
+    model_revision_ : str or None
+        For a hub id, the commit hash of the files loaded; a pickled copy
+        loads that revision again, not the hub's newest. None for a local
+        directory.
     device_ : torch.device
         The device in use.
     dtype_ : torch.dtype

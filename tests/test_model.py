@@ -245,22 +245,29 @@ def test_a_sentence_transformers_config_saved_again_is_read_again(tiny_bert, tmp
     assert (again.pooling_, again.max_length_) == ("mean", 24)
 
 
-def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(
-    tiny_bert, tmp_path, monkeypatch
-):
-    # an offline Hugging Face cache holding two revisions of a sharded model
+@pytest.fixture
+def hub_cache(tiny_bert, tmp_path, monkeypatch):
+    """An offline Hugging Face cache holding the hub id "someone/tiny".
+
+    Returns ``publish(revision, scale, shard=False)``, which writes the tiny
+    BERT with its word embeddings scaled as that revision's snapshot (sharded
+    into several files if asked) and points ``main`` at it; it returns the
+    snapshot's directory.
+    """
     import shutil
 
     import huggingface_hub.constants
     from transformers import BertModel
 
-    from skbert._model import _fingerprint
+    from skbert._model import clear_cache
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    repo = tmp_path / "models--someone--tiny"
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    clear_cache()  # "someone/tiny" may be loaded from another test's cache
+    repo = cache / "models--someone--tiny"
     (repo / "refs").mkdir(parents=True)
 
-    def publish(revision, scale):
+    def publish(revision, scale, shard=False):
         snapshot = repo / "snapshots" / revision
         shutil.copytree(tiny_bert, snapshot)
         for old in snapshot.glob("*.safetensors"):
@@ -268,19 +275,103 @@ def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(
         model = BertModel.from_pretrained(tiny_bert)
         with torch.no_grad():
             model.embeddings.word_embeddings.weight.mul_(scale)
-        model.save_pretrained(snapshot, max_shard_size="40KB")
+        model.save_pretrained(snapshot, max_shard_size="40KB" if shard else "5GB")
         (repo / "refs" / "main").write_text(revision)
-        return sorted(p.name for p in snapshot.glob("*.safetensors"))
+        return snapshot
 
-    shards = publish("a" * 40, 1.0)
+    return publish
+
+
+def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(hub_cache):
+    from skbert._model import _fingerprint
+
+    snapshot = hub_cache("a" * 40, 1.0, shard=True)
+    shards = sorted(p.name for p in snapshot.glob("*.safetensors"))
     assert len(shards) > 1  # no model.safetensors: only the index and its shards
     first = _fingerprint("someone/tiny", CPU, torch.float32)
     assert first.startswith("someone/tiny@" + "a" * 40)
     assert all(shard in first for shard in shards)
-    publish("b" * 40, 2.0)
+    hub_cache("b" * 40, 2.0, shard=True)
     second = _fingerprint("someone/tiny", CPU, torch.float32)
     assert second.startswith("someone/tiny@" + "b" * 40)
     assert second != first
+
+
+def test_a_cached_hub_id_loads_without_asking_the_hub(hub_cache, monkeypatch):
+    # online mode with no network: each request transformers makes is retried
+    # for about 25 s before it falls back to the cache (165 s for one fit)
+    import httpx2
+    import huggingface_hub.constants
+
+    from skbert._model import clear_cache
+
+    hub_cache("a" * 40, 1.0, shard=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    requests = []
+
+    def no_network(self, request, **kwargs):
+        requests.append(str(request.url))
+        raise httpx2.ConnectError("no network in this test", request=request)
+
+    monkeypatch.setattr(httpx2.Client, "send", no_network)
+    clear_cache()
+    vectorizer = BertSentenceVectorizer(model="someone/tiny").fit()
+    assert vectorizer.transform(["a river bank"]).shape == (1, 32)
+    assert requests == []
+    assert vectorizer.model_revision_ == "a" * 40
+
+
+def test_a_fitted_estimator_keeps_the_hub_revision_it_was_fitted_with(hub_cache):
+    import pickle
+
+    from skbert._model import clear_cache
+
+    hub_cache("a" * 40, 1.0)
+    texts = ["a river bank", "a bank vault"]
+    fitted = BertSentenceVectorizer(model="someone/tiny").fit()
+    expected = fitted.transform(texts)
+    hub_cache("b" * 40, 2.0)  # the hub id's newest files change the vectors
+    copy = pickle.loads(pickle.dumps(fitted))
+    assert copy.model_revision_ == "a" * 40
+    np.testing.assert_allclose(copy.transform(texts), expected, atol=1e-6)
+    clear_cache()  # loaded again from its snapshot, not from memory
+    copy = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(copy.transform(texts), expected, atol=1e-6)
+    refitted = BertSentenceVectorizer(model="someone/tiny").fit()
+    assert refitted.model_revision_ == "b" * 40
+    assert not np.allclose(refitted.transform(texts), expected, atol=1e-3)
+
+
+def test_a_revision_gone_from_the_cache_says_to_fit_again(hub_cache):
+    import pickle
+    import shutil
+
+    from skbert._model import clear_cache
+
+    snapshot = hub_cache("a" * 40, 1.0)
+    fitted = BertSentenceVectorizer(model="someone/tiny").fit()
+    hub_cache("b" * 40, 2.0)
+    shutil.rmtree(snapshot)
+    clear_cache()
+    copy = pickle.loads(pickle.dumps(fitted))
+    with pytest.raises(ValueError, match=r"revision 'a{40}'.*Fit the estimator again"):
+        copy.transform(["a river bank"])
+
+
+def test_a_partly_cached_hub_snapshot_is_not_read_as_a_directory(hub_cache):
+    from skbert._model import _snapshot_is_complete
+
+    snapshot = hub_cache("a" * 40, 1.0, shard=True)
+    assert _snapshot_is_complete(snapshot)
+    next(iter(sorted(snapshot.glob("model-*.safetensors")))).unlink()
+    assert not _snapshot_is_complete(snapshot)
+    # offline, the hub cannot fill the gap: the error says the model was not found
+    with pytest.raises(ValueError, match="not a local directory"):
+        BertSentenceVectorizer(model="someone/tiny").fit()
+    hub_cache("b" * 40, 1.0)
+    (snapshot.parent / ("b" * 40) / "tokenizer.json").unlink()
+    (snapshot.parent / ("b" * 40) / "tokenizer_config.json").unlink()
+    assert not _snapshot_is_complete(snapshot.parent / ("b" * 40))
 
 
 def _without_safetensors(model, directory):
