@@ -89,7 +89,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         texts truncated or windowed by the last call.
     stride : int or None, default=None
         With "window" and "window_max", the number of tokens consecutive
-        windows share. None uses a quarter of a window's room for text.
+        windows share. None uses a quarter of a window's room for text. The
+        other ``long_text`` options read no windows: ``fit`` warns that a
+        stride given with them is not used.
     pairs : bool, default=False
         Read each sample as a pair ``(text_a, text_b)`` (or X as a DataFrame
         or array with two text columns) and encode it as one input,
@@ -334,6 +336,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             )
         room = self.max_length_ - loaded.tokenizer.num_special_tokens_to_add()
         self.stride_ = room // 4 if self.stride is None else self.stride
+        if self.stride is not None and not self.long_text.startswith("window"):
+            warn_user(
+                "The parameter 'stride' will not be used since "
+                f"long_text={self.long_text!r} reads no windows; it is used with "
+                "long_text='window' and 'window_max'."
+            )
         if self.long_text.startswith("window") and room < 1:
             raise ValueError(
                 f"long_text={self.long_text!r} needs windows that hold a token of "

@@ -486,6 +486,13 @@ def test_bad_stride_and_combinations_are_refused(tiny_bert):
     stats = windows.transform_stats_  # three windows of "the cat sat", one of ""
     assert (stats["n_windowed"], stats["n_windows"]) == (1, 4)
     assert np.isfinite(X).all()
+    with pytest.warns(UserWarning, match="'stride' will not be used.*'truncate_tail'"):
+        BertSentenceVectorizer(
+            model=tiny_bert, long_text="truncate_tail", stride=4
+        ).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BertSentenceVectorizer(model=tiny_bert, long_text="window", stride=4).fit()
     with pytest.raises(ValueError, match="segment_mean' needs sentence pairs"):
         BertSentenceVectorizer(model=str(tiny_bert), pooling="segment_mean").fit()
     with pytest.raises(ValueError, match="not available with pairs=True"):
