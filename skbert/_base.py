@@ -33,7 +33,6 @@ from ._validation import (
     AnyStr,
     CacheSpec,
     Interval,
-    InvalidParameterError,
     LayerSpec,
     ModelSpec,
     Options,
@@ -41,6 +40,7 @@ from ._validation import (
     ViewsSpec,
     check_params,
     check_texts,
+    invalid_parameter,
     normalize_layers,
     warn_user,
 )
@@ -172,6 +172,8 @@ class _BaseBertVectorizer(
 
     # the parameters one view may set; every other parameter is shared
     _view_keys: tuple[str, ...] = ()
+    # a view, as error messages show one
+    _view_example: str = ""
 
     def _resolve_views(self, loaded: LoadedModel) -> list[dict]:
         """The settings of each view: one per entry of ``views``, or the estimator's.
@@ -187,7 +189,7 @@ class _BaseBertVectorizer(
         else:
             items = [(_view_name(view), view) for view in self.views]
         if not items:
-            raise ValueError(
+            raise invalid_parameter(
                 "views must hold at least one view; use views=None for the "
                 "estimator's own settings."
             )
@@ -199,13 +201,13 @@ class _BaseBertVectorizer(
                 else (f"views[{name!r}]")
             )
             if not isinstance(view, dict):
-                raise TypeError(
+                raise invalid_parameter(
                     f"{where} must be a dict of parameters, such as "
-                    f"{{'layers': -1, 'pooling': 'mean'}}; got {type(view).__name__}."
+                    f"{self._view_example}; got {type(view).__name__}."
                 )
             unknown = sorted(map(str, set(view) - set(self._view_keys)))
             if unknown:
-                raise ValueError(
+                raise invalid_parameter(
                     f"{where} sets {', '.join(map(repr, unknown))}, which a view "
                     f"cannot set; a view sets some of {list(self._view_keys)} and "
                     "shares every other parameter."
@@ -214,15 +216,15 @@ class _BaseBertVectorizer(
                 allowed = self._parameter_constraints[key]
                 if not any(c.accepts(value) for c in allowed):
                     described = " or ".join(c.describe() for c in allowed)
-                    raise InvalidParameterError(
+                    raise invalid_parameter(
                         f"{where}[{key!r}] must be {described}. Got {value!r} instead."
                     )
             if self.views is not None and (not isinstance(name, str) or not name):
-                raise ValueError(
+                raise invalid_parameter(
                     f"The names of views must be non-empty str; got {name!r}."
                 )
             if name in seen:
-                raise ValueError(
+                raise invalid_parameter(
                     f"Two views are named {name!r}; feature names must differ. Name "
                     "the views with a dict, e.g. views={'a': {...}, 'b': {...}}."
                 )
@@ -267,6 +269,26 @@ class _BaseBertVectorizer(
                 for i in range(view["n_features"])
             ],
             dtype=object,
+        )
+
+    # the parameters read at each call rather than fixed at fit (user guide,
+    # "Changing parameters after fit")
+    _call_params = (
+        "batch_size",
+        "max_batch_tokens",
+        "progress_bar",
+        "cache",
+        "handle_missing",
+    )
+
+    def _check_fitted(self) -> None:
+        """``check_is_fitted``, then check the parameters each call reads as
+        ``fit`` checks them: ``set_params`` after ``fit`` must not slip a bad
+        value past ``fit``'s checks."""
+        check_is_fitted(self)
+        check_params(
+            self,
+            {param: self._parameter_constraints[param] for param in self._call_params},
         )
 
     def _check_fit_input(self, X: Any) -> None:
@@ -419,7 +441,7 @@ class _BaseBertVectorizer(
         """
         import pandas as pd
 
-        check_is_fitted(self)
+        self._check_fitted()
         labels, records, extra = self._token_records(X)
         tokenizer = self._loaded().tokenizer
         rows = []

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "InvalidParameterError",
+    "invalid_parameter",
     "Options",
     "check_params",
     "check_texts",
+    "check_unicode",
     "warn_user",
 ]
 
@@ -55,9 +56,42 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
-class InvalidParameterError(ValueError, TypeError):
-    """A parameter has a wrong type or value (a ValueError and a TypeError,
-    like scikit-learn's own ``InvalidParameterError``)."""
+_invalid_parameter_error: type | None = None
+
+
+def _invalid_parameter_class() -> type:
+    """skbert's ``InvalidParameterError``, made at first use: a subclass of
+    scikit-learn's own (a ValueError and a TypeError), so that code catching it
+    for scikit-learn estimators catches it here too. Made lazily because
+    importing scikit-learn takes seconds, and ``skbert --help`` imports this
+    module."""
+    global _invalid_parameter_error
+    if _invalid_parameter_error is None:
+        from sklearn.utils._param_validation import (
+            InvalidParameterError as SklearnInvalidParameterError,
+        )
+
+        _invalid_parameter_error = type(
+            "invalid_parameter",
+            (SklearnInvalidParameterError,),
+            {
+                "__module__": __name__,
+                "__doc__": "A parameter has a wrong type or value (scikit-learn's "
+                "InvalidParameterError, a ValueError and a TypeError).",
+            },
+        )
+    return _invalid_parameter_error
+
+
+def __getattr__(name: str) -> Any:
+    if name == "InvalidParameterError":
+        return _invalid_parameter_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def invalid_parameter(message: str) -> Exception:
+    """An ``InvalidParameterError`` with ``message``, to raise."""
+    return _invalid_parameter_class()(message)
 
 
 class Options:
@@ -188,7 +222,7 @@ def check_params(estimator: Any, constraints: dict[str, list]) -> None:
         if any(c.accepts(value) for c in allowed):
             continue
         described = " or ".join(c.describe() for c in allowed)
-        raise InvalidParameterError(
+        raise invalid_parameter(
             f"The {param!r} parameter of {name} must be {described}. "
             f"Got {value!r} instead."
         )
@@ -238,6 +272,27 @@ def missing_message(positions: list[int], what: str, remedy: str) -> str:
     )
 
 
+def check_unicode(texts: list, what: str) -> None:
+    """Refuse a text the tokenizer cannot read: one holding a lone surrogate
+    (from a decode with ``errors="surrogateescape"``, or a JSON ``\\ud83d``
+    escape without its pair). The tokenizer would refuse it with a TypeError
+    that names neither the text nor the cause. ``what`` names the items in
+    messages, e.g. "Element {} of X"."""
+    for i, text in enumerate(texts):
+        if isinstance(text, str) and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"{what.format(i)} is not valid Unicode: character "
+                    f"{exc.start} is the lone surrogate {text[exc.start]!r}, "
+                    "which no tokenizer reads (left by a decode with "
+                    "errors='surrogateescape', or a JSON escape without its "
+                    "pair); repair the text first, e.g. with "
+                    "text.encode('utf-8', 'replace').decode('utf-8')."
+                ) from None
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} ({value!r})"
 
@@ -255,7 +310,7 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
     as ``""``. Other non-``str`` items raise ``TypeError`` naming the position.
     """
     if isinstance(X, str | bytes):
-        raise TypeError(
+        raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
@@ -293,6 +348,7 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
         )
 
     if all(isinstance(item, str) for item in items):  # the common case
+        check_unicode(items, "Element {} of X")
         return items, index
     # one-column rows, e.g. from a list of lists: their one item is the text
     items = [
@@ -333,6 +389,7 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
                 f"Element {i} of X is {_describe(item)}, expected str; convert it "
                 "with str() or drop it first."
             )
+    check_unicode(texts, "Element {} of X")
     return texts, index
 
 
@@ -348,7 +405,7 @@ def check_pairs(
     :func:`check_texts`.
     """
     if isinstance(X, str | bytes):
-        raise TypeError(
+        raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over (text_a, text_b) pairs expected, string object received."
         )
     index = X.index if hasattr(X, "iloc") else None
@@ -406,4 +463,6 @@ def check_pairs(
             ", or pass handle_missing='empty' to embed them as ''.",
         )
         raise ValueError(message.format("pair(s) (None, NaN or pd.NA in a text)"))
+    check_unicode(firsts, "The first text of element {} of X")
+    check_unicode(seconds, "The second text of element {} of X")
     return firsts, seconds, index

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
@@ -232,6 +231,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         "include_special_tokens",
         "normalize",
     )
+    _view_example = "{'layers': -1, 'pooling': 'mean'}"
 
     def __init__(
         self,
@@ -474,7 +474,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         -------
         X_new : ndarray of shape (n_samples, n_features_out), dtype float32
         """
-        check_is_fitted(self)
+        self._check_fitted()
         started = time.perf_counter()
         if self._pairs:
             texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
@@ -24,7 +23,13 @@ from ._encode import (
 )
 from ._model import LoadedModel
 from ._pooling import SUBWORD_POOLINGS
-from ._validation import Options, _is_missing, missing_message, warn_user
+from ._validation import (
+    Options,
+    _is_missing,
+    check_unicode,
+    missing_message,
+    warn_user,
+)
 
 _FORMS = (
     "(text, start, end), (tokens, index) or a marked-up str such as "
@@ -209,7 +214,8 @@ default="mean"
     uncased model reads "naïve" as ``naive`` but its offsets cover "naïve".
     In a raw text a word is what the tokenizer's pre-tokenizer splits off:
     for BERT, punctuation is a word of its own ("can't" is "can", "'", "t")
-    and so is each CJK character. Pass pre-tokenized lists to choose the
+    and so is each Chinese character (CJK ideograph; kana and Hangul are
+    split like other scripts). Pass pre-tokenized lists to choose the
     words yourself. A word the vocabulary does not know (an emoji) becomes
     [UNK], and still gets a finite vector.
 
@@ -270,6 +276,7 @@ default="mean"
         "subword_pooling": [Options(*SUBWORD_POOLINGS)],
     }
     _view_keys = ("layers", "layer_combine", "subword_pooling")
+    _view_example = "{'layers': -1, 'subword_pooling': 'first'}"
 
     def __init__(
         self,
@@ -358,7 +365,7 @@ default="mean"
         X_new : ndarray of shape (n_samples, n_features_out), dtype float32
             One row per sample, in the order given.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         started = time.perf_counter()
         targets = _parse_samples(X, self.handle_missing)
         loaded = self._loaded()
@@ -465,7 +472,7 @@ default="mean"
         """
         import pandas as pd
 
-        check_is_fitted(self)
+        self._check_fitted()
         started = time.perf_counter()
         items, labels = _parse_texts(texts, self.handle_missing)
         loaded = self._loaded()
@@ -670,7 +677,7 @@ def _is_sequence(value: Any) -> bool:
 def _rows(X: Any) -> list:
     """The samples of X as a list, whatever container holds them."""
     if isinstance(X, str | bytes):
-        raise TypeError(
+        raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over samples expected, string object received. Wrap a "
             "single sample in a list, e.g. ['the [bank] of the river']."
         )
@@ -775,10 +782,12 @@ def _parse_samples(X: Any, handle_missing: str) -> list[_Target | None]:
             )
         )
     missing_set = set(missing)
-    return [
+    targets = [
         None if i in missing_set else _parse_sample(item, i)
         for i, item in enumerate(items)
     ]
+    check_unicode([t and t.text for t in targets], "The text of sample {} of X")
+    return targets
 
 
 def _dict_sample(item: dict, i: int) -> tuple:
@@ -923,7 +932,7 @@ def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:
 def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
     """Raw str or tuple-of-words texts, and their labels (index or position)."""
     if isinstance(texts, str | bytes):
-        raise TypeError(
+        raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
@@ -991,6 +1000,10 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
             raise TypeError(
                 f"Text {i} is {_describe(item)}, expected a str or a list of words."
             )
+    check_unicode(
+        [" ".join(item) if isinstance(item, tuple) else item for item in parsed],
+        "Text {}",
+    )
     return parsed, labels
 
 

@@ -201,7 +201,7 @@ def test_input_forms(tiny_bert):
     )
     with pytest.raises(ValueError, match="one column"):
         vectorizer.transform(pd.DataFrame({"a": TEXTS, "b": TEXTS}))
-    with pytest.raises(TypeError, match="string object received"):
+    with pytest.raises(ValueError, match="string object received"):
         vectorizer.transform("hello world")
     with pytest.raises(TypeError, match="Element 1 of X is int"):
         vectorizer.transform(["a", 1])

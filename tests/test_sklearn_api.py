@@ -408,3 +408,92 @@ def test_the_package_loads_its_estimators_at_first_use():
     assert skbert.BertSentenceVectorizer is BertSentenceVectorizer
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         skbert.Nope  # noqa: B018
+
+
+def test_parameter_errors_are_sklearns_invalid_parameter_error(tiny_bert):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    bad = [
+        {"batch_size": "x"},
+        {"views": {"a": 1}},
+        {"views": []},
+        {"views": [{"bogus": 1}]},
+    ]
+    for estimator_class in (BertSentenceVectorizer, BertWordVectorizer):
+        for params in bad:
+            with pytest.raises(InvalidParameterError):
+                estimator_class(model=tiny_bert, **params).fit()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cache": "none"},  # would be a disk cache directory named "none"
+        {"handle_missing": "bogus"},  # would embed None as ""
+        {"batch_size": 0},
+        {"batch_size": "x"},
+        {"max_batch_tokens": -5},
+        {"progress_bar": "yes"},
+    ],
+)
+def test_parameters_read_at_each_call_are_checked_at_each_call(
+    tiny_bert, tmp_path, monkeypatch, params
+):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    monkeypatch.chdir(tmp_path)
+    sentence = BertSentenceVectorizer(model=tiny_bert).fit()
+    word = BertWordVectorizer(model=tiny_bert).fit()
+    sentence.set_params(**params)
+    word.set_params(**params)
+    calls = [
+        lambda: sentence.transform(["a cat", None]),
+        lambda: sentence.tokenize(["a cat"]),
+        lambda: word.transform([("a cat", 2, 5)]),
+        lambda: word.transform_words(["a cat"]),
+        lambda: word.tokenize([("a cat", 2, 5)]),
+    ]
+    (param,) = params
+    for call in calls:
+        with pytest.raises(InvalidParameterError, match=f"'{param}' parameter"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bare_string_is_a_value_error_as_in_countvectorizer(tiny_bert):
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    with pytest.raises(ValueError, match="string object received"):
+        CountVectorizer().fit("a cat")
+    pairs = BertSentenceVectorizer(model=tiny_bert, pairs=True).fit()
+    word = BertWordVectorizer(model=tiny_bert).fit()
+    calls = [
+        lambda: BertSentenceVectorizer(model=tiny_bert).fit("a cat"),
+        lambda: pairs.transform("a cat"),
+        lambda: word.transform("the [cat]"),
+        lambda: word.transform_words("a cat"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="string object received"):
+            call()
+
+
+def test_transform_changes_only_its_statistics(tiny_bert):
+    # scikit-learn's check_dict_unchanged asks that transform change nothing
+    # (the adapter above cannot see it); the statistics of the last call,
+    # which the estimators document, are the one exception
+    calls = [
+        (BertSentenceVectorizer(model=tiny_bert), "transform", ["a cat", "a dog"]),
+        (BertWordVectorizer(model=tiny_bert), "transform", [("a cat", 2, 5)]),
+        (BertWordVectorizer(model=tiny_bert), "transform_words", ["a cat"]),
+    ]
+    for estimator, method, X in calls:
+        estimator.fit()
+        getattr(estimator, method)(X)  # the first call may load lazily
+        before = dict(estimator.__dict__)
+        getattr(estimator, method)(X)
+        after = estimator.__dict__
+        changed = {
+            key for key in after if key not in before or after[key] is not before[key]
+        }
+        assert changed == {"transform_stats_"}, (method, changed)

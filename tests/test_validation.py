@@ -35,7 +35,7 @@ def test_check_texts_keeps_pandas_index():
 
 @pytest.mark.parametrize("X", ["a text", b"bytes"])
 def test_check_texts_rejects_bare_string(X):
-    with pytest.raises(TypeError, match="string object received"):
+    with pytest.raises(ValueError, match="string object received"):
         check_texts(X)
 
 
@@ -142,3 +142,33 @@ def test_numpy_booleans_are_booleans(param):
 
     estimator = BertSentenceVectorizer(**{param: np.bool_(False)})
     check_params(estimator, estimator._parameter_constraints)
+
+
+def test_a_lone_surrogate_is_named_before_the_tokenizer_sees_it(tiny_bert):
+    # the tokenizer refuses it with "TextEncodeInput must be Union[...]"
+    from skbert import BertSentenceVectorizer, BertWordVectorizer
+
+    bad = "a bad \ud83d text"
+    sentence = BertSentenceVectorizer(model=tiny_bert).fit()
+    pairs = BertSentenceVectorizer(model=tiny_bert, pairs=True).fit()
+    word = BertWordVectorizer(model=tiny_bert).fit()
+    cases = [
+        (lambda: sentence.transform(["fine", bad]), "Element 1 of X"),
+        (lambda: sentence.tokenize([bad]), "Element 0 of X"),
+        (lambda: pairs.transform([("fine", bad)]), "second text of element 0 of X"),
+        (lambda: word.transform([("fine", 0, 4), (bad, 0, 1)]), "sample 1 of X"),
+        (lambda: word.transform([(["bad", "\udcff"], 0)]), "sample 0 of X"),
+        (lambda: word.transform_words(["fine", bad]), "Text 1"),
+    ]
+    for call, where in cases:
+        with pytest.raises(ValueError, match=f"{where} is not valid Unicode.*"):
+            call()
+    # a whole emoji (a surrogate pair in JSON) is valid and gets a vector
+    assert np.isfinite(sentence.transform(["\U0001f99c"])).all()
+
+
+def test_a_view_that_is_not_a_dict_is_shown_one_of_its_own_class(tiny_bert):
+    from skbert import BertWordVectorizer
+
+    with pytest.raises(ValueError, match="such as {'layers': -1, 'subword_pooling'"):
+        BertWordVectorizer(model=tiny_bert, views=["last"]).fit()

@@ -789,7 +789,7 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
         ([(["a", "b"], pd.NA)], ValueError, "1 missing sample"),
         (
             "the [bank]",
-            TypeError,
+            ValueError,
             "Iterable over samples expected, string object received",
         ),
         (42, TypeError, "Iterable over samples expected, got int"),
@@ -878,7 +878,7 @@ def test_transform_words_reads_the_text_column_of_a_dataframe(tiny):
 @pytest.mark.parametrize(
     "texts, error, match",
     [
-        ("the bank", TypeError, "Iterable over raw text documents expected, string"),
+        ("the bank", ValueError, "Iterable over raw text documents expected, string"),
         (
             pd.DataFrame({"text": ["x"], "tokens": [["y"]]}),
             ValueError,
