@@ -1265,6 +1265,7 @@ def sentence_pooler(
                 "mean",
                 "max",
                 "mean_max",
+                "max_mean",
             )
         ):
             # every token of a cached row counts: reduce row by row, no padding
@@ -1273,11 +1274,11 @@ def sentence_pooler(
                 list(batch.layers if layers is None else layers),
                 batch.layer_combine if layer_combine is None else layer_combine,
             )
-            parts = []
-            if pooling in ("mean", "mean_max"):
-                parts.append(torch.stack([row.mean(dim=0) for row in rows]))
-            if pooling in ("max", "mean_max"):
-                parts.append(torch.stack([row.amax(dim=0) for row in rows]))
+            reduce = {"mean": torch.Tensor.mean, "max": torch.Tensor.amax}
+            parts = [
+                torch.stack([reduce[part](row, dim=0) for row in rows])
+                for part in pooling.split("_")
+            ]
             pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             return pooled.to(batch.attention_mask.device)
         embeddings = batch.combined(layers, layer_combine)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,14 +44,15 @@ _DTYPES = {
     "float16": torch.float16,
 }
 
-# Pooling configs of sentence-transformers, mapped to our pooling names.
+# Pooling configs of sentence-transformers (their true keys, sorted), mapped to
+# our pooling names. With both max and mean, sentence-transformers puts max first.
 _ST_POOLING_MODES = {
     ("pooling_mode_cls_token",): "cls",
     ("pooling_mode_mean_tokens",): "mean",
     ("pooling_mode_max_tokens",): "max",
     ("pooling_mode_mean_sqrt_len_tokens",): "mean_sqrt_len",
     ("pooling_mode_lasttoken",): "last",
-    ("pooling_mode_mean_tokens", "pooling_mode_max_tokens"): "mean_max",
+    ("pooling_mode_max_tokens", "pooling_mode_mean_tokens"): "max_mean",
 }
 
 
@@ -212,6 +214,8 @@ class LoadedModel:
     n_layers : int, number of encoder layers; ``hidden_states`` has ``n_layers + 1``.
     hidden_size : int
     uses_token_type_ids : bool, False for DistilBERT and others without segments.
+    st_model : bool, whether the model has a sentence-transformers config
+        (``modules.json``): its vectors come from the last layer.
     st_pooling : str or None, pooling from a sentence-transformers config.
     st_max_length : int or None, ``max_seq_length`` from a sentence-transformers config.
     max_positions : int, the longest input the model accepts.
@@ -233,6 +237,7 @@ class LoadedModel:
     n_layers: int
     hidden_size: int
     uses_token_type_ids: bool
+    st_model: bool
     st_pooling: str | None
     st_max_length: int | None
     max_positions: int
@@ -305,38 +310,35 @@ def _load_error(
             f"Could not load model {source!r}: the directory's config, tokenizer or "
             f"weights could not be read. Cause: {cause}"
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        why = "the hub was not asked (HF_HUB_OFFLINE is set)"
+    elif _HUB_ANSWERS is not None and not _HUB_ANSWERS[1]:
+        why = "the hub did not answer (no network?), so only the cache was read"
+    else:
+        why = "the hub could not give it"
     if revision is not None:
         return ValueError(
             f"Could not load model {source!r} at revision {revision!r}, the commit "
-            "this estimator was fitted with: it is not in the local Hugging Face "
-            "cache, and "
-            + (
-                "the hub was not asked (HF_HUB_OFFLINE is set)"
-                if offline
-                else "the hub could not give it"
-            )
-            + ". Fit the estimator again to use the hub's current files. "
-            f"Cause: {cause}"
+            f"this estimator was fitted with: it is not in the local Hugging Face "
+            f"cache, and {why}. Fit the estimator again to use the hub's current "
+            f"files. Cause: {cause}"
         )
     return ValueError(
         f"Could not load model {source!r}: it is not a local directory, and not a "
-        "Hugging Face hub id found in the local cache"
-        + (
-            " (HF_HUB_OFFLINE is set, so the hub was not asked)"
-            if offline
-            else " or reachable on the network"
-        )
-        + ". Pass the path of a directory that holds config.json, the tokenizer "
-        "files and model.safetensors (e.g. one written by save_pretrained), or "
-        f"model=None for the bundled default model. Cause: {cause}"
+        f"Hugging Face hub id found in the local cache; {why}. Pass the path of a "
+        "directory that holds config.json, the tokenizer files and "
+        "model.safetensors (e.g. one written by save_pretrained), or model=None "
+        f"for the bundled default model. Cause: {cause}"
     )
 
 
 def _read_st_config(
-    source: str, revision: str | None = None
-) -> tuple[str | None, int | None]:
-    """Pooling and max_length of a sentence-transformers model, if it has them."""
+    source: str, revision: str | None = None, local_files_only: bool = False
+) -> tuple[bool, str | None, int | None]:
+    """Whether the model has a sentence-transformers config, and its pooling and
+    max_length if it has them (pooling None where skbert has no equivalent)."""
 
     def find(filename: str) -> Path | None:
         local = Path(source).expanduser() / filename
@@ -351,6 +353,7 @@ def _read_st_config(
                 source,
                 filename,
                 revision=revision,
+                local_files_only=local_files_only,
                 _raise_exceptions_for_missing_entries=False,
                 _raise_exceptions_for_connection_errors=False,
             )
@@ -360,7 +363,7 @@ def _read_st_config(
 
     modules_file = find("modules.json")
     if modules_file is None:
-        return None, None
+        return False, None, None
     modules = json.loads(modules_file.read_text())
     pooling = None
     for module in modules:
@@ -374,13 +377,12 @@ def _read_st_config(
                 for key in sorted(k for k in config if k.startswith("pooling_mode"))
                 if config[key] is True
             )
-            pooling = _ST_POOLING_MODES.get(tuple(sorted(active)))
-            if pooling is None:
-                pooling = _ST_POOLING_MODES.get(active)
+            pooling = _ST_POOLING_MODES.get(active)
             if pooling is None:
                 logger.warning(
                     "The sentence-transformers pooling config of %s (%s) has no "
-                    "skbert equivalent; falling back to the default.",
+                    "skbert equivalent; pooling='auto' falls back to 'mean' (of "
+                    "the last layer with layers='auto').",
                     source,
                     active,
                 )
@@ -388,7 +390,7 @@ def _read_st_config(
     bert_config = find("sentence_bert_config.json")
     if bert_config is not None:
         max_length = json.loads(bert_config.read_text()).get("max_seq_length")
-    return pooling, max_length
+    return True, pooling, max_length
 
 
 def _file_stats(directory: Path, files: list[Path]) -> list[str]:
@@ -431,21 +433,38 @@ def _hub_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _snapshot_is_complete(snapshot: Path) -> bool:
-    """Whether a cached snapshot holds a config, a tokenizer and every weights
-    file, so that it can be loaded as a directory without asking the hub."""
-    if not (snapshot / "config.json").is_file():
+# when the hub was last asked whether it answers, and its answer
+_HUB_ANSWERS: tuple[float, bool] | None = None
+_HUB_ASK_EVERY_S = 60.0
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers at all: one request, no retries,
+    asked at most once a minute. False with ``HF_HUB_OFFLINE`` set.
+
+    Without a network, transformers retries each file request of a hub id for
+    about 25 s before it falls back to the local cache (165 s for one load);
+    where the hub does not answer, skbert reads the cache only, exactly as
+    ``HF_HUB_OFFLINE=1`` would.
+    """
+    global _HUB_ANSWERS
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
         return False
-    if not any((snapshot / name).is_file() for name in TOKENIZER_FILES[:2]):
-        return False
-    if (snapshot / "model.safetensors").is_file():
-        return True
-    index = snapshot / "model.safetensors.index.json"
+    now = time.monotonic()
+    if _HUB_ANSWERS is not None and now - _HUB_ANSWERS[0] < _HUB_ASK_EVERY_S:
+        return _HUB_ANSWERS[1]
     try:
-        shards = set(json.loads(index.read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
-    return all((snapshot / shard).is_file() for shard in shards)
+        from huggingface_hub.utils import get_session
+
+        get_session().head(constants.ENDPOINT, timeout=5.0)
+        answers = True  # whatever the status: it answered
+    except Exception as exc:  # noqa: BLE001 - no network, DNS, proxy, timeout
+        logger.debug("The Hugging Face hub does not answer: %r", exc)
+        answers = False
+    _HUB_ANSWERS = (now, answers)
+    return answers
 
 
 def _fingerprint(
@@ -570,20 +589,13 @@ def _load(
             "model=None for the bundled default model."
         )
     pinned = revision  # the commit a fitted estimator asks for, if any
-    hub: dict = {}  # from_pretrained's revision, when the hub is asked
-    if path.is_dir():
-        location = str(path)
-    else:
-        # a hub id whose files are all in the local cache is loaded from there,
-        # with no request to the hub: without a network, transformers retries
-        # each of its requests for about 25 s before it falls back to the cache
-        snapshot = _hub_snapshot(source, revision)
-        if snapshot is not None and _snapshot_is_complete(snapshot):
-            location, revision = str(snapshot), snapshot.name
-        else:
-            location = source
-            if revision is not None:
-                hub["revision"] = revision
+    hub: dict = {}  # from_pretrained's revision and cache-only flag, for a hub id
+    location = str(path) if path.is_dir() else source
+    if not path.is_dir():
+        if revision is not None:
+            hub["revision"] = revision
+        if not _hub_reachable():  # read the cache only, as HF_HUB_OFFLINE=1 does
+            hub["local_files_only"] = True
     try:
         config = AutoConfig.from_pretrained(location, trust_remote_code=False, **hub)
     except (OSError, ValueError) as exc:
@@ -597,6 +609,15 @@ def _load(
         raise ValueError(
             f"Could not load a tokenizer for model {source!r}: {exc}"
         ) from exc
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        # transformers builds such a tokenizer when the vocabulary files are
+        # missing: every word would be [UNK]
+        raise ValueError(
+            f"The tokenizer of model {source!r} has no vocabulary beyond its "
+            f"{len(tokenizer)} special tokens, so every word would be read as "
+            "[UNK]: its vocabulary file (tokenizer.json, vocab.txt, ...) is "
+            "missing. Save the tokenizer again with save_pretrained."
+        )
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
             f"Model {source!r} has no fast tokenizer (tokenizer.json); skbert needs "
@@ -615,7 +636,7 @@ def _load(
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
-    if location == source and not path.is_dir():  # downloaded: now in the cache
+    if not path.is_dir():  # the files are in the cache now
         snapshot = _hub_snapshot(source, revision)
         revision = (
             snapshot.name
@@ -648,7 +669,7 @@ def _load(
         uses_token_type_ids,
         hooks=layer_list is not None,
     )
-    st_pooling, st_max_length = _read_st_config(location, hub.get("revision"))
+    st_model, st_pooling, st_max_length = _read_st_config(location, **hub)
     max_positions = getattr(config, "max_position_embeddings", 512)
     # RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number the
     # positions from padding_idx + 1, which costs their table that many rows
@@ -666,6 +687,7 @@ def _load(
         n_layers=int(n_layers),
         hidden_size=int(hidden_size),
         uses_token_type_ids=uses_token_type_ids,
+        st_model=st_model,
         st_pooling=st_pooling,
         st_max_length=st_max_length,
         max_positions=int(max_positions),
@@ -697,7 +719,7 @@ def load_model(
         # snapshot downloaded since the last load is loaded
         snapshot = _hub_snapshot(source) if revision is None else None
         key_source, key_revision = source, revision
-        if snapshot is not None and _snapshot_is_complete(snapshot):
+        if snapshot is not None:
             key_revision = snapshot.name
     key = (key_source, key_revision, str(device), str(torch_dtype))
     # a directory whose weights, config or tokenizer were saved again is loaded again

@@ -105,15 +105,16 @@ def pool_tokens(
     token_mask : Tensor of shape (batch, seq_len)
         1 (or True) for the tokens that take part, 0 for padding and for
         tokens left out (e.g. [CLS]/[SEP] when special tokens are excluded).
-    how : {"mean", "max", "mean_max", "cls", "last", "mean_sqrt_len"}
+    how : {"mean", "max", "mean_max", "max_mean", "cls", "last", "mean_sqrt_len"}
         ``"cls"`` takes position 0 whatever the mask. ``"last"`` takes the
-        last token whose mask is 1. ``"mean_max"`` concatenates mean and max.
+        last token whose mask is 1. ``"mean_max"`` concatenates mean and max,
+        ``"max_mean"`` max and mean (sentence-transformers' order).
 
     Returns
     -------
     pooled : Tensor of shape (batch, hidden), or (batch, 2 * hidden) for
-        ``"mean_max"``. A sequence with no token in the mask pools to zeros
-        (except ``"cls"``), so the result is always finite.
+        ``"mean_max"`` and ``"max_mean"``. A sequence with no token in the
+        mask pools to zeros (except ``"cls"``), so the result is always finite.
     """
     mask = token_mask.to(embeddings.dtype).unsqueeze(-1)
     count = mask.sum(dim=1)
@@ -130,11 +131,12 @@ def pool_tokens(
         filled = embeddings.masked_fill(mask == 0, float("-inf"))
         pooled = filled.max(dim=1).values
         return pooled.masked_fill(count == 0, 0.0)
-    if how == "mean_max":
+    if how in ("mean_max", "max_mean"):
+        first, second = how.split("_")
         return torch.cat(
             (
-                pool_tokens(embeddings, token_mask, "mean"),
-                pool_tokens(embeddings, token_mask, "max"),
+                pool_tokens(embeddings, token_mask, first),
+                pool_tokens(embeddings, token_mask, second),
             ),
             dim=-1,
         )

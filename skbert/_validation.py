@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-POOLINGS = ("mean", "max", "mean_max", "cls", "last", "mean_sqrt_len")
+POOLINGS = ("mean", "max", "mean_max", "max_mean", "cls", "last", "mean_sqrt_len")
 LAYER_COMBINES = ("mean", "sum", "concat")
 SUBWORD_POOLINGS = ("mean", "first", "last", "sum", "max", "first_last")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -72,7 +72,7 @@ def _invalid_parameter_class() -> type:
         )
 
         _invalid_parameter_error = type(
-            "invalid_parameter",
+            "InvalidParameterError",
             (SklearnInvalidParameterError,),
             {
                 "__module__": __name__,

@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude-special-tokens",
         dest="include_special_tokens",
         action="store_false",
-        help="leave [CLS] and [SEP] out of mean, max, mean_max, mean_sqrt_len and "
-        "last pooling",
+        help="leave [CLS] and [SEP] out of mean, max, mean_max, max_mean, "
+        "mean_sqrt_len and last pooling",
     )
     embed.add_argument(
         "--max-length",

@@ -57,17 +57,18 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         How the chosen layers become one vector per token. "concat" joins
         them in the order given (the last four layers of bert-base give
         4 x 768 = 3072 features).
-    pooling : {"auto", "mean", "max", "mean_max", "cls", "last", \
+    pooling : {"auto", "mean", "max", "mean_max", "max_mean", "cls", "last", \
 "mean_sqrt_len", "segment_mean"}, default="auto"
         How token vectors become one vector per text; padding never counts.
-        "mean_max" concatenates mean and max; "cls" takes the first token;
+        "mean_max" concatenates mean and max, "max_mean" max and mean (the
+        order of sentence-transformers); "cls" takes the first token;
         "last" the last token in the mask; "mean_sqrt_len" divides the sum
         by the square root of the token count. "auto" uses the model's
         sentence-transformers pooling when it has one, else "mean".
         "segment_mean" (with ``pairs=True``) is the mean over the tokens of
         each text of a pair, concatenated (twice the width).
     include_special_tokens : bool, default=True
-        Whether [CLS] and [SEP] take part in "mean", "max", "mean_max",
+        Whether [CLS] and [SEP] take part in "mean", "max", "mean_max", "max_mean",
         "mean_sqrt_len" and "last" pooling. "cls" always uses [CLS].
     max_length : int or None, default=None
         Longest input in tokens, special tokens included; what happens to a
@@ -277,7 +278,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         # sentence-transformers pools the last layer; the tutorial and
         # bert-as-service use the second-to-last.
-        return [loaded.n_layers] if loaded.st_pooling else [loaded.n_layers - 1]
+        return [loaded.n_layers] if loaded.st_model else [loaded.n_layers - 1]
 
     def _check_fit_input(self, X: Any) -> None:
         if self.pairs:
@@ -377,7 +378,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             width = self.hidden_size_
             if view["layer_combine"] == "concat":
                 width *= len(view["layers"])
-            if view["pooling"] in ("mean_max", "segment_mean"):
+            if view["pooling"] in ("mean_max", "max_mean", "segment_mean"):
                 width *= 2
             view["n_features"] = width
         self._n_features_out = sum(view["n_features"] for view in self.views_)

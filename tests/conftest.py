@@ -237,3 +237,48 @@ def bar_counts():
         return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+) \[", stderr)]
 
     return counts
+
+
+ST_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+
+@pytest.fixture
+def st_config():
+    """``write(directory, modes, max_seq_length=20)``: give the model saved in
+    ``directory`` a sentence-transformers config (``modules.json``, then
+    ``1_Pooling/config.json`` with the pooling ``modes`` such as
+    ``["pooling_mode_mean_tokens"]``, and ``sentence_bert_config.json``)."""
+    import json
+
+    def write(directory, modes, max_seq_length=20):
+        modules = [
+            {
+                "idx": 0,
+                "name": "0",
+                "path": "",
+                "type": "sentence_transformers.models.Transformer",
+            },
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+        ]
+        (directory / "modules.json").write_text(json.dumps(modules))
+        (directory / "1_Pooling").mkdir(exist_ok=True)
+        pooling = {"word_embedding_dimension": TINY["hidden_size"]}
+        pooling.update({mode: mode in modes for mode in ST_POOLING_MODES})
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+        bert_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
+        (directory / "sentence_bert_config.json").write_text(json.dumps(bert_config))
+        return directory
+
+    return write

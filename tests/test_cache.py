@@ -77,6 +77,7 @@ def test_row_key_depends_on_ids_types_and_model():
         dict(layers=[1, 2], layer_combine="sum", pooling="cls", normalize=True),
         dict(layers=1, pooling="mean_max", include_special_tokens=False),
         dict(layers=[1, 2], layer_combine="mean", pooling="mean_max"),
+        dict(layers=[1, 2], layer_combine="sum", pooling="max_mean"),
         dict(layers=[2, 0], layer_combine="sum", pooling="mean_sqrt_len"),
     ],
 )

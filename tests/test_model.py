@@ -208,39 +208,16 @@ def test_a_tokenizer_saved_again_is_loaded_again(tiny_bert, tmp_path):
     assert BertSentenceVectorizer(model=directory).fit().max_length_ == 32
 
 
-def test_a_sentence_transformers_config_saved_again_is_read_again(tiny_bert, tmp_path):
-    import json
+def test_a_sentence_transformers_config_saved_again_is_read_again(
+    tiny_bert, tmp_path, st_config
+):
     import shutil
 
-    directory = tmp_path / "model"
-    shutil.copytree(tiny_bert, directory)
-    (directory / "1_Pooling").mkdir()
-    modules = [
-        {
-            "idx": 0,
-            "name": "0",
-            "path": "",
-            "type": "sentence_transformers.models.Transformer",
-        },
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    (directory / "modules.json").write_text(json.dumps(modules))
-
-    def write(mode, max_seq_length):
-        pooling = {"word_embedding_dimension": 32, f"pooling_mode_{mode}": True}
-        (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-        bert_config = {"max_seq_length": max_seq_length}
-        (directory / "sentence_bert_config.json").write_text(json.dumps(bert_config))
-
-    write("cls_token", 16)
+    directory = shutil.copytree(tiny_bert, tmp_path / "model")
+    st_config(directory, ["pooling_mode_cls_token"], max_seq_length=16)
     first = BertSentenceVectorizer(model=directory).fit()
     assert (first.pooling_, first.max_length_) == ("cls", 16)
-    write("mean_tokens", 24)
+    st_config(directory, ["pooling_mode_mean_tokens"], max_seq_length=24)
     again = BertSentenceVectorizer(model=directory).fit()
     assert (again.pooling_, again.max_length_) == ("mean", 24)
 
@@ -297,28 +274,83 @@ def test_a_hub_snapshot_fingerprint_names_its_revision_and_shards(hub_cache):
     assert second != first
 
 
-def test_a_cached_hub_id_loads_without_asking_the_hub(hub_cache, monkeypatch):
-    # online mode with no network: each request transformers makes is retried
-    # for about 25 s before it falls back to the cache (165 s for one fit)
+@pytest.fixture
+def no_network(monkeypatch):
+    """Online mode (HF_HUB_OFFLINE unset) on a machine without a network: every
+    request fails at once, as a failed DNS lookup does. Returns the URLs asked."""
     import httpx2
     import huggingface_hub.constants
 
-    from skbert._model import clear_cache
+    import skbert._model
 
-    hub_cache("a" * 40, 1.0, shard=True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(skbert._model, "_HUB_ANSWERS", None, raising=False)
     requests = []
 
-    def no_network(self, request, **kwargs):
+    def send(self, request, **kwargs):
         requests.append(str(request.url))
         raise httpx2.ConnectError("no network in this test", request=request)
 
-    monkeypatch.setattr(httpx2.Client, "send", no_network)
-    clear_cache()
+    monkeypatch.setattr(httpx2.Client, "send", send)
+    return requests
+
+
+def _asked(requests):
+    """The requests skbert's question "does the hub answer?" made, and the
+    other requests to the hub (for files or model info). huggingface_hub's own
+    once-a-day fetch of its agent registry is neither."""
+    from huggingface_hub import constants
+
+    probes = [url for url in requests if url.rstrip("/") == constants.ENDPOINT]
+    others = [
+        url for url in requests if url not in probes and "agent-harnesses" not in url
+    ]
+    return len(probes), others
+
+
+def test_a_cached_hub_id_loads_without_a_network(hub_cache, no_network):
+    # transformers would retry each file request for about 25 s before it
+    # fell back to the cache (165 s for one fit); skbert asks once whether
+    # the hub answers, then reads the cache only
+    hub_cache("a" * 40, 1.0, shard=True)
     vectorizer = BertSentenceVectorizer(model="someone/tiny").fit()
     assert vectorizer.transform(["a river bank"]).shape == (1, 32)
-    assert requests == []
+    assert _asked(no_network) == (1, [])
     assert vectorizer.model_revision_ == "a" * 40
+
+
+def test_a_cached_hub_id_with_only_a_vocabulary_loads_without_a_network(
+    hub_cache, no_network
+):
+    from transformers import BertTokenizerFast
+
+    snapshot = hub_cache("a" * 40, 1.0)
+    tokenizer = BertTokenizerFast.from_pretrained(snapshot)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (snapshot / name).unlink(missing_ok=True)
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    # vocab.txt, one token per line by id: the whole tokenizer
+    (snapshot / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocabulary))
+    vectorizer = BertSentenceVectorizer(model="someone/tiny").fit()
+    assert len(vectorizer.tokenizer_) == len(tokenizer)
+    assert vectorizer.transform(["a river bank"]).shape == (1, 32)
+    assert _asked(no_network) == (1, [])
+
+
+def test_whether_the_hub_answers_is_asked_at_most_once_a_minute(
+    no_network, monkeypatch
+):
+    import skbert._model
+
+    clock = [1000.0]
+    monkeypatch.setattr(skbert._model.time, "monotonic", lambda: clock[0])
+    assert skbert._model._hub_reachable() is False
+    clock[0] += 59
+    assert skbert._model._hub_reachable() is False
+    assert _asked(no_network) == (1, [])
+    clock[0] += 2
+    assert skbert._model._hub_reachable() is False
+    assert _asked(no_network) == (2, [])
 
 
 def test_a_fitted_estimator_keeps_the_hub_revision_it_was_fitted_with(hub_cache):
@@ -358,20 +390,14 @@ def test_a_revision_gone_from_the_cache_says_to_fit_again(hub_cache):
         copy.transform(["a river bank"])
 
 
-def test_a_partly_cached_hub_snapshot_is_not_read_as_a_directory(hub_cache):
-    from skbert._model import _snapshot_is_complete
-
+def test_a_hub_id_missing_from_the_cache_says_the_hub_did_not_answer(
+    hub_cache, no_network
+):
     snapshot = hub_cache("a" * 40, 1.0, shard=True)
-    assert _snapshot_is_complete(snapshot)
     next(iter(sorted(snapshot.glob("model-*.safetensors")))).unlink()
-    assert not _snapshot_is_complete(snapshot)
-    # offline, the hub cannot fill the gap: the error says the model was not found
-    with pytest.raises(ValueError, match="not a local directory"):
+    with pytest.raises(ValueError, match="not a local directory.*did not answer"):
         BertSentenceVectorizer(model="someone/tiny").fit()
-    hub_cache("b" * 40, 1.0)
-    (snapshot.parent / ("b" * 40) / "tokenizer.json").unlink()
-    (snapshot.parent / ("b" * 40) / "tokenizer_config.json").unlink()
-    assert not _snapshot_is_complete(snapshot.parent / ("b" * 40))
+    assert _asked(no_network) == (1, [])
 
 
 def _without_safetensors(model, directory):
@@ -511,3 +537,15 @@ def test_the_cache_key_names_how_states_are_computed(tiny_bert, monkeypatch):
     before = _model._fingerprint(str(tiny_bert), CPU, torch.float32)
     monkeypatch.setattr(_model, "STATES_VERSION", "states-next")
     assert _model._fingerprint(str(tiny_bert), CPU, torch.float32) != before
+
+
+def test_a_tokenizer_without_its_vocabulary_is_refused(tiny_bert, tmp_path):
+    # transformers 5 builds a tokenizer of the special tokens alone
+    import shutil
+
+    directory = tmp_path / "no-vocabulary"
+    shutil.copytree(tiny_bert, directory)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (directory / name).unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="no vocabulary beyond its 5 special tokens"):
+        BertSentenceVectorizer(model=directory).fit()

@@ -56,6 +56,7 @@ def test_combine_layers_rejects_unknown():
         ("mean", [[3.0, -2 / 3], [0.5, 2.0]]),
         ("max", [[5.0, 2.0], [2.0, 3.0]]),
         ("mean_max", [[3.0, -2 / 3, 5.0, 2.0], [0.5, 2.0, 2.0, 3.0]]),
+        ("max_mean", [[5.0, 2.0, 3.0, -2 / 3], [2.0, 3.0, 0.5, 2.0]]),
         ("cls", [[1.0, 2.0], [-1.0, 1.0]]),
         ("last", [[5.0, 0.0], [2.0, 3.0]]),
         (
@@ -71,7 +72,9 @@ def test_pool_tokens_hand_computed(embeddings, mask, how, expected):
     assert torch.equal(embeddings, before), "input was modified"
 
 
-@pytest.mark.parametrize("how", ["mean", "max", "mean_max", "last", "mean_sqrt_len"])
+@pytest.mark.parametrize(
+    "how", ["mean", "max", "mean_max", "max_mean", "last", "mean_sqrt_len"]
+)
 def test_pool_tokens_padding_never_counts(embeddings, mask, how):
     changed = embeddings.clone()
     changed[1, 2] = torch.tensor([-7.0, 1e6])  # the padding position
@@ -80,7 +83,9 @@ def test_pool_tokens_padding_never_counts(embeddings, mask, how):
     )
 
 
-@pytest.mark.parametrize("how", ["mean", "max", "mean_max", "last", "mean_sqrt_len"])
+@pytest.mark.parametrize(
+    "how", ["mean", "max", "mean_max", "max_mean", "last", "mean_sqrt_len"]
+)
 def test_pool_tokens_empty_mask_gives_finite_zeros(embeddings, how):
     mask = torch.tensor([[0, 0, 0], [1, 1, 0]])
     pooled = pool_tokens(embeddings, mask, how)
@@ -89,7 +94,9 @@ def test_pool_tokens_empty_mask_gives_finite_zeros(embeddings, how):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("how", ["mean", "max", "mean_max", "last", "mean_sqrt_len"])
+@pytest.mark.parametrize(
+    "how", ["mean", "max", "mean_max", "max_mean", "last", "mean_sqrt_len"]
+)
 def test_pool_tokens_empty_mask_gives_zeros_in_half_precision(embeddings, how, dtype):
     mask = torch.tensor([[0, 0, 0], [1, 1, 0]])
     pooled = pool_tokens(embeddings.to(dtype), mask, how)

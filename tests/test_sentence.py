@@ -121,6 +121,49 @@ def test_bundled_model_equals_sentence_transformers():
 
 
 @pytest.mark.parametrize(
+    "modes, pooling",
+    [
+        (["pooling_mode_mean_tokens"], "mean"),
+        (["pooling_mode_max_tokens"], "max"),
+        (["pooling_mode_cls_token"], "cls"),
+        (["pooling_mode_mean_sqrt_len_tokens"], "mean_sqrt_len"),
+        (["pooling_mode_lasttoken"], "last"),
+        # sentence-transformers puts max before mean
+        (["pooling_mode_mean_tokens", "pooling_mode_max_tokens"], "max_mean"),
+    ],
+)
+def test_auto_equals_sentence_transformers_for_each_pooling_config(
+    tiny_bert, tmp_path, st_config, modes, pooling
+):
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    directory = st_config(shutil.copytree(tiny_bert, tmp_path / "st"), modes)
+    texts = ["The cat sat.", "A longer sentence about embeddings!", "", "word " * 40]
+    vectorizer = BertSentenceVectorizer(model=directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the truncation warning
+        X = vectorizer.fit_transform(texts)
+    assert (vectorizer.layers_, vectorizer.pooling_) == ([2], pooling)
+    reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
+    np.testing.assert_allclose(X, reference, atol=1e-5)
+
+
+def test_an_unknown_sentence_transformers_pooling_keeps_the_last_layer(
+    tiny_bert, tmp_path, st_config, caplog
+):
+    import shutil
+
+    modes = ["pooling_mode_cls_token", "pooling_mode_mean_tokens"]
+    directory = st_config(shutil.copytree(tiny_bert, tmp_path / "st"), modes)
+    with caplog.at_level("WARNING", logger="skbert"):
+        vectorizer = BertSentenceVectorizer(model=directory).fit()
+    assert "has no skbert equivalent" in caplog.text
+    assert (vectorizer.layers_, vectorizer.pooling_) == ([2], "mean")
+
+
+@pytest.mark.parametrize(
     "kwargs, layers, combine, width",
     [
         (dict(layers=-2, pooling="mean"), [-2], None, 384),
@@ -153,6 +196,31 @@ def test_tutorial_recipes_equal_hand_computation(kwargs, layers, combine, width)
         else:
             tokens = chosen[0]
         np.testing.assert_allclose(X[row], tokens.mean(0).numpy(), atol=1e-5)
+
+
+def test_the_tutorials_own_code_gives_the_second_to_last_layer_mean():
+    # the tutorial's code, step by step: its model(tokens_tensor,
+    # segments_tensors) passes the segment ids (all 1) as the attention mask,
+    # BertModel's second argument, so the model reads segment id 0 as skbert does
+    from transformers import BertModel, BertTokenizerFast
+
+    from skbert._model import bundled_model_path
+
+    path = bundled_model_path()
+    tokenizer = BertTokenizerFast.from_pretrained(path)
+    tokenized_text = tokenizer.tokenize("[CLS] " + BANK + " [SEP]")
+    indexed_tokens = tokenizer.convert_tokens_to_ids(tokenized_text)
+    segments_ids = [1] * len(tokenized_text)
+    tokens_tensor = torch.tensor([indexed_tokens])
+    segments_tensors = torch.tensor([segments_ids])
+    model = BertModel.from_pretrained(path, output_hidden_states=True).eval()
+    with torch.no_grad():
+        outputs = model(tokens_tensor, segments_tensors)
+        hidden_states = outputs[2]
+    token_vecs = hidden_states[-2][0]
+    sentence_embedding = torch.mean(token_vecs, dim=0)
+    X = BertSentenceVectorizer(layers=-2, pooling="mean").fit_transform([BANK])
+    np.testing.assert_allclose(X[0], sentence_embedding.numpy(), atol=1e-5)
 
 
 def test_batch_size_1_and_64_agree_on_bundled_model():

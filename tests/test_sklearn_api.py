@@ -421,8 +421,13 @@ def test_parameter_errors_are_sklearns_invalid_parameter_error(tiny_bert):
     ]
     for estimator_class in (BertSentenceVectorizer, BertWordVectorizer):
         for params in bad:
-            with pytest.raises(InvalidParameterError):
+            with pytest.raises(InvalidParameterError) as raised:
                 estimator_class(model=tiny_bert, **params).fit()
+            # it crosses process boundaries (a ProcessPoolExecutor pickles it)
+            error = pickle.loads(pickle.dumps(raised.value))
+            assert type(error) is type(raised.value)
+            assert type(error).__name__ == "InvalidParameterError"
+            assert str(error) == str(raised.value)
 
 
 @pytest.mark.parametrize(
