@@ -444,8 +444,9 @@ def _hub_reachable() -> bool:
 
     Without a network, transformers retries each file request of a hub id for
     about 25 s before it falls back to the local cache (165 s for one load);
-    where the hub does not answer, skbert reads the cache only, exactly as
-    ``HF_HUB_OFFLINE=1`` would.
+    where the hub does not answer, skbert reads the cache only
+    (``local_files_only``), as ``HF_HUB_OFFLINE=1`` would (huggingface_hub
+    itself may still try its once-a-day fetch of an agent registry).
     """
     global _HUB_ANSWERS
     from huggingface_hub import constants
@@ -728,9 +729,10 @@ def load_model(
         loaded_files, loaded = _CACHE.get(key, (None, None))
         if loaded is None or loaded_files != files:
             loaded = _load(source, device, torch_dtype, revision)
-            _CACHE[key] = (files, loaded)
-            if loaded.revision is not None:  # found again when pinned
-                _CACHE[(key_source, loaded.revision, *key[2:])] = (files, loaded)
+            # kept under the revision it loaded, which the hub may have moved
+            # past the one the cache's main named before the load: a copy
+            # pinned to that older revision must not find the newer model
+            _CACHE[(key_source, loaded.revision, *key[2:])] = (files, loaded)
     return loaded
 
 

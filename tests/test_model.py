@@ -549,3 +549,30 @@ def test_a_tokenizer_without_its_vocabulary_is_refused(tiny_bert, tmp_path):
         (directory / name).unlink(missing_ok=True)
     with pytest.raises(ValueError, match="no vocabulary beyond its 5 special tokens"):
         BertSentenceVectorizer(model=directory).fit()
+
+
+def test_a_model_is_kept_under_the_revision_it_loaded(monkeypatch):
+    # the cache's main names an older commit than the hub gives: a copy pinned
+    # to the older commit must load it, not find the newer model under its name
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import skbert._model
+
+    loads = []
+
+    def load(source, device, torch_dtype, revision=None):
+        loads.append(revision)
+        return SimpleNamespace(revision=revision or "b" * 40)  # the hub's newest
+
+    older = Path("snapshots") / ("a" * 40)
+    monkeypatch.setattr(skbert._model, "_load", load)
+    monkeypatch.setattr(skbert._model, "_hub_snapshot", lambda *args: older)
+    skbert._model.clear_cache()
+    try:
+        assert load_model("someone/tiny", CPU).revision == "b" * 40
+        assert load_model("someone/tiny", CPU, revision="a" * 40).revision == "a" * 40
+        assert load_model("someone/tiny", CPU, revision="b" * 40).revision == "b" * 40
+        assert loads == [None, "a" * 40]
+    finally:
+        skbert._model.clear_cache()
