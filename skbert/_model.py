@@ -707,9 +707,10 @@ def load_model(
 
     ``model`` is None (the bundled model), a hub id or a local directory. Only
     safetensors weights are read, and ``trust_remote_code`` is never enabled.
-    A hub id is read from the local Hugging Face cache when its files are all
-    there, else from the hub; ``revision`` (a commit hash) pins the files of a
-    hub id, and is ignored for a directory.
+    A hub id is loaded as transformers loads it where the hub answers, else
+    from the local Hugging Face cache only (:func:`_hub_reachable`);
+    ``revision`` (a commit hash) pins the files of a hub id, and is ignored for
+    a directory.
     """
     source = _model_source(model)
     path = Path(source).expanduser()
