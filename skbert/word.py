@@ -212,7 +212,8 @@ default="mean"
     character offsets and word ids, never by gluing ``##`` strings back
     together, so offsets always point at the user's own characters: the
     uncased model reads "naïve" as ``naive`` but its offsets cover "naïve".
-    In a raw text a word is what the tokenizer's pre-tokenizer splits off:
+    In a raw text a word is what the tokenizer's normalizer and pre-tokenizer
+    split off:
     for BERT, punctuation is a word of its own ("can't" is "can", "'", "t")
     and so is each Chinese character (CJK ideograph; kana and Hangul are
     split like other scripts). Pass pre-tokenized lists to choose the

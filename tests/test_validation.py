@@ -160,8 +160,14 @@ def test_a_lone_surrogate_is_named_before_the_tokenizer_sees_it(tiny_bert):
         (lambda: word.transform([(["bad", "\udcff"], 0)]), "sample 0 of X"),
         (lambda: word.transform_words(["fine", bad]), "Text 1"),
     ]
+    with pytest.raises(
+        ValueError, match=r"character 6 is the lone surrogate '\\ud83d'"
+    ):
+        sentence.transform([bad])
     for call, where in cases:
-        with pytest.raises(ValueError, match=f"{where} is not valid Unicode.*"):
+        with pytest.raises(
+            ValueError, match=f"{where} is not valid Unicode.*surrogate"
+        ):
             call()
     # a whole emoji (a surrogate pair in JSON) is valid and gets a vector
     assert np.isfinite(sentence.transform(["\U0001f99c"])).all()

@@ -1223,3 +1223,16 @@ def test_words_start_at_their_text_when_offsets_count_the_space(untrimmed_robert
     expected = vectorizer.transform([(tokens, i) for i in range(len(tokens))])
     np.testing.assert_allclose(given[features].to_numpy(), expected, atol=1e-6)
     assert np.abs(expected).sum(axis=1).min() > 0
+
+
+def test_each_chinese_character_is_a_word_but_kana_and_hangul_are_not(
+    bundled_model,
+):
+    # BERT's normalizer puts spaces around CJK ideographs only
+    vectorizer = BertWordVectorizer(model=bundled_model).fit()
+    table = vectorizer.transform_words(["東京は大きい都市です", "한국어 텍스트"])
+    words = table.groupby("sample")["word"].apply(list).tolist()
+    assert words == [
+        ["東", "京", "は", "大", "きい", "都", "市", "です"],
+        ["한국어", "텍스트"],
+    ]
