@@ -213,11 +213,10 @@ default="mean"
     together, so offsets always point at the user's own characters: the
     uncased model reads "naïve" as ``naive`` but its offsets cover "naïve".
     In a raw text a word is what the tokenizer's normalizer and pre-tokenizer
-    split off:
-    for BERT, punctuation is a word of its own ("can't" is "can", "'", "t")
-    and so is each Chinese character (CJK ideograph; kana and Hangul are
-    split like other scripts). Pass pre-tokenized lists to choose the
-    words yourself. A word the vocabulary does not know (an emoji) becomes
+    split off: for BERT, punctuation is a word of its own ("can't" is "can",
+    "'", "t") and so is each Chinese character (CJK ideograph; kana and
+    Hangul are split like other scripts). Pass pre-tokenized lists to choose
+    the words yourself. A word the vocabulary does not know (an emoji) becomes
     [UNK], and still gets a finite vector.
 
     **Long texts.** When a text has more than ``max_length`` tokens, a target
