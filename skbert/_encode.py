@@ -503,6 +503,11 @@ def _combined_rows(
     first = layers[0]
     if layers == list(range(first, first + len(layers))):  # a slice: a view
         parts = [entry[:, first : first + len(layers)] for entry in entries]
+    elif how in ("sum", "mean") and sorted(layers) == list(
+        range(min(layers), min(layers) + len(layers))
+    ):  # the order does not matter: a view of the same slice, no copy
+        low = min(layers)
+        parts = [entry[:, low : low + len(layers)] for entry in entries]
     else:
         index = torch.tensor(layers)
         parts = [entry.index_select(1, index) for entry in entries]

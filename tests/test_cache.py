@@ -79,16 +79,25 @@ def test_row_key_depends_on_ids_types_and_model():
         dict(layers=[1, 2], layer_combine="mean", pooling="mean_max"),
         dict(layers=[1, 2], layer_combine="sum", pooling="max_mean"),
         dict(layers=[2, 0], layer_combine="sum", pooling="mean_sqrt_len"),
+        # layers out of order: summed from one slice, concatenated in order
+        dict(layers=[-1, -2], layer_combine="sum", pooling="mean"),
+        dict(layers=[2, 1, 0], layer_combine="mean", pooling="max"),
+        dict(layers=[-1, -2], layer_combine="concat", pooling="mean_max"),
     ],
 )
-def test_cached_equals_uncached(tiny_bert, params):
+def test_cached_equals_uncached(tiny_bert, params, memory_cache):
     uncached = BertSentenceVectorizer(model=str(tiny_bert), **params)
     cached = BertSentenceVectorizer(model=str(tiny_bert), cache="memory", **params)
     expected = uncached.fit_transform(TEXTS)
     first = cached.fit_transform(TEXTS)
-    second = cached.transform(TEXTS)
+    memoised = cached.transform(TEXTS)  # the pooled rows of the first call
     assert cached.transform_stats_["cache_hits"] == len(TEXTS)
+    memory_cache._pooled.clear()  # pool again, from the cached states
+    second = cached.transform(TEXTS)
+    stats = cached.transform_stats_
+    assert stats["cache_hits"] == len(TEXTS) and stats["n_batches"] == 0
     np.testing.assert_allclose(first, expected, atol=1e-5)
+    np.testing.assert_allclose(memoised, expected, atol=1e-5)
     np.testing.assert_allclose(second, expected, atol=1e-5)
 
 
@@ -460,7 +469,7 @@ def test_changed_weights_invalidate_disk_entries(tiny_bert, tmp_path, monkeypatc
     assert vectorizer.transform_stats_["cache_hits"] == 0
 
 
-def test_views_from_the_cache_equal_uncached(tiny_bert):
+def test_views_from_the_cache_equal_uncached(tiny_bert, memory_cache):
     views = [
         {"layers": -1, "pooling": "max"},
         {"layers": [2, 0], "layer_combine": "concat", "pooling": "cls"},
@@ -473,6 +482,9 @@ def test_views_from_the_cache_equal_uncached(tiny_bert):
     np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
     np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
     assert cached.transform_stats_["cache_hits"] == len(TEXTS)
+    memory_cache._pooled.clear()  # pool again, from the cached states
+    np.testing.assert_allclose(cached.transform(TEXTS), expected, atol=1e-5)
+    assert cached.transform_stats_["n_batches"] == 0
 
 
 def test_pooled_rows_are_memoised_per_setting(tiny_bert, monkeypatch):
