@@ -460,7 +460,13 @@ class _BaseBertVectorizer(
                     )
                 )
         columns = ["sample", "position", "token", "token_id", "special", "start", "end"]
-        return pd.DataFrame(rows, columns=columns + extra)
+        frame = pd.DataFrame(rows, columns=columns + extra)
+        if not rows:  # the dtypes of a result with rows
+            integer = dict.fromkeys(["position", "token_id", "start", "end"], "int64")
+            sample = getattr(labels, "dtype", "int64")  # a pandas index's own
+            types = {"sample": sample, "token": "str", "special": "bool", **integer}
+            frame = frame.astype({**types, **dict.fromkeys(extra, "int64")})
+        return frame
 
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
         """For :meth:`tokenize`: sample labels, one record per model input

@@ -397,7 +397,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         )
         if self._pairs:
             texts, texts_b, index = check_pairs(X, handle_missing=self.handle_missing)
-            labels = list(index) if index is not None else list(range(len(texts)))
+            labels = index if index is not None else range(len(texts))
             if not texts:
                 return labels, [], ["segment"]
             encoded = tokenizer(texts, texts_b, truncation="longest_first", **options)
@@ -413,7 +413,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             ]
             return labels, records, ["segment"]
         texts, index = check_texts(X, handle_missing=self.handle_missing)
-        labels = list(index) if index is not None else list(range(len(texts)))
+        labels = index if index is not None else range(len(texts))
         windows = self._long_text.startswith("window")
         if not texts:  # the same columns as for texts
             return labels, [], ["window"] if windows else []

@@ -111,10 +111,12 @@ default="mean"
     handle_missing : {"error", "empty"}, default="error"
         What to do with None, NaN or pd.NA in a sample (its text, tokens,
         start, end or index) or in a text of ``transform_words``: "error"
-        raises a ValueError naming their count and positions; "empty" gives
-        such a sample a row of zeros, treats a missing text as "" (no words),
-        and a missing word of a pre-tokenized text as the word "" (a row of
-        zeros, so the rows stay aligned with the words given).
+        raises a ValueError naming their count and positions; "empty" reads
+        a missing word of pre-tokenized words as the word "" (no tokens; in
+        ``transform_words`` its row is zeros, so the rows stay aligned with
+        the words given), gives any other sample with a missing part,
+        the target word included, a row of zeros, and treats a missing text
+        of ``transform_words`` as "" (no words).
     cache : "memory", None or path, default="memory"
         Keeps the token states (hidden states of every layer up to the
         deepest one used, for each text or window) between calls, so that a
@@ -204,8 +206,10 @@ default="mean"
 
     It also accepts a pandas DataFrame with columns ``text``, ``start``,
     ``end`` or ``tokens``, ``index`` (other columns are ignored), or one with
-    exactly three or two columns, read in that order whatever their names
-    (as a ``ColumnTransformer`` passes them), or a single column of samples.
+    exactly three or two columns none of which has one of these names, read
+    in that order (as a ``ColumnTransformer`` passes them), or a single
+    column of samples. A DataFrame with only some of these names (``text``
+    and ``label``, say) is an error, not read by position.
     A 2-D array is read the same way.
 
     **Words.** Words and pieces are aligned through the fast tokenizer's
@@ -564,9 +568,9 @@ default="mean"
         n_empty = int((table.stop <= table.first).sum())
         if n_empty:
             warn_user(
-                f"{n_empty} word(s) of the distinct texts have no token (only "
-                "whitespace or characters the tokenizer drops) and were given "
-                "vectors of zeros."
+                f"{n_empty} word(s) of the distinct texts have no token (empty or "
+                "missing words, or only whitespace or characters the tokenizer "
+                "drops) and were given vectors of zeros."
             )
         n_long = int((n_tokens > width).sum())
         self._warn_windowed(n_long, len(docs))
@@ -693,6 +697,25 @@ def _rows(X: Any) -> list:
             return list(zip(X["text"], X["start"], X["end"], strict=True))
         if words <= set(columns):
             return list(zip(X["tokens"], X["index"], strict=True))
+        named = [c for c in columns if c in spans | words]
+        if named and X.shape[1] > 1:  # part of a set: others must not stand in
+            wanted = spans if set(named) & spans else words
+            order = ("text", "start", "end", "tokens", "index")
+            missing = [c for c in order if c in wanted - set(columns)]
+            column = next((c for c in ("text", "tokens") if c in named), None)
+            raise ValueError(
+                f"X has the column{'s' if len(named) > 1 else ''} "
+                f"{', '.join(map(repr, named))} but not "
+                f"{', '.join(map(repr, missing))}; a DataFrame is read by the "
+                "names text, start, end or tokens, index (rename its columns), or "
+                "by position when it has none of these names."
+                + (
+                    f" To embed every word of each text, use "
+                    f"transform_words(X[{column!r}])."
+                    if column
+                    else ""
+                )
+            )
         if X.shape[1] in (2, 3):
             return list(zip(*(X.iloc[:, j] for j in range(X.shape[1])), strict=True))
         if X.shape[1] == 1:
@@ -781,6 +804,10 @@ def _parse_samples(X: Any, handle_missing: str) -> list[_Target | None]:
                 "sample(s) (None, NaN or pd.NA in a text, tokens, start, end or index)"
             )
         )
+    if missing:  # "empty": a missing word beside the target is the word ""
+        filled = {i: _fill_missing_words(items[i]) for i in missing}
+        items = [filled.get(i) or item for i, item in enumerate(items)]
+        missing = [i for i in missing if filled[i] is None]
     missing_set = set(missing)
     targets = [
         None if i in missing_set else _parse_sample(item, i)
@@ -788,6 +815,26 @@ def _parse_samples(X: Any, handle_missing: str) -> list[_Target | None]:
     ]
     check_unicode([t and t.text for t in targets], "The text of sample {} of X")
     return targets
+
+
+def _fill_missing_words(item: Any) -> tuple | None:
+    """A ``(tokens, index)`` sample with its missing words other than the target
+    replaced by "" (as ``transform_words`` reads them); None if the sample is not
+    of that form or its index or target word is missing."""
+    if isinstance(item, dict):
+        try:
+            item = _dict_sample(item, -1)
+        except ValueError:
+            return None
+    if not (_is_sequence(item) and len(item) == 2 and _is_sequence(item[0])):
+        return None
+    words, index = list(item[0]), item[1]
+    if _is_missing(index) or not _is_position(index):
+        return None
+    index = _as_int(index, "index", -1)
+    if 0 <= index < len(words) and not isinstance(words[index], str):
+        return None  # the target itself is missing: a row of zeros
+    return [w if isinstance(w, str) or not _is_missing(w) else "" for w in words], index
 
 
 def _dict_sample(item: dict, i: int) -> tuple:
@@ -869,7 +916,8 @@ def _parse_marked(item: str, i: int) -> _Target:
         raise ValueError(
             f"Sample {i} of X is a str with no marked target: {item[:60]!r}; mark "
             f"the word with brackets, e.g. 'the [bank] of the river', or pass "
-            "(text, start, end) or (tokens, index)."
+            "(text, start, end) or (tokens, index); for every word of whole texts, "
+            "use transform_words."
         )
     left, right = item.find("["), item.find("]")
     if opens != 1 or closes != 1 or right < left:
@@ -894,6 +942,11 @@ def _check_span(
 ) -> _Target:
     """The target ``text[start:end]`` of sample ``i``, checked; ``label`` names
     it in messages (followed by its text unless it ``shows_text`` already)."""
+    if start > end and 0 <= end and start <= len(text):
+        raise ValueError(
+            f"Sample {i} of X: the {label} ends before it starts; use start < end "
+            "(the end is the position after the target's last character)."
+        )
     if start < 0 or end > len(text) or start > end:
         raise ValueError(
             f"Sample {i} of X: the {label} is outside the text of length "
@@ -950,7 +1003,7 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
                     "X['text']."
                 )
             texts = texts[named[0]] if texts.shape[1] != 1 else texts.iloc[:, 0]
-        labels = list(texts.index)
+        labels = texts.index  # its dtype too, even when empty
         items = texts.tolist()
     elif isinstance(texts, np.ndarray) and texts.ndim != 1:
         raise ValueError(
@@ -965,7 +1018,7 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
             f"{type(texts).__name__} object instead."
         )
     if labels is None:
-        labels = list(range(len(items)))
+        labels = range(len(items))  # pd.Index(range) is int64, even when empty
 
     def missing(item: Any) -> bool:
         if _is_sequence(item):

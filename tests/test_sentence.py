@@ -223,6 +223,42 @@ def test_the_tutorials_own_code_gives_the_second_to_last_layer_mean():
     np.testing.assert_allclose(X[0], sentence_embedding.numpy(), atol=1e-5)
 
 
+def test_the_distilbert_posts_own_code_gives_skberts_word_and_sentence_vectors():
+    # the post's code: every token's last-layer vector, [CLS] and [SEP]
+    # included, padded to max_length; skbert's one-liners average a word's
+    # pieces and the real tokens
+    from transformers import BertModel, BertTokenizerFast
+
+    from skbert import BertWordVectorizer
+    from skbert._model import bundled_model_path
+
+    path = bundled_model_path()
+    tokenizer = BertTokenizerFast.from_pretrained(path)
+    model = BertModel.from_pretrained(path, output_hidden_states=True).eval()
+    text = "here are the embeddings of this sentence"
+    stokens = ["[CLS]"] + tokenizer.tokenize(text) + ["[SEP]"]
+    max_length = 32
+    token_ids = tokenizer.convert_tokens_to_ids(stokens)
+    input_ids = torch.tensor([token_ids + [0] * (max_length - len(token_ids))])
+    masks = [1] * len(stokens) + [0] * (max_length - len(stokens))
+    with torch.no_grad():
+        outputs = model(input_ids, torch.tensor([masks]))
+        token_embeddings = torch.squeeze(outputs[2][1:][-1], dim=0)
+    assert "##" in " ".join(stokens)  # a word of several pieces
+    words = BertWordVectorizer(layers=-1).fit().transform_words([text])
+    vectors = words.iloc[:, 5:].to_numpy()
+    piece = 1  # after [CLS]
+    for row, word in enumerate(words["word"]):
+        n_pieces = len(tokenizer.tokenize(word))
+        expected = token_embeddings[piece : piece + n_pieces].mean(0)
+        np.testing.assert_allclose(vectors[row], expected.numpy(), atol=1e-5)
+        piece += n_pieces
+    assert piece == len(stokens) - 1  # every piece but [SEP] belongs to a word
+    X = BertSentenceVectorizer(layers=-1, pooling="mean").fit_transform([text])
+    real = token_embeddings[: len(stokens)].mean(0)
+    np.testing.assert_allclose(X[0], real.numpy(), atol=1e-5)
+
+
 def test_batch_size_1_and_64_agree_on_bundled_model():
     texts = [TUTORIAL, BANK, "short", "A much longer text " * 20, ""]
     one = BertSentenceVectorizer(batch_size=1).fit_transform(texts)
@@ -828,10 +864,19 @@ def test_feature_names_follow_the_fitted_views(tiny_bert):
     assert list(names) == [f"{v}_{i}" for v in "xy" for i in range(32)]
 
 
-def test_tokenize_of_no_texts_has_the_same_columns(tiny_bert):
-    windows = BertSentenceVectorizer(model=tiny_bert, long_text="window").fit()
-    assert list(windows.tokenize([]).columns) == list(windows.tokenize(["a"]).columns)
-    assert "window" in windows.tokenize([]).columns
+@pytest.mark.parametrize(
+    "params, X",
+    [
+        ({"long_text": "window"}, ["a"]),
+        ({}, pd.Series(["a"], index=["x"])),
+        ({"pairs": True}, [("a", "b")]),
+    ],
+)
+def test_tokenize_of_no_texts_has_the_same_columns_and_dtypes(tiny_bert, params, X):
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, **params).fit()
+    some, none = vectorizer.tokenize(X), vectorizer.tokenize(X[:0])
+    assert len(none) == 0 and len(some) > 0
+    pd.testing.assert_series_equal(none.dtypes, some.dtypes)
 
 
 def test_views_that_set_their_pooling_ignore_the_estimator_s(tiny_bert):

@@ -377,6 +377,7 @@ def test_every_form_of_input_gives_the_same_vector(tiny, tiny_bert):
         pd.DataFrame({"sentence": [text], "a": [13], "b": [17]}),  # by position
         pd.DataFrame({"words": [tokens], "i": [3]}),
         pd.DataFrame({"marked": ["the new york [bank] of the river"]}),
+        pd.DataFrame({"text": ["the new york [bank] of the river"]}),  # one column
         pd.DataFrame({"text": [text], "start": [13.0], "end": [17.0]}),  # float ints
     ]
     for frame in frames:
@@ -537,6 +538,10 @@ def test_transform_words_rows_do_not_depend_on_the_other_texts(tiny):
 def test_transform_words_empty_input_and_zero_token_words(tiny):
     empty = tiny.transform_words([])
     assert empty.shape == (0, 5 + 32)
+    pd.testing.assert_series_equal(empty.dtypes, tiny.transform_words(["a"]).dtypes)
+    pd.testing.assert_series_equal(
+        tiny.tokenize([]).dtypes, tiny.tokenize(["a"]).dtypes
+    )
     assert tiny.transform([]).shape == (0, 32)
     with pytest.warns(UserWarning, match="1 word.* have no token"):
         words = tiny.transform_words([["the", "\u0301", "bank"]])
@@ -714,7 +719,25 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             ValueError,
             r"Sample 0 of X: the span \(3, 3\) is empty",
         ),
-        ([("the bank", 5, 3)], ValueError, r"span \(5, 3\) is outside"),
+        ([("the bank", 5, 3)], ValueError, r"span \(5, 3\) ends before it starts"),
+        ([("the bank", 9, 3)], ValueError, r"span \(9, 3\) is outside"),
+        (
+            pd.DataFrame({"text": ["the bank"], "label": [0], "n_words": [2]}),
+            ValueError,
+            r"has the column 'text' but not 'start', 'end'.*"
+            r"transform_words\(X\['text'\]\)",
+        ),
+        (
+            pd.DataFrame({"tokens": [["the", "bank"]], "label": [1]}),
+            ValueError,
+            r"has the column 'tokens' but not 'index'",
+        ),
+        (
+            pd.DataFrame({"text": ["the bank"], "start": [4], "x": [8]}),
+            ValueError,
+            r"has the columns 'text', 'start' but not 'end'",
+        ),
+        (["the bank"], ValueError, "no marked target.*use transform_words"),
         (
             [("the  bank", 3, 5)],
             ValueError,
@@ -861,6 +884,33 @@ def test_handle_missing_empty_gives_zero_rows(tiny_bert, tiny):
         ValueError, match=r"texts contains 2 missing text\(s\) or word\(s\)"
     ):
         tiny.transform_words(["the bank", None, ["a", None]])
+
+
+def test_a_missing_word_beside_the_target_is_read_as_in_transform_words(tiny_bert):
+    vectorizer = BertWordVectorizer(
+        model=str(tiny_bert), handle_missing="empty", device="cpu"
+    ).fit()
+    words = ["the", None, "river", "bank"]
+    X = vectorizer.transform(
+        [
+            (words, 3),
+            {"tokens": ["the", np.nan, "river", "bank"], "index": 3},
+            (["the", "", "river", "bank"], 3),
+            (words, 1),  # the target itself is missing
+            (["the", "bank"], None),
+        ]
+    )
+    with pytest.warns(UserWarning, match="empty or missing words"):
+        rows = vectorizer.transform_words([words])
+    expected = rows.iloc[3, 5:].to_numpy(dtype=np.float32)
+    assert np.abs(expected).sum() > 0
+    for row in X[:3]:
+        np.testing.assert_allclose(row, expected, atol=1e-6)
+    assert np.all(X[3:] == 0)
+    with pytest.raises(ValueError, match="missing"):  # "error" still refuses it
+        BertWordVectorizer(model=str(tiny_bert), device="cpu").fit().transform(
+            [(words, 3)]
+        )
 
 
 def test_transform_words_reads_the_text_column_of_a_dataframe(tiny):
@@ -1103,7 +1153,8 @@ def test_word_vectors_give_freed_memory_back_every_trim_batches(tiny_bert, monke
 
 @pytest.mark.parametrize(
     "sample",
-    [{"tokens": ["the", None], "index": 0}, {"index": 0, "tokens": ["the", None]}],
+    # the missing word is the target (a missing word beside it is read as "")
+    [{"tokens": ["the", None], "index": 1}, {"index": 1, "tokens": ["the", None]}],
 )
 def test_a_missing_word_in_a_dict_sample_is_missing_whatever_the_key_order(
     tiny_bert, sample
