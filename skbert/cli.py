@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import secrets
+import signal
 import sys
 import time
 import warnings
@@ -37,6 +39,7 @@ from ._validation import (
     DTYPES,
     LAYER_COMBINES,
     POOLINGS,
+    CacheSpec,
     check_params,
     missing_message,
 )
@@ -74,9 +77,13 @@ inputs:
 outputs:
   .npy      float32 array of shape (n_texts, n_features), for numpy.load
   .parquet  float32 columns bertsentencevectorizer0, bertsentencevectorizer1, ...
-  Vectors are written in chunks of 10,000 texts, so memory does not grow
-  with the input. The file is written under a temporary name next to OUT
-  and renamed at the end, so OUT never exists half-written.
+  The texts are read whole; their vectors are embedded and written in
+  chunks of 10,000 texts, so the vectors held in memory do not grow with
+  the input. The file is written under a temporary name next to OUT and
+  renamed at the end, so OUT never exists half-written; the temporary file
+  is removed if the run fails or is stopped (Ctrl-C, SIGTERM), and one left
+  by a killed run is removed by a later run to the same directory once it
+  is an hour old.
 
 exit status:
   0 on success; 2 for a wrong command line or an unusable input or output
@@ -134,6 +141,27 @@ def _auto_or_int(value: str) -> int | str:
     return number
 
 
+def _positive_int(value: str) -> int:
+    """Parse an int >= 1 (--max-length)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value!r}")
+    return number
+
+
+def _cache_directory(value: str) -> Path:
+    """Parse --cache: a directory name, never a word that means "no cache"."""
+    if value.strip().lower() in (*CacheSpec.NOT_PATHS, "memory"):
+        raise argparse.ArgumentTypeError(
+            f"expected a directory, got {value!r}; leave --cache out to run "
+            "without a cache"
+        )
+    return Path(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``skbert`` argument parser.
 
@@ -179,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--column",
-        default="text",
+        default=None,
         help="column of a .csv, .tsv or .parquet INPUT that holds the texts "
-        "(default: %(default)s)",
+        "(default: text)",
     )
     embed.add_argument(
         "--model",
@@ -198,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I",
         help="hidden-state indices to use: 0 is the embedding output, -1 the last "
         "layer, e.g. --layers -1 -2 -3 -4; default: the model's "
-        "sentence-transformers layer if it has one, else -2",
+        "sentence-transformers layer if it has one, else -2 (it takes every number "
+        "that follows: put INPUT before it)",
     )
     embed.add_argument(
         "--layer-combine",
@@ -225,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--max-length",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="longest input in tokens, special tokens included; longer texts are "
@@ -281,13 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--cache",
-        type=Path,
+        type=_cache_directory,
         default=None,
         metavar="DIR",
         help="keep token states in DIR: a rerun after an interruption embeds only "
         "the texts not finished, and later runs with other --layers (no deeper), "
-        "--pooling or --normalize skip the model (default: no cache; DIR is "
-        "bounded by SKBERT_DISK_CACHE_MB, default 10240 MB, least recently used first)",
+        "--pooling or --normalize skip the model (default: no cache). It holds "
+        "every layer's states up to the deepest one used, 4 bytes per number: "
+        "about 135 MB for 1,000 SICK sentences with the bundled model; DIR is "
+        "bounded by SKBERT_DISK_CACHE_MB, default 10240 MB, least recently used first",
     )
     embed.set_defaults(run=_embed)
     return parser
@@ -312,19 +343,65 @@ def _check_input(path: Path) -> None:
         raise CLIError(f"input {str(path)!r} is not a file.")
 
 
+# the temporary name holds this much of the output's name at most, so that an
+# output name the file system takes has a temporary name it takes too
+_TEMPORARY_STEM = 200
+# a temporary file of a killed run is removed once its process is gone and
+# it has not been written to for this long (a run writes one every chunk)
+STALE_TEMPORARY_S = 3600
+
+
 def _temporary_name(path: Path) -> Path:
     """A new name next to ``path`` for writing it, hidden, unique to this call."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    stem = path.name[:_TEMPORARY_STEM]
+    return path.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files that killed runs left for ``path``."""
+    pattern = re.compile(
+        rf"\.{re.escape(path.name[:_TEMPORARY_STEM])}\.(\d+)\.[0-9a-f]{{8}}\.tmp"
+    )
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            if time.time() - entry.stat().st_mtime > STALE_TEMPORARY_S:
+                os.unlink(entry.path)
+        except OSError:  # removed or written meanwhile: leave it
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (perhaps as another user)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _check_output(path: Path, input_path: Path) -> None:
+    try:
+        is_directory = path.is_dir()
+    except OSError as error:  # a name too long, say
+        raise CLIError(f"cannot write {str(path)!r}: {error.strerror}.") from None
+    if is_directory:
+        raise CLIError(f"output {str(path)!r} is a directory; name a file.")
     if _suffix(path) not in OUTPUT_FORMATS:
         raise CLIError(
             f"cannot write {str(path)!r}: unknown output extension "
             f"{path.suffix or '(none)'!r}; use one of {', '.join(OUTPUT_FORMATS)}."
         )
-    if path.is_dir():
-        raise CLIError(f"output {str(path)!r} is a directory; name a file.")
     parent = path.parent
     if not parent.is_dir():
         raise CLIError(
@@ -335,6 +412,7 @@ def _check_output(path: Path, input_path: Path) -> None:
             f"output {str(path)!r} is the input file; name another file, so the "
             "texts are not replaced by their vectors."
         )
+    _remove_stale_temporaries(path)
     probe = _temporary_name(path)  # what the output is first written as
     try:
         open(probe, "xb").close()
@@ -346,9 +424,12 @@ def _check_output(path: Path, input_path: Path) -> None:
 
 
 def _missing_column(path: Path, column: str, columns: Sequence[str]) -> CLIError:
+    names = ", ".join(repr(str(name)) for name in list(columns)[:10])
+    if len(columns) > 10:
+        names += f", ... ({len(columns)} columns)"
     return CLIError(
-        f"{str(path)!r} has no column {column!r}; its columns are "
-        f"{list(columns)!r}. Choose one with --column."
+        f"{str(path)!r} has no column {column!r}; its columns are [{names}]. "
+        "Choose one with --column."
     )
 
 
@@ -381,18 +462,43 @@ def read_texts(path: Path, column: str) -> Any:
     import pyarrow as pa
 
     try:
-        return _read_texts(path, column)
-    except (
-        UnicodeDecodeError,
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        pa.ArrowException,
-    ) as exc:
-        hint = " The file must be UTF-8." if isinstance(exc, UnicodeError) else ""
+        texts = _read_texts(path, column)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"cannot read {str(path)!r} as {_suffix(path)}: {_bad_utf8(path, exc)}; "
+            "the file must be UTF-8."
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException) as exc:
         raise ValueError(
             f"cannot read {str(path)!r} as {_suffix(path)}: "
-            f"{_first_line(exc).rstrip('.')}.{hint}"
+            f"{_first_line(exc).rstrip('.')}."
         ) from None
+    if hasattr(texts, "map"):  # a column of another type than text
+        kinds = texts.map(lambda v: isinstance(v, str) or v is None or v != v)
+        if not kinds.all():
+            position = int(np.flatnonzero(~kinds.to_numpy(dtype=bool))[0])
+            value = texts.iloc[position]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise ValueError(
+                f"column {column!r} of {str(path)!r} holds {type(value).__name__} "
+                f"values ({value!r} in row {position}, counted from 0), not texts; "
+                "choose a column of strings with --column, or convert it."
+            )
+    return texts
+
+
+def _bad_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is: line and byte offset."""
+    offset = 0
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                at = offset + error.start
+                return f"byte {line[error.start]:#04x} at line {number} (byte {at})"
+            offset += len(line)
+    return _first_line(exc).rstrip(".")
 
 
 def _read_texts(path: Path, column: str) -> Any:
@@ -408,6 +514,7 @@ def _read_texts(path: Path, column: str) -> Any:
         header = pd.read_csv(path, nrows=0, sep=sep, quoting=quoting).columns
         if column not in header:
             raise _missing_column(path, column, header)
+        _check_fields(path, sep, quoting)
         frame = pd.read_csv(
             path,
             sep=sep,
@@ -436,6 +543,44 @@ def _read_texts(path: Path, column: str) -> Any:
     # that was a DataFrame's index the index again
     table = pq.read_table(path, columns=[column])
     return table.to_pandas(ignore_metadata=True)[column]
+
+
+def _check_fields(path: Path, sep: str, quoting: int) -> None:
+    """Refuse a row with more cells than the header (pandas would drop the
+    extra ones without a word) or with fewer (it would fill in '')."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a text may be longer than 128 KiB
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as file:
+            reader = csv.reader(file, delimiter=sep, quoting=quoting)
+            n_header = None
+            for fields in reader:
+                if n_header is None:
+                    if any(f.strip() for f in fields):
+                        # a delimiter at the end of the header names no column
+                        n_header = len(fields) - (len(fields) > 1 and not fields[-1])
+                    continue
+                if len(fields) <= 1 and not "".join(fields).strip():
+                    continue  # a blank line: an empty cell, or no row
+                while len(fields) > n_header and not fields[-1]:
+                    fields.pop()  # delimiters at the end of the row
+                n = len(fields)
+                if n == n_header:
+                    continue
+                if n < n_header:
+                    reason = "each row needs a cell for every column"
+                elif sep == ",":
+                    reason = "a text with a comma must be quoted"
+                else:
+                    reason = "a .tsv text cannot hold a tab (use .csv, quoted)"
+                raise ValueError(
+                    f"cannot read {str(path)!r} as {_suffix(path)}: line "
+                    f"{reader.line_num} has {n} cell{'s' * (n != 1)} and the header "
+                    f"{n_header}; "
+                    f"{reason}."
+                )
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _blank_lines_at_start(path: Path) -> int:
@@ -526,15 +671,20 @@ class VectorWriter:
             )
         if self.written + len(vectors) > self.n_rows:
             raise ValueError(f"More than the announced {self.n_rows} rows.")
-        if self._parquet is None:
-            self._file.write(vectors.tobytes())
-        else:
-            import pyarrow as pa
+        try:
+            if self._parquet is None:
+                self._file.write(vectors.tobytes())
+            else:
+                import pyarrow as pa
 
-            columns = [pa.array(vectors[:, j]) for j in range(vectors.shape[1])]
-            self._parquet.write_table(
-                pa.Table.from_arrays(columns, schema=self._schema)
-            )
+                columns = [pa.array(vectors[:, j]) for j in range(vectors.shape[1])]
+                self._parquet.write_table(
+                    pa.Table.from_arrays(columns, schema=self._schema)
+                )
+        except OSError as error:  # say which file: "No space left" alone does not
+            raise OSError(
+                error.errno, f"cannot write {str(self.path)!r}: {error.strerror}"
+            ) from error
         self.written += len(vectors)
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -573,6 +723,12 @@ def _embed(args: argparse.Namespace) -> int:
 
     _check_input(args.input)
     _check_output(args.output, args.input)
+    if args.column is not None and _suffix(args.input) == ".txt":
+        raise CLIError(
+            "--column applies to .csv, .tsv and .parquet inputs; a .txt input "
+            "has one text per line."
+        )
+    column = "text" if args.column is None else args.column
 
     layers: str | int | list[int] = "auto"
     if args.layers is not None:
@@ -600,13 +756,13 @@ def _embed(args: argparse.Namespace) -> int:
             parse_device(args.device)
     except ValueError as exc:  # InvalidParameterError is a ValueError too
         raise CLIError(str(exc)) from None
-    texts = read_texts(args.input, args.column)
+    texts = read_texts(args.input, column)
     if args.handle_missing == "error" and hasattr(texts, "isna"):
         missing = np.flatnonzero(texts.isna().to_numpy()).tolist()
         if missing:  # said in the command line's words, not the estimator's
             message = missing_message(
                 missing,
-                f"column {args.column!r}",
+                f"column {column!r}",
                 ", or pass --handle-missing empty to embed them as ''.",
             )
             raise ValueError(
@@ -675,7 +831,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return args.run(args)
+        with _stopped_by_sigterm():
+            return args.run(args)
+    except _Terminated:
+        print("skbert: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except CLIError as exc:
         return _fail(exc, EXIT_USAGE)
     except (ValueError, TypeError, OSError, ImportError) as exc:
@@ -691,6 +851,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so the temporary output goes."""
+
+
+class _stopped_by_sigterm:
+    """Within the block, SIGTERM raises :class:`_Terminated` (in the main
+    thread; elsewhere, signals cannot be handled and nothing changes)."""
+
+    def __enter__(self) -> None:
+        self._installed = False
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread
+            return
+        self._installed = True
+
+    @staticmethod
+    def _raise(signum, frame) -> NoReturn:
+        raise _Terminated()
+
+    def __exit__(self, *exc_info) -> None:
+        if self._installed:  # None: a handler not set from Python; the default
+            signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+
+
+# the estimator's messages name its parameters; here they are options
+_CLI_WORDS = [
+    (re.compile(r"device='([^']*)' or '([^']*)'"), r"--device \1 or \2"),
+    (re.compile(r"device='([^']*)'"), r"--device \1"),
+    (re.compile(r"model=None"), "no --model"),
+    (
+        re.compile(r"use max_length <= (\d+), or None"),
+        r"use --max-length <= \1, or leave it out",
+    ),
+    (re.compile(r"max_length=(\d+)"), r"--max-length \1"),
+    (
+        re.compile(r"layers=\[([-\d, ]*)\]"),
+        lambda m: "--layers " + m[1].replace(",", ""),
+    ),
+]
+
+
+def _in_cli_words(message: str) -> str:
+    for pattern, replacement in _CLI_WORDS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
 def _fail(exc: BaseException, status: int) -> int:
-    print(f"skbert: error: {_first_line(exc)}", file=sys.stderr)
+    print(f"skbert: error: {_in_cli_words(_first_line(exc))}", file=sys.stderr)
     return status

@@ -129,8 +129,14 @@ def test_tsv_input(tiny_bert, tmp_path, capsys):
 @pytest.mark.parametrize(
     "name, content, says",
     [
-        ("latin1.txt", "caf\xe9\n".encode("latin-1"), "The file must be UTF-8."),
+        ("latin1.txt", "caf\xe9\n".encode("latin-1"), "the file must be UTF-8."),
         ("latin1.csv", "text\ncaf\xe9\n".encode("latin-1"), "must be UTF-8"),
+        # where the byte is, not where the decoder's chunk of the file was
+        (
+            "late.txt",
+            b"x" * 40_000 + b"\nab\xe9\n",
+            "byte 0xe9 at line 2 (byte 40003); the file must be UTF-8.",
+        ),
         ("bad.csv", b'text\n"an open quote\n', "EOF inside string"),
         ("bad.parquet", b"PAR1 not really", "as .parquet"),
         ("empty.csv", b"", "No columns to parse"),
@@ -379,13 +385,13 @@ def test_existing_output_is_replaced(tiny_bert, csv_file, tmp_path, capsys):
             ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{d}/no-model"]
             + ["--max-length", "0"],
             2,
-            "The 'max_length' parameter of BertSentenceVectorizer must be",
+            "argument --max-length: expected an int >= 1, got '0'",
         ),
         (
             ["{d}/texts.csv", "-o", "{d}/o.npy", "--model", "{d}/no-model"]
             + ["--device", "gpu0"],
             2,
-            "device='gpu0' is not a valid torch device",
+            "--device gpu0 is not a valid torch device",
         ),
     ],
 )
@@ -415,7 +421,8 @@ def test_a_device_this_machine_lacks_is_a_failure_not_a_usage_error(
         capsys, "embed", csv_file, "-o", out, "--model", tiny_bert, "--device", "cuda"
     )
     assert status == 1 and stdout == ""
-    assert stderr.startswith("skbert: error: device='cuda' was requested but")
+    assert stderr.startswith("skbert: error: --device cuda was requested but")
+    assert stderr.rstrip().endswith("use --device cpu or auto.")
     assert not out.exists()
 
 
@@ -428,7 +435,7 @@ def test_error_after_loading_is_reported_once(tiny_bert, csv_file, tmp_path, cap
     assert stdout == ""
     errors = [line for line in stderr.splitlines() if line.startswith("skbert:")]
     assert errors == [
-        "skbert: error: layers=[7] is out of range for a model with 3 hidden-state "
+        "skbert: error: --layers 7 is out of range for a model with 3 hidden-state "
         "outputs; use indices in [-3, 2]."
     ]
     assert "Traceback" not in stderr
@@ -551,6 +558,9 @@ def test_one_truncation_warning_for_the_whole_file(
         # a blank line is an empty cell
         ("\n\ntext,x\nhello,1\n\nworld,2\n", ["hello", "world"]),
         ("\n\ntext\nhello\n\nworld\n", ["hello", "", "world"]),
+        # a delimiter at the end of the header, on some rows only
+        ("text,\nhello\nfine,\n", ["hello", "fine"]),
+        ("id,text\n1,\n2,b,,\n", ["", "b"]),
     ],
 )
 def test_csv_rows_stay_in_place(tmp_path, content, expected):
@@ -578,7 +588,7 @@ def test_output_that_is_the_input_is_a_usage_error(tiny_bert, tmp_path, capsys):
 def test_an_output_that_cannot_be_created_is_found_before_the_model_loads(
     csv_file, tmp_path, capsys
 ):
-    out = tmp_path / ("a" * 245 + ".npy")  # its temporary name is too long
+    out = tmp_path / ("a" * 260 + ".npy")  # too long for the file system
     status, _, stderr = _run(
         capsys, "embed", csv_file, "-o", out, "--model", tmp_path / "no-model"
     )
@@ -625,6 +635,180 @@ def test_ctrl_c_while_the_command_starts_is_not_a_traceback(capsys, monkeypatch)
         runpy.run_module("skbert", run_name="__main__")
     assert exit_.value.code == 130
     assert capsys.readouterr().err == "skbert: interrupted\n"
+    # the installed script runs the same function, not skbert.cli:main, whose
+    # module would import numpy before any handler is in place
+    import tomllib
+    from pathlib import Path
+
+    import skbert.__main__
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts == {"skbert": "skbert.__main__:run"}
+    with pytest.raises(SystemExit) as exit_:
+        skbert.__main__.run()
+    assert exit_.value.code == 130
+
+
+def test_sigterm_removes_the_temporary_output(csv_file, tmp_path, capsys, monkeypatch):
+    import signal
+
+    def terminated(self, X):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    def unhandled(signum, frame):  # never the process's end, even if it fails
+        raise AssertionError("the command line did not handle SIGTERM")
+
+    monkeypatch.setattr(BertSentenceVectorizer, "transform", terminated)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        out = tmp_path / "o.npy"
+        status, _, stderr = _run(capsys, "embed", csv_file, "-o", out)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert status == 128 + signal.SIGTERM
+    assert stderr.splitlines()[-1] == "skbert: terminated"
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_killed_runs_temporary_file_is_removed_an_hour_later(
+    tiny_bert, csv_file, tmp_path, capsys
+):
+    import time
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(dead.stdout)  # a process that has ended
+    old = time.time() - 2 * 3600
+    killed = tmp_path / f".o.npy.{dead_pid}.0123abcd.tmp"  # a killed run's, old
+    recent = tmp_path / f".o.npy.{dead_pid}.4567abcd.tmp"  # too recent to tell
+    running = tmp_path / f".o.npy.{os.getpid()}.89abcdef.tmp"  # a live process's
+    other = tmp_path / f".x.npy.{dead_pid}.0123abcd.tmp"  # another output's
+    for path in (killed, recent, running, other):
+        path.write_bytes(b"partial")
+    for path in (killed, running, other):
+        os.utime(path, (old, old))
+    status, _, _ = _run(
+        capsys, "embed", csv_file, "-o", tmp_path / "o.npy", "--model", tiny_bert
+    )
+    assert status == 0
+    assert sorted(_leftovers(tmp_path)) == sorted(
+        p.name for p in (recent, running, other)
+    )
+
+
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        (
+            "comma.csv",
+            "text\nhello, world\nfine\n",
+            "line 2 has 2 cells and the header 1; a text with a comma must be quoted.",
+        ),
+        (
+            "tab.tsv",
+            "id\ttext\n1\tleft\tright\n2\tfine\n",
+            "line 2 has 3 cells and the header 2; a .tsv text cannot hold a tab "
+            "(use .csv, quoted).",
+        ),
+        (
+            "short.csv",
+            "id,text\n1\n2,b\n",
+            "line 2 has 1 cell and the header 2; each row needs a cell for every "
+            "column.",
+        ),
+    ],
+)
+def test_a_row_with_more_or_fewer_cells_than_the_header_is_refused(
+    tiny_bert, tmp_path, capsys, name, content, says
+):
+    # pandas would drop the extra cells (or fill in '') without a word
+    path = tmp_path / name
+    path.write_text(content)
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", tmp_path / "o.npy", "--model", tiny_bert
+    )
+    assert status == 1
+    assert (
+        stderr == f"skbert: error: cannot read {str(path)!r} as {path.suffix}: {says}\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["", "none", "None", "memory"])
+def test_cache_takes_a_directory_not_a_word(
+    csv_file, tmp_path, capsys, monkeypatch, value
+):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", tmp_path / "o.npy", "--cache", value
+    )
+    assert status == 2
+    assert f"argument --cache: expected a directory, got {value!r}" in stderr
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_column_of_a_txt_input_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "texts.txt"
+    path.write_text("a\nb\n")
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", tmp_path / "o.npy", "--column", "body"
+    )
+    assert status == 2 and "--column applies to .csv, .tsv and .parquet" in stderr
+
+
+def test_a_column_that_holds_no_texts_is_named(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.parquet"
+    pd.DataFrame({"text": [1, 2], "body": ["a", "b"]}).to_parquet(path)
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", tmp_path / "o.npy", "--model", tiny_bert
+    )
+    assert status == 1
+    assert stderr == (
+        f"skbert: error: column 'text' of {str(path)!r} holds int values (1 in row 0, "
+        "counted from 0), not texts; choose a column of strings with --column, or "
+        "convert it.\n"
+    )
+
+
+def test_a_missing_column_names_at_most_ten_columns(tmp_path, capsys):
+    path = tmp_path / "wide.parquet"
+    pd.DataFrame({f"c{i}": [0.0] for i in range(384)}).to_parquet(path)
+    status, _, stderr = _run(capsys, "embed", path, "-o", tmp_path / "o.npy")
+    assert status == 2
+    assert "'c9', ... (384 columns)]. Choose one with --column." in stderr
+    assert "'c10'" not in stderr
+
+
+def test_an_output_directory_is_named_as_such(csv_file, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    status, _, stderr = _run(capsys, "embed", csv_file, "-o", tmp_path / "out")
+    assert status == 2 and "is a directory; name a file" in stderr
+
+
+def test_a_failed_write_names_the_output(tmp_path):
+    import errno
+
+    class Full:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    out = tmp_path / "o.npy"
+    with pytest.raises(
+        OSError, match=r"cannot write '.*o\.npy': No space left on device"
+    ):
+        with skbert.cli.VectorWriter(out, 1, ["a"]) as writer:
+            writer._file = Full()
+            writer.write(np.zeros((1, 1), dtype=np.float32))
+    assert not out.exists() and _leftovers(tmp_path) == []
 
 
 def test_the_options_choices_are_the_estimators():
