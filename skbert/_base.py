@@ -450,7 +450,7 @@ class _BaseBertVectorizer(
             for position, (token, token_id) in enumerate(zip(tokens, ids, strict=True)):
                 rows.append(
                     (
-                        labels[sample],
+                        sample,  # its position; the label is set below
                         position,
                         token,
                         token_id,
@@ -463,9 +463,11 @@ class _BaseBertVectorizer(
         frame = pd.DataFrame(rows, columns=columns + extra)
         if not rows:  # the dtypes of a result with rows
             integer = dict.fromkeys(["position", "token_id", "start", "end"], "int64")
-            sample = getattr(labels, "dtype", "int64")  # a pandas index's own
-            types = {"sample": sample, "token": "str", "special": "bool", **integer}
+            types = {"sample": "int64", "token": "str", "special": "bool", **integer}
             frame = frame.astype({**types, **dict.fromkeys(extra, "int64")})
+        # the labels as transform_words gives them: a pandas index keeps its dtype
+        positions = frame["sample"].to_numpy(dtype=np.int64)
+        frame["sample"] = pd.Series(pd.Index(labels).take(positions), index=frame.index)
         return frame
 
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:

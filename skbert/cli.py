@@ -351,16 +351,21 @@ _TEMPORARY_STEM = 200
 STALE_TEMPORARY_S = 3600
 
 
+def _temporary_stem(path: Path) -> str:
+    """At most ``_TEMPORARY_STEM`` bytes of ``path``'s name, whole characters."""
+    return os.fsencode(path.name)[:_TEMPORARY_STEM].decode("utf-8", "ignore")
+
+
 def _temporary_name(path: Path) -> Path:
     """A new name next to ``path`` for writing it, hidden, unique to this call."""
-    stem = path.name[:_TEMPORARY_STEM]
+    stem = _temporary_stem(path)
     return path.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove the temporary files that killed runs left for ``path``."""
     pattern = re.compile(
-        rf"\.{re.escape(path.name[:_TEMPORARY_STEM])}\.(\d+)\.[0-9a-f]{{8}}\.tmp"
+        rf"\.{re.escape(_temporary_stem(path))}\.(\d+)\.[0-9a-f]{{8}}\.tmp"
     )
     try:
         entries = list(os.scandir(path.parent))
@@ -474,31 +479,59 @@ def read_texts(path: Path, column: str) -> Any:
             f"{_first_line(exc).rstrip('.')}."
         ) from None
     if hasattr(texts, "map"):  # a column of another type than text
-        kinds = texts.map(lambda v: isinstance(v, str) or v is None or v != v)
+        kinds = texts.map(_text_or_missing)
         if not kinds.all():
             position = int(np.flatnonzero(~kinds.to_numpy(dtype=bool))[0])
             value = texts.iloc[position]
             value = value.item() if isinstance(value, np.generic) else value
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise ValueError(
                 f"column {column!r} of {str(path)!r} holds {type(value).__name__} "
-                f"values ({value!r} in row {position}, counted from 0), not texts; "
+                f"values ({shown} in row {position}, counted from 0), not texts; "
                 "choose a column of strings with --column, or convert it."
             )
     return texts
 
 
+def _text_or_missing(value: Any) -> bool:
+    """Whether a cell is a str or missing (None, NaN, pd.NA), not a list or number."""
+    import pandas as pd
+
+    if isinstance(value, str) or value is None:
+        return True
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
 def _bad_utf8(path: Path, exc: UnicodeDecodeError) -> str:
     """Where the first byte that is not UTF-8 is: line and byte offset."""
-    offset = 0
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    previous = b""  # the last byte of the chunk before: a CR before an LF
     with open(path, "rb") as file:
-        for number, line in enumerate(file, start=1):
+        while chunk := file.read(1 << 20):
             try:
-                line.decode("utf-8")
+                decoder.decode(chunk)
             except UnicodeDecodeError as error:
-                at = offset + error.start
-                return f"byte {line[error.start]:#04x} at line {number} (byte {at})"
-            offset += len(line)
+                start = max(error.start, 0)
+                lines += _line_ends(previous + chunk[:start]) - _line_ends(previous)
+                byte = f"byte {chunk[start]:#04x}" if start < len(chunk) else "a byte"
+                return f"{byte} at line {lines + 1} (byte {offset + start})"
+            lines += _line_ends(previous + chunk) - _line_ends(previous)
+            offset += len(chunk)
+            previous = chunk[-1:]
+    pending = decoder.getstate()[0]  # a character cut off by the end of the file
+    if pending:
+        at = offset - len(pending)
+        return f"byte {pending[0]:#04x} at line {lines + 1} (byte {at})"
     return _first_line(exc).rstrip(".")
+
+
+def _line_ends(data: bytes) -> int:
+    """Line ends in ``data``, as the .txt reader counts them: LF, CRLF or CR."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
 def _read_texts(path: Path, column: str) -> Any:
@@ -553,31 +586,34 @@ def _check_fields(path: Path, sep: str, quoting: int) -> None:
     try:
         with open(path, encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file, delimiter=sep, quoting=quoting)
-            n_header = None
+            n_header = n_named = 0
             for fields in reader:
-                if n_header is None:
+                if not n_header:
                     if any(f.strip() for f in fields):
-                        # a delimiter at the end of the header names no column
-                        n_header = len(fields) - (len(fields) > 1 and not fields[-1])
+                        # columns without a name at the end (a delimiter at the
+                        # end of the header) may be missing from a row
+                        n_header = n_named = len(fields)
+                        while n_named > 1 and not fields[n_named - 1]:
+                            n_named -= 1
                     continue
                 if len(fields) <= 1 and not "".join(fields).strip():
                     continue  # a blank line: an empty cell, or no row
-                while len(fields) > n_header and not fields[-1]:
+                while len(fields) > n_named and not fields[-1]:
                     fields.pop()  # delimiters at the end of the row
                 n = len(fields)
-                if n == n_header:
+                if n_named <= n <= n_header:
                     continue
-                if n < n_header:
+                if n < n_named:
                     reason = "each row needs a cell for every column"
                 elif sep == ",":
                     reason = "a text with a comma must be quoted"
                 else:
                     reason = "a .tsv text cannot hold a tab (use .csv, quoted)"
+                expected = n_header if n > n_header else n_named
                 raise ValueError(
                     f"cannot read {str(path)!r} as {_suffix(path)}: line "
                     f"{reader.line_num} has {n} cell{'s' * (n != 1)} and the header "
-                    f"{n_header}; "
-                    f"{reason}."
+                    f"{expected}; {reason}."
                 )
     finally:
         csv.field_size_limit(limit)
@@ -837,9 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("skbert: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except CLIError as exc:
-        return _fail(exc, EXIT_USAGE)
+        return _fail(exc, EXIT_USAGE, _typed(args))
     except (ValueError, TypeError, OSError, ImportError) as exc:
-        return _fail(exc, EXIT_FAILURE)
+        return _fail(exc, EXIT_FAILURE, _typed(args))
     except Exception as exc:  # noqa: BLE001 - any other failure: one line too
         print(
             f"skbert: error: {type(exc).__name__}: {_first_line(exc)}",
@@ -893,12 +929,27 @@ _CLI_WORDS = [
 ]
 
 
-def _in_cli_words(message: str) -> str:
+def _typed(args: argparse.Namespace) -> list[str]:
+    """The strings the user typed that a message may quote: never rewritten."""
+    values = [args.input, args.output, args.model, args.cache, args.column]
+    return [str(value) for value in values if value is not None]
+
+
+def _in_cli_words(message: str, typed: Sequence[str] = ()) -> str:
+    """``message`` with the estimator's parameters named as options; the
+    user's own paths and names in it (``typed``) are left as they are."""
+    kept = []
+    for value in sorted(set(typed), key=len, reverse=True):
+        if value and value in message:
+            message = message.replace(value, f"\x00{len(kept)}\x00")
+            kept.append(value)
     for pattern, replacement in _CLI_WORDS:
         message = pattern.sub(replacement, message)
+    for i, value in enumerate(kept):
+        message = message.replace(f"\x00{i}\x00", value)
     return message
 
 
-def _fail(exc: BaseException, status: int) -> int:
-    print(f"skbert: error: {_in_cli_words(_first_line(exc))}", file=sys.stderr)
+def _fail(exc: BaseException, status: int, typed: Sequence[str] = ()) -> int:
+    print(f"skbert: error: {_in_cli_words(_first_line(exc), typed)}", file=sys.stderr)
     return status

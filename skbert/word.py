@@ -699,14 +699,17 @@ def _rows(X: Any) -> list:
             return list(zip(X["tokens"], X["index"], strict=True))
         named = [c for c in columns if c in spans | words]
         if named and X.shape[1] > 1:  # part of a set: others must not stand in
-            wanted = spans if set(named) & spans else words
             order = ("text", "start", "end", "tokens", "index")
-            missing = [c for c in order if c in wanted - set(columns)]
+            if set(named) & spans and set(named) & words:
+                lacks = "of both forms"
+            else:
+                wanted = spans if set(named) & spans else words
+                missing = [c for c in order if c in wanted - set(columns)]
+                lacks = f"but not {', '.join(map(repr, missing))}"
             column = next((c for c in ("text", "tokens") if c in named), None)
             raise ValueError(
                 f"X has the column{'s' if len(named) > 1 else ''} "
-                f"{', '.join(map(repr, named))} but not "
-                f"{', '.join(map(repr, missing))}; a DataFrame is read by the "
+                f"{', '.join(map(repr, named))} {lacks}; a DataFrame is read by the "
                 "names text, start, end or tokens, index (rename its columns), or "
                 "by position when it has none of these names."
                 + (

@@ -137,6 +137,11 @@ def test_tsv_input(tiny_bert, tmp_path, capsys):
             b"x" * 40_000 + b"\nab\xe9\n",
             "byte 0xe9 at line 2 (byte 40003); the file must be UTF-8.",
         ),
+        (  # CR line ends, a CRLF across the 1 MiB chunks, a cut-off last character
+            "cr.txt",
+            (b"y" * 99 + b"\r") * 30_000 + b"\r\n\xe9",
+            "byte 0xe9 at line 30002 (byte 3000002); the file must be UTF-8.",
+        ),
         ("bad.csv", b'text\n"an open quote\n', "EOF inside string"),
         ("bad.parquet", b"PAR1 not really", "as .parquet"),
         ("empty.csv", b"", "No columns to parse"),
@@ -561,6 +566,9 @@ def test_one_truncation_warning_for_the_whole_file(
         # a delimiter at the end of the header, on some rows only
         ("text,\nhello\nfine,\n", ["hello", "fine"]),
         ("id,text\n1,\n2,b,,\n", ["", "b"]),
+        # a column without a name may hold cells
+        ("text,label,\nin the bank,0,checked\nx,1\n", ["in the bank", "x"]),
+        ('text,""\na,b\nc\n', ["a", "c"]),
     ],
 )
 def test_csv_rows_stay_in_place(tmp_path, content, expected):
@@ -774,6 +782,38 @@ def test_a_column_that_holds_no_texts_is_named(tiny_bert, tmp_path, capsys):
         "counted from 0), not texts; choose a column of strings with --column, or "
         "convert it.\n"
     )
+
+
+def test_a_column_of_lists_is_named(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.parquet"
+    pd.DataFrame({"text": [["a", "b"], ["c"]]}).to_parquet(path)
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", tmp_path / "o.npy", "--model", tiny_bert
+    )
+    assert status == 1
+    assert stderr.startswith(
+        f"skbert: error: column 'text' of {str(path)!r} holds ndarray values "
+    )
+
+
+def test_the_users_paths_are_quoted_as_typed(tmp_path, capsys):
+    # option words replace the estimator's parameter names, never the user's text
+    model = tmp_path / "max_length=128,device='cpu',layers=[1, 2]" / "model=None"
+    texts = tmp_path / "layers=[1]"
+    texts.mkdir()
+    (texts / "t.txt").write_text("a\n")
+    status, _, stderr = _run(
+        capsys, "embed", texts / "t.txt", "-o", tmp_path / "o.npy", "--model", model
+    )
+    assert status == 1
+    assert f"Could not load model {str(model)!r}: no such directory" in stderr
+    assert "or no --model for the bundled default model" in stderr
+
+
+def test_a_long_non_ascii_output_name_is_written(tiny_bert, csv_file, tmp_path, capsys):
+    out = tmp_path / ("é" * 120 + ".npy")  # 244 bytes; its temporary name fits too
+    status, _, _ = _run(capsys, "embed", csv_file, "-o", out, "--model", tiny_bert)
+    assert status == 0 and np.load(out).shape == (len(TEXTS), 32)
 
 
 def test_a_missing_column_names_at_most_ten_columns(tmp_path, capsys):

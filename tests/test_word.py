@@ -542,6 +542,11 @@ def test_transform_words_empty_input_and_zero_token_words(tiny):
     pd.testing.assert_series_equal(
         tiny.tokenize([]).dtypes, tiny.tokenize(["a"]).dtypes
     )
+    # a pandas index keeps its dtype in both, with rows or without
+    texts = pd.Series(["x y", "z"], index=pd.CategoricalIndex(["a", "b"]))
+    for X in (texts, texts[:0]):
+        assert tiny.tokenize(X)["sample"].dtype == "category"
+        assert tiny.transform_words(X)["sample"].dtype == "category"
     assert tiny.transform([]).shape == (0, 32)
     with pytest.warns(UserWarning, match="1 word.* have no token"):
         words = tiny.transform_words([["the", "\u0301", "bank"]])
@@ -738,6 +743,11 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             r"has the columns 'text', 'start' but not 'end'",
         ),
         (["the bank"], ValueError, "no marked target.*use transform_words"),
+        (
+            pd.DataFrame({"tokens": [["the", "bank"]], "start": [0]}),
+            ValueError,
+            r"has the columns 'tokens', 'start' of both forms",
+        ),
         (
             [("the  bank", 3, 5)],
             ValueError,
