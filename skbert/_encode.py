@@ -500,14 +500,10 @@ def _combined_rows(
     entries: list[torch.Tensor], layers: list[int], how: str
 ) -> list[torch.Tensor]:
     """Each cache entry's ``layers`` combined by ``how``: (n_tokens, width) each."""
-    first = layers[0]
-    if layers == list(range(first, first + len(layers))):  # a slice: a view
-        parts = [entry[:, first : first + len(layers)] for entry in entries]
-    elif how in ("sum", "mean") and sorted(layers) == list(
-        range(min(layers), min(layers) + len(layers))
-    ):  # the order does not matter: a view of the same slice, no copy
-        low = min(layers)
-        parts = [entry[:, low : low + len(layers)] for entry in entries]
+    low = min(layers)
+    in_order = layers == sorted(layers) or how in ("sum", "mean")  # or no matter
+    if in_order and sorted(layers) == list(range(low, low + len(layers))):
+        parts = [entry[:, low : low + len(layers)] for entry in entries]  # views
     else:
         index = torch.tensor(layers)
         parts = [entry.index_select(1, index) for entry in entries]

@@ -126,21 +126,6 @@ CHOICES = {
 }
 
 
-def _auto_or_int(value: str) -> int | str:
-    """Parse "auto" or a positive int (the batching options)."""
-    if value == "auto":
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto' or an int >= 1, got {value!r}"
-        )
-    return number
-
-
 def _positive_int(value: str) -> int:
     """Parse an int >= 1 (--max-length)."""
     try:
@@ -150,6 +135,18 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value!r}")
     return number
+
+
+def _auto_or_int(value: str) -> int | str:
+    """Parse "auto" or a positive int (the batching options)."""
+    if value == "auto":
+        return value
+    try:
+        return _positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or an int >= 1, got {value!r}"
+        ) from None
 
 
 def _cache_directory(value: str) -> Path:
@@ -346,9 +343,6 @@ def _check_input(path: Path) -> None:
 # the temporary name holds this much of the output's name at most, so that an
 # output name the file system takes has a temporary name it takes too
 _TEMPORARY_STEM = 200
-# a temporary file of a killed run is removed once its process is gone and
-# it has not been written to for this long (a run writes one every chunk)
-STALE_TEMPORARY_S = 3600
 
 
 def _temporary_stem(path: Path) -> str:
@@ -363,7 +357,11 @@ def _temporary_name(path: Path) -> Path:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove the temporary files that killed runs left for ``path``."""
+    """Remove the temporary files that killed runs left for ``path``: their
+    process is gone and they were not written to for an hour (as the disk
+    cache's; a run writes one every chunk)."""
+    from ._cache import _remove_stale
+
     pattern = re.compile(
         rf"\.{re.escape(_temporary_stem(path))}\.(\d+)\.[0-9a-f]{{8}}\.tmp"
     )
@@ -373,13 +371,8 @@ def _remove_stale_temporaries(path: Path) -> None:
         return
     for entry in entries:
         match = pattern.fullmatch(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
-            continue
-        try:
-            if time.time() - entry.stat().st_mtime > STALE_TEMPORARY_S:
-                os.unlink(entry.path)
-        except OSError:  # removed or written meanwhile: leave it
-            pass
+        if match is not None and not _process_alive(int(match.group(1))):
+            _remove_stale(entry)
 
 
 def _process_alive(pid: int) -> bool:
@@ -390,7 +383,7 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:  # another user's, say
         return True
     return True
 

@@ -923,6 +923,25 @@ def test_a_missing_word_beside_the_target_is_read_as_in_transform_words(tiny_ber
         )
 
 
+def test_words_join_back_to_the_texts_as_the_page_shows(tiny):
+    # docs/word_vectors.md, "Back to your data"
+    docs = pd.DataFrame({"text": ["the bank", "a river"], "label": [0, 1]})
+    for index in (
+        pd.Index(["p", "q"]),
+        pd.MultiIndex.from_tuples([("d", 1), ("d", 2)]),
+    ):
+        docs.index = index.set_names(["doc", "para"][: index.nlevels])
+        words = tiny.transform_words(docs["text"])
+        if index.nlevels == 1:
+            joined = words.join(docs, on="sample")
+        else:
+            names = docs.index.names
+            tuples = pd.MultiIndex.from_tuples(words["sample"], names=names)
+            joined = words.set_index(tuples).join(docs)
+        assert joined["label"].tolist() == [0, 0, 1, 1]
+        assert joined["word"].tolist() == ["the", "bank", "a", "river"]
+
+
 def test_transform_words_reads_the_text_column_of_a_dataframe(tiny):
     frame = pd.DataFrame(
         {"id": [7, 8], "text": ["the bank", "a river"]}, index=["p", "q"]
