@@ -378,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     diff = max(diff, disk_diff)
-    context = _common.run_context("full")
+    # the rows' n_texts and uncached flag say what ran; the profile names the size
+    profile = "full" if args.n_texts >= 2000 and not args.no_uncached else "partial"
+    context = _common.run_context(profile)
     context["other_cpu_cores"] = _common.other_cpu_cores()
     _common.write_rows(
         [{**context, "n_texts": len(texts), **r} for r in rows], args.output

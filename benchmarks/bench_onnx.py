@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = batches_of(tokenizer, texts)
     n_tokens = int(sum(b[1].sum() for b in batches))
 
-    directory = Path(tempfile.mkdtemp(prefix="skbert-onnx-"))
+    temporary = tempfile.TemporaryDirectory(prefix="skbert-onnx-")  # ~195 MiB
+    directory = Path(temporary.name)
     fp32 = directory / "model.onnx"
     # the example must hold padding: traced on a batch without any, the
     # model drops its attention mask and the graph ignores it ever after
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         [{**context, "n_texts": len(texts), "n_tokens": n_tokens, **r} for r in rows],
         args.output,
     )
+    temporary.cleanup()
     return 0
 
 

@@ -151,14 +151,17 @@ def entailment(train, test, model) -> list[dict]:
     return rows
 
 
-def long_documents(n_docs: int, min_tokens: int, seed: int) -> list[str]:
-    """Distinct paragraphs of consecutive SICK sentences, each > ``min_tokens``."""
+def long_documents(
+    n_docs: int, min_tokens: int, seed: int, data: Path = _common.SICK_PATH, model=None
+) -> list[str]:
+    """Distinct paragraphs of consecutive SICK sentences (from ``data``), each
+    more than ``min_tokens`` tokens of ``model`` (default: the bundled one)."""
     from transformers import AutoTokenizer
 
     from skbert._model import bundled_model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path())
-    sentences = _common.load_sick_sentences()
+    tokenizer = AutoTokenizer.from_pretrained(model or bundled_model_path())
+    sentences = _common.load_sick_sentences(data)
     rng = random.Random(seed)
     docs: list[str] = []
     while len(docs) < n_docs:
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SICK: {len(train)} train+trial pairs, {len(test)} test pairs")
     rows = relatedness(test, args.model)
     rows += entailment(train, test, args.model)
-    docs = long_documents(n_docs, 520, args.seed)
+    docs = long_documents(n_docs, 520, args.seed, args.data, args.model)
     print(f"Long documents: {len(docs)} paragraphs of more than 520 tokens")
     for max_length in (256, 512):
         rows += long_document_runs(docs, args.model, max_length)
