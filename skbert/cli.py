@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "about 135 MB for 1,000 SICK sentences with the bundled model; DIR is "
         "bounded by SKBERT_DISK_CACHE_MB, default 10240 MB, least recently used first",
     )
-    embed.set_defaults(run=_embed)
+    embed.set_defaults(run=_embed, parser=embed)
     return parser
 
 
@@ -856,7 +856,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the command's parser: its --help lists the options
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

@@ -761,6 +761,15 @@ def test_cache_takes_a_directory_not_a_word(
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_an_unknown_option_points_to_the_commands_help(tmp_path, capsys):
+    status, _, stderr = _run(capsys, "embed", "t.txt", "-o", "o.npy", "--frobnicate")
+    assert status == 2
+    assert stderr == (
+        "skbert: error: unrecognized arguments: --frobnicate (see 'skbert embed "
+        "--help')\n"
+    )
+
+
 def test_column_of_a_txt_input_is_a_usage_error(tmp_path, capsys):
     path = tmp_path / "texts.txt"
     path.write_text("a\nb\n")
