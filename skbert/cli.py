@@ -104,6 +104,9 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see '{self.prog} --help')"
+        if message.startswith("argument --layers: invalid int value"):
+            # nargs="+" takes what follows, INPUT included
+            hint = "; put INPUT before --layers" + hint
         self.exit(EXIT_USAGE, f"skbert: error: {_first_line(message)}{hint}\n")
 
 

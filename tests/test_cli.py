@@ -770,6 +770,18 @@ def test_an_unknown_option_points_to_the_commands_help(tmp_path, capsys):
     )
 
 
+def test_layers_before_input_say_where_input_goes(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "t.txt"
+    path.write_text("a\n")
+    args = ["embed", "--layers", "-1", "-2", path, "-o", tmp_path / "o.npy"]
+    status, _, stderr = _run(capsys, *args)
+    assert status == 2
+    assert "invalid int value: " in stderr and "; put INPUT before --layers" in stderr
+    args = ["embed", path, "--layers", "-1", "-2", "-o", tmp_path / "o.npy"]
+    status, _, _ = _run(capsys, *args, "--model", tiny_bert)
+    assert status == 0 and np.load(tmp_path / "o.npy").shape == (1, 32)
+
+
 def test_column_of_a_txt_input_is_a_usage_error(tmp_path, capsys):
     path = tmp_path / "texts.txt"
     path.write_text("a\nb\n")
