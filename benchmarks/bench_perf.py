@@ -401,7 +401,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=None,
-        help="timed rounds per workload (default: the profile's)",
+        help="timed rounds per workload (default: %(default)s, the profile's)",
     )
     parser.add_argument(
         "--workloads",

@@ -262,15 +262,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument(
-        "--n-texts", type=int, help="texts per workload (default: from the profile)"
+        "--n-texts",
+        type=int,
+        help="texts per workload (default: %(default)s, from the profile)",
     )
     parser.add_argument(
-        "--repeats", type=int, help="timed repeats (default: from the profile)"
+        "--repeats",
+        type=int,
+        help="timed repeats (default: %(default)s, from the profile)",
     )
     parser.add_argument(
         "--loop-texts",
         type=int,
-        help="texts the one-at-a-time loop is timed on (default: from the profile)",
+        help="texts the one-at-a-time loop is timed on "
+        "(default: %(default)s, from the profile)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
