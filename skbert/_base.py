@@ -463,7 +463,7 @@ class _BaseBertVectorizer(
         frame = pd.DataFrame(rows, columns=columns + extra)
         if not rows:  # the dtypes of a result with rows
             integer = dict.fromkeys(["position", "token_id", "start", "end"], "int64")
-            types = {"sample": "int64", "token": "str", "special": "bool", **integer}
+            types = {"token": "str", "special": "bool", **integer}  # sample: below
             frame = frame.astype({**types, **dict.fromkeys(extra, "int64")})
         # the labels as transform_words gives them: a pandas index keeps its dtype
         positions = frame["sample"].to_numpy(dtype=np.int64)

@@ -591,8 +591,10 @@ def _load(
         )
     pinned = revision  # the commit a fitted estimator asks for, if any
     hub: dict = {}  # from_pretrained's revision and cache-only flag, for a hub id
-    location = str(path) if path.is_dir() else source
-    if not path.is_dir():
+    if path.is_dir():
+        location = str(path)
+    else:
+        location = source
         if revision is not None:
             hub["revision"] = revision
         if not _hub_reachable():  # read the cache only, as HF_HUB_OFFLINE=1 does
