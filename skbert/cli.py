@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import io
 import os
 import re
 import secrets
@@ -26,9 +28,9 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
@@ -48,6 +50,8 @@ __all__ = ["main"]
 
 INPUT_FORMATS = (".csv", ".tsv", ".parquet", ".txt")
 OUTPUT_FORMATS = (".npy", ".parquet")
+# INPUT "-" (this str, never a Path): standard input, one text per line
+STDIN = "-"
 # Texts embedded and written per step: the vectors of one chunk are all that
 # is held in memory (10,000 x 384 float32 is 15 MB for the bundled model).
 CHUNK_SIZE = 10_000
@@ -73,6 +77,7 @@ inputs:
   .txt      one text per line (UTF-8; \\n, \\r\\n or \\r line ends); only the
             line end is removed, and blank lines are kept as '' texts, so
             row i of the output is line i+1 of the file
+  -         standard input, read as .txt
 
 outputs:
   .npy      float32 array of shape (n_texts, n_features), for numpy.load
@@ -90,8 +95,9 @@ exit status:
   path, found before any model is loaded; 1 if reading the input, loading
   the model, embedding or writing fails.
 
-example:
+examples:
   skbert embed reviews.csv --column text --output reviews.parquet
+  zcat texts.txt.gz | skbert embed - --output vectors.npy
 """
 
 
@@ -192,9 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "input",
         metavar="INPUT",
-        type=Path,
         help="file of texts: .csv, .tsv, .parquet (one text per row) or .txt (per "
-        "line)",
+        "line); - reads standard input as .txt",
     )
     embed.add_argument(
         "-o",
@@ -327,11 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
 # -- input and output -------------------------------------------------------
 
 
-def _suffix(path: Path) -> str:
-    return path.suffix.lower()
+def _suffix(path: Path | str) -> str:
+    return ".txt" if path == STDIN else path.suffix.lower()
+
+
+def _shown(path: Path | str) -> str:
+    """How messages name an input: quoted as typed, or standard input."""
+    return "standard input" if path == STDIN else repr(str(path))
 
 
 def _check_input(path: Path) -> None:
+    if path == STDIN:
+        return
     if _suffix(path) not in INPUT_FORMATS:
         raise CLIError(
             f"cannot read {str(path)!r}: unknown input extension "
@@ -408,7 +420,7 @@ def _check_output(path: Path, input_path: Path) -> None:
         raise CLIError(
             f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist."
         )
-    if path.exists() and os.path.samefile(path, input_path):
+    if input_path != STDIN and path.exists() and os.path.samefile(path, input_path):
         raise CLIError(
             f"output {str(path)!r} is the input file; name another file, so the "
             "texts are not replaced by their vectors."
@@ -434,13 +446,14 @@ def _missing_column(path: Path, column: str, columns: Sequence[str]) -> CLIError
     )
 
 
-def read_texts(path: Path, column: str) -> Any:
+def read_texts(path: Path | str, column: str) -> Any:
     """Read the texts of a .csv, .tsv, .parquet or .txt file.
 
     Parameters
     ----------
-    path : Path
-        The input file; its extension picks the format.
+    path : Path or "-"
+        The input file; its extension picks the format. The str ``"-"`` reads
+        standard input as .txt.
     column : str
         The column holding the texts (.csv, .tsv and .parquet only).
 
@@ -462,16 +475,22 @@ def read_texts(path: Path, column: str) -> Any:
     import pandas as pd
     import pyarrow as pa
 
+    if path == STDIN:
+        data = sys.stdin.buffer.read()
+        opened = functools.partial(io.BytesIO, data)
+    else:
+        opened = functools.partial(open, path, "rb")
     try:
-        texts = _read_texts(path, column)
+        texts = _read_texts(path, column, opened)
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"cannot read {str(path)!r} as {_suffix(path)}: {_bad_utf8(path, exc)}; "
-            "the file must be UTF-8."
+            f"cannot read {_shown(path)} as {_suffix(path)}: "
+            f"{_bad_utf8(opened, exc)}; the {'input' if path == STDIN else 'file'} "
+            "must be UTF-8."
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException) as exc:
         raise ValueError(
-            f"cannot read {str(path)!r} as {_suffix(path)}: "
+            f"cannot read {_shown(path)} as {_suffix(path)}: "
             f"{_first_line(exc).rstrip('.')}."
         ) from None
     if hasattr(texts, "map"):  # a column of another type than text
@@ -499,14 +518,15 @@ def _text_or_missing(value: Any) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
-def _bad_utf8(path: Path, exc: UnicodeDecodeError) -> str:
-    """Where the first byte that is not UTF-8 is: line and byte offset."""
+def _bad_utf8(opened: Callable[[], BinaryIO], exc: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is: line and byte offset.
+    ``opened()`` opens the input (again) for reading bytes."""
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = lines = 0
     previous = b""  # the last byte of the chunk before: a CR before an LF
-    with open(path, "rb") as file:
+    with opened() as file:
         while chunk := file.read(1 << 20):
             try:
                 decoder.decode(chunk)
@@ -530,12 +550,12 @@ def _line_ends(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
-def _read_texts(path: Path, column: str) -> Any:
+def _read_texts(path: Path | str, column: str, opened: Callable[[], BinaryIO]) -> Any:
     import pandas as pd
 
     suffix = _suffix(path)
     if suffix == ".txt":
-        with open(path, encoding="utf-8-sig", newline=None) as f:
+        with io.TextIOWrapper(opened(), encoding="utf-8-sig", newline=None) as f:
             return [line[:-1] if line.endswith("\n") else line for line in f]
     if suffix in (".csv", ".tsv"):
         sep = "\t" if suffix == ".tsv" else ","
@@ -753,12 +773,14 @@ def _embed(args: argparse.Namespace) -> int:
     from ._model import parse_device
     from .sentence import BertSentenceVectorizer
 
-    _check_input(args.input)
-    _check_output(args.output, args.input)
-    if args.column is not None and _suffix(args.input) == ".txt":
+    source = STDIN if args.input == STDIN else Path(args.input)
+    _check_input(source)
+    _check_output(args.output, source)
+    if args.column is not None and _suffix(source) == ".txt":
         raise CLIError(
-            "--column applies to .csv, .tsv and .parquet inputs; a .txt input "
-            "has one text per line."
+            "--column applies to .csv, .tsv and .parquet inputs; "
+            f"{'standard input' if source == STDIN else 'a .txt input'} has one "
+            "text per line."
         )
     column = "text" if args.column is None else args.column
 
@@ -788,7 +810,14 @@ def _embed(args: argparse.Namespace) -> int:
             parse_device(args.device)
     except ValueError as exc:  # InvalidParameterError is a ValueError too
         raise CLIError(str(exc)) from None
-    texts = read_texts(args.input, column)
+    if source == STDIN and sys.stdin is None:  # started with stdin closed
+        raise CLIError("INPUT is -, but there is no standard input to read.")
+    if source == STDIN and sys.stdin.isatty():
+        print(
+            "skbert: reading texts from standard input, one per line; end with Ctrl-D",
+            file=sys.stderr,
+        )
+    texts = read_texts(source, column)
     if args.handle_missing == "error" and hasattr(texts, "isna"):
         missing = np.flatnonzero(texts.isna().to_numpy()).tolist()
         if missing:  # said in the command line's words, not the estimator's
@@ -930,7 +959,8 @@ _CLI_WORDS = [
 def _typed(args: argparse.Namespace) -> list[str]:
     """The strings the user typed that a message may quote: never rewritten."""
     values = [args.input, args.output, args.model, args.cache, args.column]
-    return [str(value) for value in values if value is not None]
+    # "-" (standard input) is in every message's options and negative numbers
+    return [str(v) for v in values if v is not None and str(v) != STDIN]
 
 
 def _in_cli_words(message: str, typed: Sequence[str] = ()) -> str:

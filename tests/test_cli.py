@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -180,6 +181,54 @@ def test_txt_trailing_newline_adds_no_row(tiny_bert, tmp_path, capsys):
     status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
     assert status == 0, stderr
     assert np.load(out).shape == (4, 32)
+
+
+def _stdin(monkeypatch, data: bytes):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_dash_reads_standard_input_as_txt(tiny_bert, tmp_path, capsys, monkeypatch):
+    # as a .txt file: CRLF and LF, a blank line kept as "", no final newline
+    _stdin(monkeypatch, b"The cat sat.\r\n\r\n  hello world  \nA dog barked.")
+    out = tmp_path / "vectors.npy"
+    status, stdout, stderr = _run(capsys, "embed", "-", "-o", out, "--model", tiny_bert)
+    assert status == 0, stderr
+    assert stdout.startswith("Embedded 4 texts")
+    expected, _ = _expected(
+        tiny_bert, ["The cat sat.", "", "  hello world  ", "A dog barked."]
+    )
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+def test_standard_input_that_is_not_utf8_is_named(
+    tiny_bert, tmp_path, capsys, monkeypatch
+):
+    _stdin(monkeypatch, b"fine\r\nstill fine\n\xffnot\n")
+    status, _, stderr = _run(
+        capsys, "embed", "-", "-o", tmp_path / "o.npy", "--model", tiny_bert
+    )
+    assert status == 1
+    assert stderr == (
+        "skbert: error: cannot read standard input as .txt: byte 0xff at line 3 "
+        "(byte 17); the input must be UTF-8.\n"
+    )
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_column_of_standard_input_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    _stdin(monkeypatch, b"a\nb\n")
+    status, _, stderr = _run(
+        capsys, "embed", "-", "-o", tmp_path / "o.npy", "--column", "body"
+    )
+    assert status == 2
+    assert "standard input has one text per line" in stderr
+
+
+def test_a_file_named_dash_is_not_standard_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text("a\n")
+    status, _, stderr = _run(capsys, "embed", "./-", "-o", "o.npy")
+    assert status == 2 and "unknown input extension '(none)'" in stderr
 
 
 def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
@@ -479,6 +528,22 @@ def test_python_dash_m(tiny_bert, csv_file, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("skbert: error: cannot write")
     assert result.stderr.count("\n") == 1
+
+
+def test_texts_piped_to_the_command(tiny_bert, tmp_path):
+    out = tmp_path / "vectors.npy"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "skbert", "embed", "-", "-o", str(out)]
+        + ["--model", str(tiny_bert)],
+        input=b"hello world\nthe bank of the river\n",
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    expected, _ = _expected(tiny_bert, ["hello world", "the bank of the river"])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
 
 
 def test_cache_directory_resumes_an_interrupted_run(
