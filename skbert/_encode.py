@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import ctypes
 import functools
 import hashlib
@@ -187,6 +188,20 @@ def pair_segments(encoded, row: int) -> list[int]:
     return [0] * b_start + [1] * (n - b_start)
 
 
+def right_truncating(tokenizer):
+    """``tokenizer``, or a shallow copy of it that truncates on the right.
+
+    skbert's ``long_text`` says which tokens a long text keeps ("truncate" its
+    head); a tokenizer whose config sets ``truncation_side="left"`` would keep
+    the tail instead. The user's tokenizer is not changed.
+    """
+    if getattr(tokenizer, "truncation_side", "right") == "right":
+        return tokenizer
+    copied = copy.copy(tokenizer)
+    copied.truncation_side = "right"
+    return copied
+
+
 # a private copy of each tokenizer's Rust backend, set up per call under a lock
 _BACKENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _BACKENDS_LOCK = threading.Lock()
@@ -201,15 +216,13 @@ def _encode_overflowing(tokenizer, texts: list[str], max_length: int, stride: in
     A fast tokenizer's Rust backend is called directly, which skips
     transformers' conversion of each encoding into Python dicts (1.22x
     faster in ``benchmarks/bench_tokenize.py``).
-    The backend is a private copy, so the user's tokenizer keeps its settings.
+    The backend is a private copy, so the user's tokenizer keeps its settings;
+    it truncates on the right, whatever the tokenizer's ``truncation_side``.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if (
-        backend is None
-        or getattr(tokenizer, "truncation_side", "right") != "right"
-        or getattr(tokenizer, "split_special_tokens", False)
-    ):  # settings that transformers applies itself
-        return tokenizer(
+    if backend is None or getattr(tokenizer, "split_special_tokens", False):
+        # a setting that transformers applies itself
+        return right_truncating(tokenizer)(
             texts,
             truncation=True,
             max_length=max_length,
@@ -253,7 +266,7 @@ def tokenize_pairs(
     """
     if not texts_a:
         return Tokenized([], [], 0, token_type_ids=[], segment_ids=[])
-    encoded = tokenizer(
+    encoded = right_truncating(tokenizer)(
         texts_a,
         texts_b,
         truncation="longest_first",

@@ -16,6 +16,7 @@ from ._encode import (
     cut_to_room,
     encode_texts,
     pair_segments,
+    right_truncating,
     sentence_pooler,
     special_tokens_around,
 )
@@ -185,9 +186,11 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         The resolved settings of each view: its ``name`` (None without
         ``views``), every key a view may set, and ``n_features``.
     transform_stats_ : dict
-        Counts of the last ``transform``: ``n_texts``, ``n_distinct``,
+        Counts of the last ``transform``: ``n_texts`` (the inputs given:
+        texts or pairs), ``n_distinct`` (the distinct ones among them; the
+        counts that follow are over these, as each is embedded once),
         ``n_tokens`` (in the inputs: texts, pairs or windows),
-        ``n_truncated``, ``n_windowed``, ``n_windows`` (inputs),
+        ``n_truncated``, ``n_windowed``, ``n_windows``,
         ``cache_hits`` (inputs whose token states or pooled vectors came
         from the cache), ``cache_kept`` (whether the states computed stayed
         in the memory cache; False when the call's states would not fit in
@@ -388,7 +391,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
 
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
         """For :meth:`tokenize`: the rows the model reads, cut as in ``transform``."""
-        tokenizer = self._loaded().tokenizer
+        tokenizer = right_truncating(self._loaded().tokenizer)
         options = dict(
             max_length=self.max_length_,
             verbose=False,

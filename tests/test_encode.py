@@ -210,17 +210,27 @@ def test_backend_encoding_equals_transformers(request, fixture, max_length, stri
 
 
 @pytest.mark.parametrize(
-    "setting, value", [("truncation_side", "left"), ("split_special_tokens", True)]
+    "settings",
+    [
+        {"truncation_side": "left"},
+        {"split_special_tokens": True},
+        {"split_special_tokens": True, "truncation_side": "left"},
+    ],
 )
-def test_tokenizer_settings_go_through_transformers(tiny_bert, setting, value):
+def test_tokenizer_settings_go_through_transformers(tiny_bert, settings):
+    # split_special_tokens is transformers' to apply; truncation_side is not:
+    # long_text says which end a long text keeps, so it is always the right
     from skbert._encode import _encode_overflowing
 
     tokenizer = load_model(str(tiny_bert), CPU).tokenizer
-    saved = getattr(tokenizer, setting)
-    setattr(tokenizer, setting, value)
+    saved = {name: getattr(tokenizer, name) for name in settings}
     texts = ["the cat sat on the [SEP] bank", "[CLS] hello world"]
     try:
+        for name, value in settings.items():
+            setattr(tokenizer, name, value)
         got = _encode_overflowing(tokenizer, texts, 5, 0)
+        assert tokenizer.truncation_side == settings.get("truncation_side", "right")
+        tokenizer.truncation_side = "right"
         expected = tokenizer(
             texts,
             truncation=True,
@@ -230,7 +240,8 @@ def test_tokenizer_settings_go_through_transformers(tiny_bert, setting, value):
         )
         assert got["input_ids"] == expected["input_ids"]
     finally:
-        setattr(tokenizer, setting, saved)
+        for name, value in saved.items():
+            setattr(tokenizer, name, value)
 
 
 def test_a_call_of_several_chunks_gives_freed_memory_back_after_each(

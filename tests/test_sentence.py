@@ -904,3 +904,36 @@ def test_how_the_work_is_done_is_read_at_each_call(tiny_bert, capsys):
     capsys.readouterr()
     assert vectorizer.transform(texts + [None]).shape == (4, 32)
     assert "skbert" in capsys.readouterr().err  # the progress bar
+
+
+@pytest.mark.filterwarnings("ignore:.*truncated:UserWarning")
+def test_a_left_truncating_tokenizer_still_keeps_what_long_text_says(
+    tiny_bert, tmp_path
+):
+    # Some hub tokenizers ship truncation_side="left"; long_text="truncate"
+    # keeps the head all the same, and the windows start at the head.
+    import json
+    import shutil
+
+    left = tmp_path / "left"
+    shutil.copytree(tiny_bert, left)
+    config_file = left / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["truncation_side"] = "left"
+    config_file.write_text(json.dumps(config))
+    long = "the cat sat on the mat and the dog sat on the bank of the river"
+    pair = [(long, "hello world the cat sat")]
+    for params, X in [
+        (dict(long_text="truncate"), [long]),
+        (dict(long_text="window", stride=2), [long]),
+        (dict(pairs=True), pair),
+    ]:
+        params = dict(max_length=8, cache=None, **params)
+        right = BertSentenceVectorizer(model=str(tiny_bert), **params).fit()
+        vectorizer = BertSentenceVectorizer(model=str(left), **params).fit()
+        assert vectorizer.tokenizer_.truncation_side == "left"
+        np.testing.assert_allclose(
+            vectorizer.transform(X), right.transform(X), atol=1e-6
+        )
+        pd.testing.assert_frame_equal(vectorizer.tokenize(X), right.tokenize(X))
+        assert vectorizer.tokenizer_.truncation_side == "left"  # left as it was
