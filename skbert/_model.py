@@ -46,14 +46,39 @@ _DTYPES = {
 
 # Pooling configs of sentence-transformers (their true keys, sorted), mapped to
 # our pooling names. With both max and mean, sentence-transformers puts max first.
-_ST_POOLING_MODES = {
-    ("pooling_mode_cls_token",): "cls",
-    ("pooling_mode_mean_tokens",): "mean",
-    ("pooling_mode_max_tokens",): "max",
-    ("pooling_mode_mean_sqrt_len_tokens",): "mean_sqrt_len",
-    ("pooling_mode_lasttoken",): "last",
-    ("pooling_mode_max_tokens", "pooling_mode_mean_tokens"): "max_mean",
+# sentence-transformers' pooling modes, in the order it concatenates them
+# (sentence-transformers < 6 wrote one boolean key per mode, in this order)
+_ST_LEGACY_MODES = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
 }
+_ST_POOLING_MODES = {
+    ("cls",): "cls",
+    ("mean",): "mean",
+    ("max",): "max",
+    ("mean_sqrt_len_tokens",): "mean_sqrt_len",
+    ("lasttoken",): "last",
+    ("max", "mean"): "max_mean",
+    ("mean", "max"): "mean_max",
+}
+# modules that skbert's output matches without applying them: the encoder and
+# its pooling (Normalize is the normalize parameter's, as documented)
+_ST_MODULES_APPLIED = ("Transformer", "Pooling", "Normalize")
+
+
+def _st_pooling_modes(config: dict) -> tuple[str, ...]:
+    """A Pooling module's modes, in the order sentence-transformers
+    concatenates them: ``pooling_mode`` (a name or a list of names,
+    sentence-transformers 6) or the older ``pooling_mode_*`` booleans."""
+    if "pooling_mode" in config:
+        modes = config["pooling_mode"]
+        return (modes,) if isinstance(modes, str) else tuple(modes)
+    active = tuple(mode for key, mode in _ST_LEGACY_MODES.items() if config.get(key))
+    return active or ("mean",)
 
 
 def dtype_name(torch_dtype: torch.dtype) -> str:
@@ -336,9 +361,10 @@ def _load_error(
 
 def _read_st_config(
     source: str, revision: str | None = None, local_files_only: bool = False
-) -> tuple[bool, str | None, int | None]:
-    """Whether the model has a sentence-transformers config, and its pooling and
-    max_length if it has them (pooling None where skbert has no equivalent)."""
+) -> tuple[bool, str | None, int | None, bool]:
+    """Whether the model has a sentence-transformers config, its pooling and
+    max_length if it has them (pooling None where skbert has no equivalent),
+    and whether it lowercases the texts (``do_lower_case``)."""
 
     def find(filename: str) -> Path | None:
         local = Path(source).expanduser() / filename
@@ -363,34 +389,62 @@ def _read_st_config(
 
     modules_file = find("modules.json")
     if modules_file is None:
-        return False, None, None
+        return False, None, None, False
     modules = json.loads(modules_file.read_text())
     pooling = None
+    not_applied = []
     for module in modules:
-        if module.get("type", "").endswith("models.Pooling"):
-            config_file = find(f"{module['path']}/config.json")
-            if config_file is None:
-                continue
-            config = json.loads(config_file.read_text())
-            active = tuple(
-                key
-                for key in sorted(k for k in config if k.startswith("pooling_mode"))
-                if config[key] is True
+        # "sentence_transformers.models.Pooling" before version 6,
+        # "sentence_transformers.sentence_transformer.modules.pooling.Pooling" since
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        if kind not in _ST_MODULES_APPLIED:
+            not_applied.append(f"{kind} ({module.get('path') or 'top'})")
+        if kind != "Pooling":
+            continue
+        config_file = find(f"{module['path']}/config.json")
+        if config_file is None:
+            continue
+        modes = _st_pooling_modes(json.loads(config_file.read_text()))
+        pooling = _ST_POOLING_MODES.get(modes)
+        if pooling is None:
+            logger.warning(
+                "The sentence-transformers pooling config of %s (%s) has no "
+                "skbert equivalent; pooling='auto' falls back to 'mean' (of "
+                "the last layer with layers='auto').",
+                source,
+                " + ".join(modes),
             )
-            pooling = _ST_POOLING_MODES.get(active)
-            if pooling is None:
-                logger.warning(
-                    "The sentence-transformers pooling config of %s (%s) has no "
-                    "skbert equivalent; pooling='auto' falls back to 'mean' (of "
-                    "the last layer with layers='auto').",
-                    source,
-                    active,
-                )
-    max_length = None
+    if not_applied:
+        logger.warning(
+            "The sentence-transformers model %s has modules after its encoder that "
+            "skbert does not apply: %s; its vectors differ from what "
+            "SentenceTransformer.encode gives.",
+            source,
+            ", ".join(not_applied),
+        )
+    max_length, lower = None, False
     bert_config = find("sentence_bert_config.json")
     if bert_config is not None:
-        max_length = json.loads(bert_config.read_text()).get("max_seq_length")
-    return True, pooling, max_length
+        settings = json.loads(bert_config.read_text())
+        max_length = settings.get("max_seq_length")
+        lower = bool(settings.get("do_lower_case"))
+    return True, pooling, max_length, lower
+
+
+def _lowercase_first(tokenizer) -> None:
+    """Make ``tokenizer`` lowercase each text first, as sentence-transformers
+    does for a config with ``do_lower_case`` (offsets still point into the
+    text as given)."""
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    normalizer = backend.normalizer
+    if normalizer is not None and normalizer.normalize_str("A") == "a":
+        return  # lowercases already
+    steps = [normalizers.Lowercase()]
+    if normalizer is not None:
+        steps.append(normalizer)
+    backend.normalizer = normalizers.Sequence(steps)
 
 
 def _file_stats(directory: Path, files: list[Path]) -> list[str]:
@@ -672,7 +726,9 @@ def _load(
         uses_token_type_ids,
         hooks=layer_list is not None,
     )
-    st_model, st_pooling, st_max_length = _read_st_config(location, **hub)
+    st_model, st_pooling, st_max_length, lower = _read_st_config(location, **hub)
+    if lower:
+        _lowercase_first(tokenizer)
     max_positions = getattr(config, "max_position_embeddings", 512)
     # RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number the
     # positions from padding_idx + 1, which costs their table that many rows
@@ -680,6 +736,16 @@ def _load(
     padding_idx = getattr(positions, "padding_idx", None)
     if padding_idx is not None:
         max_positions -= padding_idx + 1
+    if st_max_length is not None and st_max_length > max_positions:
+        logger.warning(
+            "The sentence-transformers config of %s sets max_seq_length=%d, more "
+            "than the model's %d positions; skbert reads at most %d tokens.",
+            source,
+            st_max_length,
+            max_positions,
+            max_positions,
+        )
+        st_max_length = max_positions
     return LoadedModel(
         fingerprint=_fingerprint(
             location if path.is_dir() else source, device, torch_dtype, revision

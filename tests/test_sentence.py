@@ -8,7 +8,7 @@ import torch
 from sklearn.pipeline import Pipeline
 from transformers import AutoModel, AutoTokenizer
 
-from skbert import BertSentenceVectorizer
+from skbert import BertSentenceVectorizer, BertWordVectorizer
 
 POOLINGS = ["mean", "max", "mean_max", "cls", "last", "mean_sqrt_len"]
 TEXTS = ["hello world", "the cat sat on the new york bank", "a dog barked"]
@@ -148,6 +148,108 @@ def test_auto_equals_sentence_transformers_for_each_pooling_config(
     assert (vectorizer.layers_, vectorizer.pooling_) == ([2], pooling)
     reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
     np.testing.assert_allclose(X, reference, atol=1e-5)
+
+
+def _saved_by_sentence_transformers(tiny_bert, directory, *modules, **transformer):
+    """``directory``: tiny_bert saved by sentence-transformers itself, the
+    encoder followed by ``modules``."""
+    from sentence_transformers import SentenceTransformer, models
+
+    encoder = models.Transformer(str(tiny_bert), **transformer)
+    SentenceTransformer(modules=[encoder, *modules], device="cpu").save(str(directory))
+    return directory
+
+
+@pytest.mark.parametrize(
+    "mode, pooling",
+    [
+        ("cls", "cls"),
+        ("max", "max"),
+        ("mean", "mean"),
+        ("mean_sqrt_len_tokens", "mean_sqrt_len"),
+        ("lasttoken", "last"),
+        (["max", "mean"], "max_mean"),
+        (["mean", "max"], "mean_max"),  # concatenated in the order given
+    ],
+)
+def test_auto_follows_a_model_saved_by_sentence_transformers(
+    tiny_bert, tmp_path, mode, pooling
+):
+    # sentence-transformers 6 writes "pooling_mode" (a name or a list), and
+    # module types such as "...sentence_transformer.modules.pooling.Pooling"
+    from sentence_transformers import SentenceTransformer, models
+
+    directory = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "st", models.Pooling(32, pooling_mode=mode)
+    )
+    texts = ["The cat sat.", "A longer sentence about embeddings!", ""]
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None)
+    X = vectorizer.fit_transform(texts)
+    assert (vectorizer.layers_, vectorizer.pooling_) == ([2], pooling)
+    reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
+    np.testing.assert_allclose(X, reference, atol=1e-5)
+
+
+def test_sentence_transformers_modules_skbert_does_not_apply_are_named(
+    tiny_bert, tmp_path, caplog
+):
+    from sentence_transformers import models
+
+    directory = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "st",
+        models.Pooling(32, pooling_mode="cls"),
+        models.Dense(32, 16),
+    )
+    with caplog.at_level("WARNING", logger="skbert"):
+        vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    assert "does not apply: Dense (2_Dense)" in caplog.text
+    assert vectorizer.pooling_ == "cls"
+
+
+def test_a_sentence_transformers_config_that_lowercases_is_followed(
+    tiny_bert, tmp_path, st_config
+):
+    # before version 6, sentence-transformers wrote do_lower_case into
+    # sentence_bert_config.json and lowercased each text before a cased tokenizer
+    import json
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertTokenizerFast
+
+    directory = shutil.copytree(tiny_bert, tmp_path / "st")
+    cased = BertTokenizerFast.from_pretrained(tiny_bert, do_lower_case=False)
+    cased.save_pretrained(directory)
+    st_config(directory, ["pooling_mode_mean_tokens"])
+    settings = directory / "sentence_bert_config.json"
+    settings.write_text(json.dumps({"max_seq_length": 20, "do_lower_case": True}))
+    texts = ["The Cat SAT.", "the cat sat."]
+    X = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
+    np.testing.assert_allclose(X[0], X[1], atol=1e-6)
+    reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
+    np.testing.assert_allclose(X, reference, atol=1e-5)
+    # the word vectorizer reads the same tokens, at the text's own offsets
+    words = BertWordVectorizer(model=directory, cache=None).fit()
+    table = words.transform_words(["The Cat SAT."])
+    assert table["word"].tolist() == ["The", "Cat", "SAT", "."]
+
+
+def test_a_sentence_transformers_max_seq_length_beyond_the_positions_is_capped(
+    tiny_bert, tmp_path, st_config, caplog
+):
+    import shutil
+
+    # tiny_bert has 64 positions; its config asks for 128 tokens
+    directory = shutil.copytree(tiny_bert, tmp_path / "st")
+    st_config(directory, ["pooling_mode_mean_tokens"], max_seq_length=128)
+    with caplog.at_level("WARNING", logger="skbert"):
+        vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    assert "max_seq_length=128, more than the model's 64 positions" in caplog.text
+    assert vectorizer.max_length_ == 64
+    with pytest.warns(UserWarning, match="truncated"):
+        X = vectorizer.transform(["word " * 100])
+    assert np.isfinite(X).all()
 
 
 def test_an_unknown_sentence_transformers_pooling_keeps_the_last_layer(
