@@ -880,7 +880,14 @@ def iter_batches(
                 release_freed_memory()
             return batch
 
-        for rows in batch_rows(order, lengths, batch_size, max_batch_tokens):
+        batches = batch_rows(order, lengths, batch_size, max_batch_tokens)
+        if not loaded.pads_safely:  # no padding: runs of one length only
+            batches = (
+                run
+                for rows in batches
+                for run in np.split(rows, np.flatnonzero(np.diff(lengths[rows])) + 1)
+            )
+        for rows in batches:
             input_ids, attention, types, special, segments = _padded(
                 tokenized, rows, lengths, pad_id
             )

@@ -254,6 +254,11 @@ class LoadedModel:
         other runs the whole model with ``output_hidden_states=True`` (for
         instance the last layer of a model with a final norm, as ModernBERT,
         or a model that reuses one layer, as ALBERT).
+    pads_safely : bool
+        Whether a text's states are the same padded in a batch as alone,
+        checked at load on a probe. False for models that mix padding into
+        the other tokens (FNet's Fourier mixing, ConvBERT's convolutions,
+        YOSO): their texts are batched only with texts of the same length.
     """
 
     model: torch.nn.Module
@@ -269,6 +274,7 @@ class LoadedModel:
     fingerprint: str = ""
     revision: str | None = None
     hooked: frozenset[int] = frozenset()
+    pads_safely: bool = True
 
 
 TOKENIZER_FILES = (
@@ -588,14 +594,13 @@ def _hooked_layers(
     except Exception:  # noqa: BLE001 - hooks that do not fit: never used
         logger.info("Layer hooks failed on a probe", exc_info=True)
         return frozenset()
-    hooked = set()
-    for i in wanted:
-        got = captured.get(i)
-        if got is not None and got.shape == expected[i].shape:
-            reference = expected[i].float()
-            scale = float(reference.abs().max()) or 1.0
-            if float((got.float() - reference).abs().max()) <= 1e-4 * scale:
-                hooked.add(i)
+    hooked = {
+        i
+        for i in wanted
+        if captured.get(i) is not None
+        and captured[i].shape == expected[i].shape
+        and _close(captured[i], expected[i])
+    }
     if len(hooked) <= n_layers:
         logger.info(
             "Layer hooks match output_hidden_states for %s of %s states; the "
@@ -604,6 +609,35 @@ def _hooked_layers(
             n_layers + 1,
         )
     return frozenset(hooked)
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal up to float rounding: within 1e-4 of ``expected``'s largest value."""
+    reference = expected.float()
+    scale = float(reference.abs().max()) or 1.0
+    return float((got.float() - reference).abs().max()) <= 1e-4 * scale
+
+
+def _pads_safely(model, tokenizer, device, uses_token_type_ids: bool) -> bool:
+    """Whether a short text's hidden states are the same alone as padded on
+    the right (as ``encode`` pads) next to a longer text: every layer, its
+    real tokens, on a probe."""
+    long, short = tokenizer(["the bank of the river was seen", "a"])["input_ids"]
+    n = len(short)
+    pad_id = tokenizer.pad_token_id or 0
+    padded = torch.tensor([long, short + [pad_id] * (len(long) - n)])
+    attention = torch.tensor([[1] * len(long), [1] * n + [0] * (len(long) - n)])
+    states = []
+    for ids, mask in ((padded[1:, :n], attention[1:, :n]), (padded, attention)):
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if uses_token_type_ids:
+            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+        with torch.inference_mode():
+            states.append(model(**inputs, output_hidden_states=True).hidden_states)
+    return all(
+        _close(beside[-1:, :n], alone)
+        for alone, beside in zip(states[0], states[1], strict=True)
+    )
 
 
 def _check_text_encoder(config, source: str) -> None:
@@ -726,6 +760,16 @@ def _load(
         uses_token_type_ids,
         hooks=layer_list is not None,
     )
+    pads_safely = _pads_safely(model, tokenizer, device, uses_token_type_ids)
+    if not pads_safely:
+        logger.warning(
+            "The hidden states of model %s change when a text is padded next to "
+            "longer ones (%s mixes padding into the other tokens), so skbert "
+            "batches each text only with texts of the same length: slower, but "
+            "each text's vector is its own.",
+            source,
+            type(model).__name__,
+        )
     st_model, st_pooling, st_max_length, lower = _read_st_config(location, **hub)
     if lower:
         _lowercase_first(tokenizer)
@@ -762,6 +806,7 @@ def _load(
         max_positions=int(max_positions),
         revision=None if path.is_dir() else revision,
         hooked=hooked,
+        pads_safely=pads_safely,
     )
 
 

@@ -200,6 +200,15 @@ def _other_config(kind: str):
         return transformers.MPNetConfig(
             **common, max_position_embeddings=66, relative_attention_num_buckets=32
         )
+    if kind == "fnet":  # Fourier token mixing: padding changes every token
+        return transformers.FNetConfig(
+            vocab_size=len(_vocab()),
+            hidden_size=32,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
     raise ValueError(kind)
 
 
@@ -208,7 +217,7 @@ def tiny_encoder(tmp_path_factory):
     """Build (once per kind) a random 2-layer encoder of another architecture
     with the WordPiece tokenizer of the others, saved without model_max_length:
     ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``,
-    ``"funnel"``."""
+    ``"funnel"``, ``"fnet"``."""
     import torch
     from transformers import AutoModel
 

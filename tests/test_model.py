@@ -452,12 +452,37 @@ def _reference_states(directory, text):
         return model(**encoded, output_hidden_states=True).hidden_states
 
 
-@pytest.mark.parametrize("kind", ["modernbert", "deberta_conv", "albert", "mpnet"])
+@pytest.mark.parametrize(
+    "kind", ["modernbert", "deberta_conv", "albert", "mpnet", "fnet"]
+)
 def test_other_encoders_give_the_hidden_states_the_model_returns(tiny_encoder, kind):
     # ModernBERT's last state is normed after its last layer, DeBERTa-v2 with
-    # a convolution changes the first layer's output, and ALBERT has no list
-    # of layers: each state must still be hidden_states[i]
+    # a convolution changes the first layer's output, ALBERT has no list of
+    # layers, and FNet mixes padding into every token: each state must still
+    # be hidden_states[i] of the text run alone
     _check_against_hidden_states(tiny_encoder(kind))
+
+
+def test_a_model_that_mixes_padding_in_is_batched_without_padding(
+    tiny_encoder, tiny_bert, caplog, monkeypatch
+):
+    import skbert._model
+    from skbert._model import load_model
+
+    monkeypatch.setattr(skbert._model, "_CACHE", {})  # loaded here, so warned
+    with caplog.at_level("WARNING", logger="skbert"):
+        fnet = load_model(tiny_encoder("fnet"), CPU)
+    assert not fnet.pads_safely
+    assert "change when a text is padded" in caplog.text
+    assert load_model(tiny_bert, CPU).pads_safely
+    vectorizer = BertSentenceVectorizer(model=tiny_encoder("fnet"), cache=None)
+    vectorizer.fit_transform(["a cat", "the dog", "hello world " * 5, "a b c"])
+    # two texts of 4 tokens share a batch; the others are alone
+    assert vectorizer.transform_stats_["n_batches"] == 3
+    assert (
+        vectorizer.transform_stats_["n_padded_tokens"]
+        == vectorizer.transform_stats_["n_tokens"]
+    )
 
 
 def test_roberta_gives_the_hidden_states_the_model_returns(tiny_roberta):
