@@ -136,10 +136,16 @@ class Boolean:
 
 class ModelSpec:
     def describe(self) -> str:
-        return "None (the bundled model), a Hugging Face hub id or a local directory"
+        return (
+            "None (the bundled model), a Hugging Face hub id or a local directory "
+            "(a non-empty str or os.PathLike)"
+        )
 
     def accepts(self, value: Any) -> bool:
-        return value is None or isinstance(value, str | os.PathLike)
+        # "" would be the current directory, whatever it holds
+        if isinstance(value, str):
+            return bool(value.strip())
+        return value is None or isinstance(value, os.PathLike)
 
 
 class LayerSpec:
@@ -171,13 +177,17 @@ class CacheSpec:
     def describe(self) -> str:
         return (
             "'memory', None (no cache), or a directory (a non-empty str or "
-            "os.PathLike; not a word such as 'none')"
+            "os.PathLike; not a word such as 'none' or 'Memory')"
         )
 
     def accepts(self, value: Any) -> bool:
         if value is None or isinstance(value, os.PathLike):
             return True
-        return isinstance(value, str) and value.strip().lower() not in self.NOT_PATHS
+        if not isinstance(value, str):
+            return False
+        word = value.strip().lower()
+        # "Memory" or "memory " would be a directory of that name on disk
+        return word not in self.NOT_PATHS and (word != "memory" or value == "memory")
 
 
 class ViewsSpec:

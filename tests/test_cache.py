@@ -703,7 +703,9 @@ def test_a_call_not_kept_memoises_no_tokens(tiny_bert, memory_cache):
     assert memory_cache._token_bytes > 0 and len(memory_cache) == len(texts)
 
 
-@pytest.mark.parametrize("value", ["", " ", "none", "None", "null", "false"])
+@pytest.mark.parametrize(
+    "value", ["", " ", "none", "None", "null", "false", "Memory", "MEMORY", "memory "]
+)
 def test_a_cache_word_that_is_not_a_directory_is_refused_at_fit(
     tiny_bert, tmp_path, monkeypatch, value
 ):

@@ -135,6 +135,17 @@ def test_bad_max_batch_tokens_names_its_options(value):
             cls(max_batch_tokens=value).fit()
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_model_name_is_refused(tmp_path, monkeypatch, value):
+    # "" would load whatever model the current directory holds
+    from skbert import BertSentenceVectorizer, BertWordVectorizer
+
+    monkeypatch.chdir(tmp_path)
+    for cls in (BertSentenceVectorizer, BertWordVectorizer):
+        with pytest.raises(ValueError, match=r"'model' parameter.*non-empty str"):
+            cls(model=value).fit()
+
+
 @pytest.mark.parametrize("param", ["progress_bar", "normalize", "pairs"])
 def test_numpy_booleans_are_booleans(param):
     # what a bool read from an array or a DataFrame cell is
