@@ -237,7 +237,9 @@ class _BaseBertVectorizer(
                 if "layers" not in view
                 else self._resolve_layers(loaded)
                 if isinstance(view["layers"], str)
-                else normalize_layers(view["layers"], loaded.n_layers + 1)
+                else normalize_layers(
+                    view["layers"], loaded.n_layers + 1, f"{where}['layers']"
+                )
             )
             resolved.append({"name": name, **settings})
         return resolved

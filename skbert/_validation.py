@@ -238,12 +238,15 @@ def check_params(estimator: Any, constraints: dict[str, list]) -> None:
         )
 
 
-def normalize_layers(layers: int | list[int], n_hidden_states: int) -> list[int]:
+def normalize_layers(
+    layers: int | list[int], n_hidden_states: int, name: str = "layers"
+) -> list[int]:
     """Turn user layer indices into non-negative indices into ``hidden_states``.
 
     ``hidden_states`` has ``n_hidden_states = num_layers + 1`` entries: index 0
     is the embedding output, 1..num_layers the encoder layers; negative
-    indices count from the top (-1 is the last layer).
+    indices count from the top (-1 is the last layer). ``name`` is what the
+    error message calls the setting (a view's ``views['deep']['layers']``).
     """
     requested = [layers] if _is_int(layers) else list(layers)
     resolved = []
@@ -251,7 +254,7 @@ def normalize_layers(layers: int | list[int], n_hidden_states: int) -> list[int]
         index = int(index)
         if not -n_hidden_states <= index < n_hidden_states:
             raise ValueError(
-                f"layers={requested!r} is out of range for a model with "
+                f"{name}={requested!r} is out of range for a model with "
                 f"{n_hidden_states} hidden-state outputs; use indices in "
                 f"[{-n_hidden_states}, {n_hidden_states - 1}]."
             )

@@ -480,10 +480,18 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         """
         self._check_fitted()
         started = time.perf_counter()
-        if self._pairs:
-            texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
-        else:
-            texts, texts_b = self._check_texts(X), None
+        try:
+            if self._pairs:
+                texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
+            else:
+                texts, texts_b = self._check_texts(X), None
+        except (TypeError, ValueError) as exc:
+            if self.pairs == self._pairs:
+                raise
+            raise type(exc)(  # set_params(pairs=...) after fit
+                f"{exc} This estimator was fitted with pairs={self._pairs!r}, "
+                f"which transform reads; call fit again to use pairs={self.pairs!r}."
+            ) from None
         pool = concat_poolers(
             [
                 sentence_pooler(

@@ -880,7 +880,12 @@ def test_named_views_and_pandas_output(tiny_bert):
         ([{"layers": -1}, "mean"], TypeError, r"views\[1\] must be a dict"),
         ([{"max_length": 8}], ValueError, "'max_length', which a view cannot set"),
         ([{"pooling": "avg"}], ValueError, r"views\[0\]\['pooling'\] must be a str"),
-        ([{"layers": 7}], ValueError, r"layers=\[7\] is out of range"),
+        ([{"layers": 7}], ValueError, r"views\[0\]\['layers'\]=\[7\] is out of range"),
+        (
+            {"deep": {"layers": -1}, "bad": {"layers": 12}},
+            ValueError,
+            r"views\['bad'\]\['layers'\]=\[12\] is out of range",
+        ),
         ([{"layers": -1}, {"layers": -1}], ValueError, "Two views are named 'l-1'"),
         ({"": {"layers": -1}}, ValueError, "non-empty str"),
         ([{"pooling": "segment_mean"}], ValueError, "needs sentence pairs"),
@@ -1039,3 +1044,11 @@ def test_a_left_truncating_tokenizer_still_keeps_what_long_text_says(
         )
         pd.testing.assert_frame_equal(vectorizer.tokenize(X), right.tokenize(X))
         assert vectorizer.tokenizer_.truncation_side == "left"  # left as it was
+
+
+def test_pairs_set_after_fit_says_to_fit_again(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit()
+    vectorizer.set_params(pairs=True)
+    with pytest.raises(TypeError, match=r"fitted with pairs=False.*call fit again"):
+        vectorizer.transform([("a cat", "a dog")])
+    assert vectorizer.fit().transform([("a cat", "a dog")]).shape == (1, 32)
