@@ -308,12 +308,34 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "~", "/")) or source.count("/") > 1 or "\\" in source
 
 
+def _st_encoder_folder(directory: Path) -> str | None:
+    """The folder of a sentence-transformers ``modules.json``'s encoder module
+    when it is not the directory itself (an older layout), else None."""
+    try:
+        modules = json.loads((directory / "modules.json").read_text())
+        for module in modules:
+            if module.get("type", "").rsplit(".", 1)[-1] == "Transformer":
+                return module.get("path") or None
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    return None
+
+
 def _load_error(
     source: str, exc: BaseException, revision: str | None = None
 ) -> ValueError:
     cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     directory = Path(source).expanduser()
     if directory.is_dir():  # there, but not loadable
+        encoder = _st_encoder_folder(directory)
+        if encoder and not (directory / "config.json").is_file():
+            return ValueError(
+                f"Could not load model {source!r}: it is a sentence-transformers "
+                f"model whose encoder is in the folder {encoder!r} (an older "
+                f"layout). Pass model={str(directory / encoder)!r}; skbert then does "
+                "not read the pooling of the other folders, so set layers=-1 and "
+                f"the pooling they name. Cause: {cause}"
+            )
         has_safetensors = any(directory.glob("*.safetensors"))
         pytorch = sorted(p.name for p in directory.glob("pytorch_model*.bin"))
         other = sorted(

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -432,6 +434,30 @@ def test_weights_only_in_a_bin_file_get_a_way_out(tiny_bert, tmp_path):
         ["a cat"]
     )
     np.testing.assert_array_equal(X, expected)
+
+
+def test_an_older_sentence_transformers_layout_names_its_encoder_folder(
+    tiny_bert, tmp_path
+):
+    import json
+    import shutil
+
+    directory = tmp_path / "st-old"
+    shutil.copytree(tiny_bert, directory / "0_Transformer")
+    modules = [
+        {
+            "idx": 0,
+            "path": "0_Transformer",
+            "type": "sentence_transformers.models.Transformer",
+        },
+        {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (directory / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError) as info:
+        BertSentenceVectorizer(model=directory).fit()
+    assert "encoder is in the folder '0_Transformer'" in str(info.value)
+    suggested = re.search(r"Pass model='([^']+)'", str(info.value))[1]
+    BertSentenceVectorizer(model=suggested, layers=-1, cache=None).fit()
 
 
 def test_tensorflow_weights_are_named_not_read(tiny_bert, tmp_path):
