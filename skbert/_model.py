@@ -733,8 +733,12 @@ def _load(
         )
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
-            f"Model {source!r} has no fast tokenizer (tokenizer.json); skbert needs "
-            "one for token offsets. Save it with a fast tokenizer first."
+            f"Model {source!r} has no fast tokenizer (tokenizer.json), and "
+            f"transformers cannot convert its {type(tokenizer).__name__} to one; "
+            "skbert needs a fast tokenizer for token offsets. If a fast version "
+            "of this tokenizer exists, save it into the model's directory "
+            "(AutoTokenizer.from_pretrained(path, use_fast=True).save_pretrained("
+            "path) writes tokenizer.json); otherwise skbert cannot read this model."
         )
     from transformers.utils import logging as hf_logging
 

@@ -460,6 +460,29 @@ def test_an_older_sentence_transformers_layout_names_its_encoder_folder(
     BertSentenceVectorizer(model=suggested, layers=-1, cache=None).fit()
 
 
+def test_a_tokenizer_with_no_fast_version_is_named(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    # BertJapaneseTokenizer exists in Python only
+    directory = tmp_path / "slow-only"
+    directory.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_bert / name, directory)
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(tiny_bert).get_vocab()
+    (directory / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)))
+    config = {
+        "tokenizer_class": "BertJapaneseTokenizer",
+        "word_tokenizer_type": "basic",
+        "subword_tokenizer_type": "wordpiece",
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="cannot convert its BertJapaneseTokenizer"):
+        BertSentenceVectorizer(model=directory).fit()
+
+
 def test_tensorflow_weights_are_named_not_read(tiny_bert, tmp_path):
     directory = _without_safetensors(tiny_bert, tmp_path / "tf-only")
     (directory / "tf_model.h5").write_bytes(b"not read")
