@@ -9,7 +9,8 @@ of running the model again.
 Keys
 ----
 An entry is keyed by the model's fingerprint (where its weights came from,
-their files' sizes and modification times, the device and the dtype) and by
+their files' sizes, modification times, inodes and change times, the device
+and the dtype) and by
 the exact token ids and segment ids the model reads. Everything that changes
 the model's output (the text, ``max_length``, ``long_text``, ``stride``,
 ``pairs``) changes those ids, so it is part of the key without being listed.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import threading
 import time
@@ -265,10 +267,24 @@ def default_cache() -> TokenStateCache:
 
 # -- on disk -------------------------------------------------------------------
 
-_MAGIC = b"SKBT\x01"
-# magic, seq_len, n_layers, hidden, payload bytes, BLAKE2b-128 of the payload
+_MAGIC = b"SKBT\x02"
+# magic, seq_len, n_layers, hidden, payload bytes, and the BLAKE2b-128 of the
+# key, the shape and the payload (see _digest)
 _HEADER = struct.Struct("<5sIIIQ16s")
 _SUFFIX = ".skbt"
+# the names skbert writes in a cache directory, and only those are ever removed
+_FOLDER = re.compile(r"[0-9a-f]{2}")
+_ENTRY = re.compile(r"[0-9a-f]{32}" + re.escape(_SUFFIX))
+_TEMPORARY = re.compile(r"\.[0-9a-f]{32}" + re.escape(_SUFFIX) + r"\.\d+\.\d+\.tmp")
+
+
+def _digest(key: bytes, shape: tuple[int, ...], payload) -> bytes:
+    """What an entry's header holds to check it: a file that holds another
+    key's entry (a sync or a restore gone wrong) or a changed shape fails too."""
+    digest = hashlib.blake2b(key, digest_size=16)
+    digest.update(struct.pack("<III", *shape))
+    digest.update(payload)
+    return digest.digest()
 
 
 class DiskCache:
@@ -335,7 +351,11 @@ class DiskCache:
         """(modification time in ns, size, path) of every entry file."""
         found = []
         try:
-            folders = [e for e in os.scandir(self.directory) if e.is_dir()]
+            folders = [
+                e
+                for e in os.scandir(self.directory)
+                if _FOLDER.fullmatch(e.name) and e.is_dir()
+            ]
         except OSError:
             return found
         for folder in folders:
@@ -344,11 +364,11 @@ class DiskCache:
             except OSError:
                 continue
             for file in files:
-                if file.name.startswith(".") and file.name.endswith(".tmp"):
+                if _TEMPORARY.fullmatch(file.name):
                     _remove_stale(file)  # left by a process that was killed
                     continue
-                if not file.name.endswith(_SUFFIX) or file.name.startswith("."):
-                    continue
+                if not _ENTRY.fullmatch(file.name):
+                    continue  # not skbert's: never counted, never removed
                 try:
                     info = file.stat()
                 except OSError:  # removed meanwhile, by another process
@@ -468,7 +488,7 @@ class DiskCache:
             magic != _MAGIC
             or n_bytes != len(payload)
             or n_bytes != 4 * seq_len * n_layers * hidden
-            or hashlib.blake2b(payload, digest_size=16).digest() != digest
+            or _digest(key, (seq_len, n_layers, hidden), payload) != digest
         ):
             self.n_corrupt += 1
             try:  # recomputed by the caller and written again
@@ -494,7 +514,7 @@ class DiskCache:
             _MAGIC,
             *states.shape,
             len(payload),
-            hashlib.blake2b(payload, digest_size=16).digest(),
+            _digest(key, tuple(states.shape), payload),
         )
         n_bytes = len(header) + len(payload)
         if n_bytes > self.max_disk_bytes:  # would push out everything else

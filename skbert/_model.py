@@ -476,13 +476,20 @@ def _lowercase_first(tokenizer) -> None:
 
 
 def _file_stats(directory: Path, files: list[Path]) -> list[str]:
-    """Path in ``directory``, size and modification time of each existing file."""
+    """Path in ``directory``, size, modification time, inode and change time
+    of each existing file. The change time cannot be set back (``cp -p``,
+    ``rsync -a`` and ``tar`` restore the modification time of the files they
+    write, not it), and a file saved again by an atomic rename has a new inode,
+    so new weights of the same size are never taken for the old ones."""
     stats = []
     for file in files:
         if file.is_file():
             stat = file.stat()  # of the target, for a hub snapshot's links
             name = file.relative_to(directory).as_posix()
-            stats.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+            stats.append(
+                f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:"
+                f"{stat.st_ctime_ns}"
+            )
     return stats
 
 
@@ -553,8 +560,8 @@ def _hub_reachable() -> bool:
 def _fingerprint(
     location: str, device: torch.device, torch_dtype, revision: str | None = None
 ) -> str:
-    """Identity of a loaded model: where it came from, the size and
-    modification time of its weights, config and tokenizer files (for a hub id,
+    """Identity of a loaded model: where it came from, the :func:`_file_stats`
+    of its weights, config and tokenizer files (for a hub id,
     those of its cached snapshot, whose path names the revision), the device
     and the dtype. Saving any of those files again changes it, so no cached
     token or state outlives the files it came from."""
@@ -868,12 +875,30 @@ def load_model(
     with _CACHE_LOCK:
         loaded_files, loaded = _CACHE.get(key, (None, None))
         if loaded is None or loaded_files != files:
-            loaded = _load(source, device, torch_dtype, revision)
+            for _ in range(_LOAD_TRIES):
+                loaded = _load(source, device, torch_dtype, revision)
+                # files saved again while they were read (a training run that
+                # saves into the directory): the weights read and the files
+                # the fingerprint names may differ, so load again
+                now = _model_files(path) if path.is_dir() else []
+                if now == files:
+                    break
+                files = now
+            else:
+                raise ValueError(
+                    f"The files of model {source!r} changed each of the "
+                    f"{_LOAD_TRIES} times skbert read them (is something saving "
+                    "into that directory?); fit again once they are saved."
+                )
             # kept under the revision it loaded, which the hub may have moved
             # past the one the cache's main named before the load: a copy
             # pinned to that older revision must not find the newer model
             _CACHE[(key_source, loaded.revision, *key[2:])] = (files, loaded)
     return loaded
+
+
+# loads of a directory whose files change while they are read, before giving up
+_LOAD_TRIES = 3
 
 
 def clear_cache() -> None:

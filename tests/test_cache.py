@@ -469,6 +469,78 @@ def test_changed_weights_invalidate_disk_entries(tiny_bert, tmp_path, monkeypatc
     assert vectorizer.transform_stats_["cache_hits"] == 0
 
 
+def _other_weights(tiny_bert, directory):
+    """``directory``: tiny_bert with other random weights of the same size."""
+    from transformers import AutoModel, BertConfig
+
+    shutil.copytree(tiny_bert, directory)
+    torch.manual_seed(1)
+    AutoModel.from_config(BertConfig.from_pretrained(tiny_bert)).save_pretrained(
+        directory
+    )
+    return directory / "model.safetensors"
+
+
+def test_new_weights_of_the_same_size_and_time_invalidate_disk_entries(
+    tiny_bert, tmp_path, monkeypatch
+):
+    # cp -p, rsync -a or tar put new weights in place with the old file's
+    # modification time; a fine-tuned model has the same size
+    import os
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    weights = directory / "model.safetensors"
+    states = tmp_path / "states"
+    BertSentenceVectorizer(model=directory, cache=states).fit_transform(TEXTS)
+    new = _other_weights(tiny_bert, tmp_path / "other")
+    old = weights.stat()
+    assert new.stat().st_size == old.st_size
+    shutil.copyfile(new, weights)
+    os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
+    clear_cache()
+    _new_process(monkeypatch)
+    vectorizer = BertSentenceVectorizer(model=directory, cache=states)
+    got = vectorizer.fit_transform(TEXTS)
+    assert vectorizer.transform_stats_["cache_hits"] == 0
+    expected = BertSentenceVectorizer(model=new.parent, cache=None).fit_transform(TEXTS)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_weights_saved_again_while_they_load_are_loaded_again(
+    tiny_bert, tmp_path, monkeypatch
+):
+    import os
+
+    import skbert._model
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    new = _other_weights(tiny_bert, tmp_path / "other")
+    load, calls = skbert._model._load, []
+
+    def saved_during_the_first_load(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        if not calls:  # a trainer saves (atomically) just after the read
+            shutil.copyfile(new, tmp_path / "weights.tmp")
+            os.replace(tmp_path / "weights.tmp", directory / "model.safetensors")
+        calls.append(loaded)
+        return loaded
+
+    monkeypatch.setattr(skbert._model, "_load", saved_during_the_first_load)
+    clear_cache()
+    states = tmp_path / "states"
+    got = BertSentenceVectorizer(model=directory, cache=states).fit_transform(TEXTS)
+    assert len(calls) == 2
+    expected = BertSentenceVectorizer(model=new.parent, cache=None).fit_transform(TEXTS)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    clear_cache()
+    _new_process(monkeypatch)  # and what was stored is the new weights' states
+    later = BertSentenceVectorizer(model=directory, cache=states)
+    np.testing.assert_allclose(later.fit_transform(TEXTS), expected, atol=1e-5)
+    assert later.transform_stats_["cache_hits"] == len(TEXTS)
+
+
 def test_views_from_the_cache_equal_uncached(tiny_bert, memory_cache):
     views = [
         {"layers": -1, "pooling": "max"},
@@ -833,8 +905,8 @@ def test_a_killed_writer_s_temporary_file_is_removed_an_hour_later(
 
     folder = tmp_path / "ab"
     folder.mkdir()
-    stale = folder / ".abcd.skbt.123.456.tmp"
-    fresh = folder / ".abce.skbt.123.456.tmp"  # maybe being written right now
+    stale = folder / f".ab{'c' * 30}.skbt.123.456.tmp"
+    fresh = folder / f".ab{'d' * 30}.skbt.123.456.tmp"  # maybe being written now
     stale.write_bytes(b"half an entry")
     fresh.write_bytes(b"half an entry")
     hours_ago = time.time() - 2 * 3600
@@ -842,6 +914,48 @@ def test_a_killed_writer_s_temporary_file_is_removed_an_hour_later(
     _new_process(monkeypatch)
     BertSentenceVectorizer(model=tiny_bert, cache=tmp_path).fit_transform(TEXTS)
     assert not stale.exists() and fresh.exists()
+
+
+def test_files_skbert_did_not_write_are_never_removed(tiny_bert, tmp_path, monkeypatch):
+    # cache= may name a directory that holds other files, such as "."
+    import os
+    import time
+
+    foreign = [
+        tmp_path / "notes" / ".draft.tmp",
+        tmp_path / "notes" / f"{'a' * 32}.skbt",
+        tmp_path / "ab" / ".draft.tmp",
+        tmp_path / "ab" / "readme.skbt",
+        tmp_path / "ab" / f".ab{'c' * 30}.skbt.tmp",
+    ]
+    hours_ago = time.time() - 2 * 3600
+    for path in foreign:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 10_000)
+        os.utime(path, (hours_ago, hours_ago))
+    _new_process(monkeypatch)
+    monkeypatch.setenv("SKBERT_DISK_CACHE_MB", "0.001")  # evicts at every write
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=tmp_path)
+    vectorizer.fit_transform(TEXTS)
+    assert all(path.exists() for path in foreign)
+
+
+def test_an_entry_in_another_entry_s_file_is_recomputed(
+    tiny_bert, tmp_path, monkeypatch
+):
+    # a sync or a restore gone wrong: each file whole, under the wrong name
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        TEXTS
+    )
+    BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path).fit_transform(TEXTS)
+    first, second = _entries(tmp_path)[:2]
+    data = first.read_bytes(), second.read_bytes()
+    first.write_bytes(data[1])
+    second.write_bytes(data[0])
+    _new_process(monkeypatch)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
+    np.testing.assert_allclose(vectorizer.fit_transform(TEXTS), expected, atol=1e-5)
+    assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS) - 2
 
 
 def test_a_cache_directory_under_the_home_directory(tiny_bert, tmp_path, monkeypatch):
