@@ -123,6 +123,13 @@ class TokenStateCache:
             self._entries.move_to_end(key)
             return entry
 
+    def lookup(
+        self, key: bytes, n_layers: int, *, keep: bool = True
+    ) -> torch.Tensor | None:
+        """:meth:`get`: in memory, an entry is at hand (see
+        :meth:`DiskCache.lookup`)."""
+        return self.get(key, n_layers, keep=keep)
+
     def begin_call(self) -> None:
         """Nothing to do in memory (see :meth:`DiskCache.begin_call`)."""
 
@@ -462,6 +469,31 @@ class DiskCache:
             return None
         self.memory.put(key, entry, keep=keep)
         return entry
+
+    def lookup(
+        self, key: bytes, n_layers: int, *, keep: bool = True
+    ) -> torch.Tensor | bool | None:
+        """Like :meth:`get`, but an entry that only the disk holds is not read:
+        True if its header says it is whole and holds ``n_layers`` layers
+        (:meth:`get` reads and checks it later, when it is needed), else None.
+        So a call can find its hits without holding all their states."""
+        if self.memory.get(key, n_layers) is not None:
+            return self.get(key, n_layers, keep=keep)
+        path = self._path(key)
+        try:
+            with open(path, "rb") as file:
+                header = file.read(_HEADER.size)
+                size = os.fstat(file.fileno()).st_size
+            magic, seq_len, layers, hidden, n_bytes, _ = _HEADER.unpack(header)
+        except (OSError, struct.error):
+            return None
+        if magic != _MAGIC or size != _HEADER.size + n_bytes or layers < n_layers:
+            return None
+        try:  # now recently used: the writes of this call evict others first
+            os.utime(path)
+        except OSError:
+            pass
+        return True
 
     def put(self, key: bytes, states: torch.Tensor, *, keep: bool = True) -> None:
         """Write ``states`` to disk, and keep them in memory if ``keep``."""

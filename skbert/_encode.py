@@ -818,11 +818,13 @@ def iter_batches(
     cache : TokenStateCache, DiskCache or None
         Rows found in the cache skip the model; the others run it, and the
         states of every layer up to the deepest in ``layers`` are stored. The
-        rows that run the model come first, in batches of ``batch_size``;
-        the rows read from the cache follow, in batches of up to
-        ``HIT_TOKENS`` padded tokens, on the CPU where the states are. On
-        CUDA the states are copied to the host without waiting and stored
-        once the copy has finished (:class:`HostCopies`).
+        rows found in the cache come first, in batches of up to
+        ``HIT_TOKENS`` padded tokens, on the CPU where the states are; those
+        on disk are read batch by batch, so a call holds one batch of their
+        states, and one whose file turns out damaged or gone runs the model
+        instead. The rows that run the model follow, in batches of
+        ``batch_size``. On CUDA the states are copied to the host without
+        waiting and stored once the copy has finished (:class:`HostCopies`).
     stats : dict or None
         ``stats["cache_hits"]`` is increased by the rows found in the cache;
         ``stats["cache_kept"]`` says whether the rows' states are kept in
@@ -857,7 +859,8 @@ def iter_batches(
         if keep is None:
             row_bytes = (deepest + 1) * loaded.hidden_size * 4  # a token's states
             keep = int(lengths.sum()) * row_bytes <= cache.max_bytes
-        entries = [cache.get(key, deepest + 1, keep=keep) for key in keys]
+        # states in memory, or True for those on disk, read batch by batch below
+        entries = [cache.lookup(key, deepest + 1, keep=keep) for key in keys]
         found = np.fromiter((e is not None for e in entries), dtype=bool, count=n)
         hits, order = order[found[order]], order[~found[order]]
         store = keep or cache.persistent
@@ -880,14 +883,20 @@ def iter_batches(
                 release_freed_memory()
             return batch
 
-        batches = batch_rows(order, lengths, batch_size, max_batch_tokens)
-        if not loaded.pads_safely:  # no padding: runs of one length only
-            batches = (
-                run
-                for rows in batches
-                for run in np.split(rows, np.flatnonzero(np.diff(lengths[rows])) + 1)
-            )
-        for rows in batches:
+        def run_model(order: np.ndarray) -> Iterator[Batch]:
+            batches = batch_rows(order, lengths, batch_size, max_batch_tokens)
+            if not loaded.pads_safely:  # no padding: runs of one length only
+                batches = (
+                    run
+                    for rows in batches
+                    for run in np.split(
+                        rows, np.flatnonzero(np.diff(lengths[rows])) + 1
+                    )
+                )
+            for rows in batches:
+                yield model_batch(rows)
+
+        def model_batch(rows: np.ndarray) -> Batch:
             input_ids, attention, types, special, segments = _padded(
                 tokenized, rows, lengths, pad_id
             )
@@ -906,7 +915,7 @@ def iter_batches(
             if cache is not None and store:
                 stacked = torch.stack([states[i] for i in run_layers], dim=2)
                 stored.put(rows, stacked.to(torch.float32))  # no wait on CUDA
-            yield counted(
+            return counted(
                 Batch(
                     rows=rows,
                     attention_mask=inputs["attention_mask"],
@@ -921,25 +930,44 @@ def iter_batches(
                     ),
                 )
             )
-        stored.finish()
+
+        # the hits first: read from disk batch by batch (one batch of states
+        # held at a time), before this call's writes could evict them
+        unread = []  # hits whose entry on disk turned out damaged or gone
         start = 0
         while start < len(hits):
             # longest first: as many rows as fit HIT_TOKENS at this length
             stop = start + max(1, HIT_TOKENS // int(lengths[hits[start]]))
             rows = hits[start:stop]
             start = stop
-            yield counted(
-                _cached_batch(
-                    tokenized,
-                    rows,
-                    lengths,
-                    pad_id,
-                    entries,
-                    layers,
-                    layer_combine,
-                    torch.device("cpu"),  # pooled where the states are
+            for row in rows:
+                if entries[row] is True:  # on disk: read (and checked) now
+                    entries[row] = cache.get(keys[row], deepest + 1, keep=keep)
+            read = np.array([entries[row] is not None for row in rows], dtype=bool)
+            unread.extend(rows[~read])
+            rows = rows[read]
+            if len(rows):
+                yield counted(
+                    _cached_batch(
+                        tokenized,
+                        rows,
+                        lengths,
+                        pad_id,
+                        entries,
+                        layers,
+                        layer_combine,
+                        torch.device("cpu"),  # pooled where the states are
+                    )
                 )
-            )
+            for row in rows:
+                entries[row] = None  # pooled: the states need not stay here
+        if unread:
+            if stats is not None:
+                stats["cache_hits"] -= len(unread)
+            order = np.concatenate([order, np.array(unread, dtype=order.dtype)])
+            order = order[np.argsort(-lengths[order], kind="stable")]
+        yield from run_model(order)
+        stored.finish()
 
 
 def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -958,6 +958,36 @@ def test_an_entry_in_another_entry_s_file_is_recomputed(
     assert vectorizer.transform_stats_["cache_hits"] == len(TEXTS) - 2
 
 
+def test_a_rerun_reads_the_disk_batch_by_batch(tiny_bert, tmp_path, monkeypatch):
+    # resuming a long run is all hits: their states must not all be read at once
+    texts = [f"the cat sat on the bank {i}" for i in range(30)]
+    expected = BertSentenceVectorizer(model=tiny_bert, cache=None).fit_transform(texts)
+    BertSentenceVectorizer(model=tiny_bert, cache=tmp_path).fit_transform(texts)
+    _new_process(monkeypatch)
+    monkeypatch.setattr(skbert._encode, "HIT_TOKENS", 40)  # 4 texts per batch
+    n_read, read_before_batch = [0], []
+    read, cached_batch = skbert._cache.DiskCache._read, skbert._encode._cached_batch
+
+    def counted_read(self, key):
+        n_read[0] += 1
+        return read(self, key)
+
+    def noted_batch(tokenized, rows, *args):
+        read_before_batch.append((n_read[0], len(rows)))
+        return cached_batch(tokenized, rows, *args)
+
+    monkeypatch.setattr(skbert._cache.DiskCache, "_read", counted_read)
+    monkeypatch.setattr(skbert._encode, "_cached_batch", noted_batch)
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=tmp_path)
+    np.testing.assert_allclose(vectorizer.fit_transform(texts), expected, atol=1e-5)
+    assert vectorizer.transform_stats_["cache_hits"] == len(texts)
+    assert len(read_before_batch) > 1
+    done = 0
+    for n, size in read_before_batch:  # each batch read just before it is used
+        done += size
+        assert n == done
+
+
 def test_a_cache_directory_under_the_home_directory(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
