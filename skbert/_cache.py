@@ -541,7 +541,9 @@ class DiskCache:
         if not self._writable:
             return
         path = self._path(key)
-        payload = states.contiguous().numpy().astype("<f4", copy=False).tobytes()
+        # written from the states' own buffer, without a copy
+        array = states.contiguous().numpy().astype("<f4", copy=False)
+        payload = memoryview(array).cast("B")
         header = _HEADER.pack(
             _MAGIC,
             *states.shape,

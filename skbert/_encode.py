@@ -985,7 +985,10 @@ def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
 def _store_states(cache, keys, lengths, rows, states, keep) -> None:
     """Put each row's states (host tensor, batch-padded) into ``cache``."""
     for j, row in enumerate(rows):
-        cache.put(keys[row], states[j, : lengths[row]].clone(), keep=keep)
+        row_states = states[j, : lengths[row]]
+        # kept in memory: a copy, so the batch's tensor is not kept with it;
+        # only written to disk: the slice itself
+        cache.put(keys[row], row_states.clone() if keep else row_states, keep=keep)
 
 
 def _cached_batch(
