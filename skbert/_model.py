@@ -640,11 +640,12 @@ def _hooked_layers(
     return frozenset(hooked)
 
 
-def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
-    """Equal up to float rounding: within 1e-4 of ``expected``'s largest value."""
+def _close(got: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-4) -> bool:
+    """Equal up to float rounding: within ``tolerance`` times ``expected``'s
+    largest value."""
     reference = expected.float()
     scale = float(reference.abs().max()) or 1.0
-    return float((got.float() - reference).abs().max()) <= 1e-4 * scale
+    return float((got.float() - reference).abs().max()) <= tolerance * scale
 
 
 def _pads_safely(model, tokenizer, device, uses_token_type_ids: bool) -> bool:
@@ -663,8 +664,15 @@ def _pads_safely(model, tokenizer, device, uses_token_type_ids: bool) -> bool:
             inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
         with torch.inference_mode():
             states.append(model(**inputs, output_hidden_states=True).hidden_states)
+    # batches of other shapes round differently: in float32 (TF32 included),
+    # about 1e-3 of the largest value at most; in half precision, a few of its
+    # steps (bfloat16: 5e-3 for the bundled model). Padding that changes the
+    # states, as FNet's (1.4) or YOSO's (3e-2), is far above that; ConvBERT's
+    # (4e-3) is found in float32 only, being no larger than half precision's
+    # own rounding.
+    tolerance = max(2e-3, 16 * torch.finfo(states[0][0].dtype).eps)
     return all(
-        _close(beside[-1:, :n], alone)
+        _close(beside[-1:, :n], alone, tolerance)
         for alone, beside in zip(states[0], states[1], strict=True)
     )
 

@@ -557,6 +557,15 @@ def _check_against_hidden_states(directory):
             np.testing.assert_allclose(row, expected.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_rounding_is_not_taken_for_padding_that_changes_states(dtype):
+    # the bundled model's padded and unpadded states differ by 5e-4 (float16)
+    # and 5e-3 (bfloat16) of their largest value: rounding, not FNet's mixing
+    from skbert._model import load_model
+
+    assert load_model(None, CPU, dtype).pads_safely
+
+
 def test_states_the_hooks_cannot_give_run_the_whole_model(tiny_encoder, tiny_bert):
     from skbert._model import load_model
 
