@@ -176,6 +176,16 @@ def test_cuda_matches_cpu(tiny_bert, dtype):
     assert abs(gpu - cpu).max() < atol
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_rounding_is_not_taken_for_padding_that_changes_states(dtype):
+    # a false alarm would batch the bundled model without padding: slow
+    from skbert._model import load_model
+
+    assert load_model(None, torch.device("cuda"), dtype).pads_safely
+
+
 def test_weights_saved_again_are_loaded_again_in_the_same_process(tiny_bert, tmp_path):
     import shutil
 
