@@ -179,11 +179,21 @@ def test_cuda_matches_cpu(tiny_bert, dtype):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_rounding_is_not_taken_for_padding_that_changes_states(dtype):
-    # a false alarm would batch the bundled model without padding: slow
-    from skbert._model import load_model
+def test_cuda_rounding_is_not_taken_for_padding_that_changes_states(tiny_bert, dtype):
+    # a false alarm would batch these models without padding: slow
+    import os
 
-    assert load_model(None, torch.device("cuda"), dtype).pads_safely
+    from skbert._model import bundled_model_path, load_model
+
+    models = [tiny_bert]
+    try:  # the real model, where its package is installed (gpu_check.sh's
+        models.append(bundled_model_path())  # machine may have MODEL instead)
+    except Exception:  # noqa: BLE001
+        pass
+    if os.environ.get("MODEL"):
+        models.append(os.environ["MODEL"])
+    for model in models:
+        assert load_model(model, torch.device("cuda"), dtype).pads_safely, model
 
 
 def test_weights_saved_again_are_loaded_again_in_the_same_process(tiny_bert, tmp_path):
