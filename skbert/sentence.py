@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -389,6 +390,20 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self._long_text, self._pairs = self.long_text, self.pairs
         return self
 
+    def _pairs_after_fit(self, X: Any) -> bool:
+        """Whether ``X`` passes the checks of ``pairs`` as set now (an
+        iterator, consumed by the first check, is not checked again)."""
+        if isinstance(X, Iterator):
+            return False
+        try:
+            if self.pairs:
+                check_pairs(X, handle_missing=self.handle_missing)
+            else:
+                self._check_texts(X)
+        except (TypeError, ValueError):
+            return False
+        return True
+
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
         """For :meth:`tokenize`: the rows the model reads, cut as in ``transform``."""
         tokenizer = right_truncating(self._loaded().tokenizer)
@@ -486,11 +501,14 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             else:
                 texts, texts_b = self._check_texts(X), None
         except (TypeError, ValueError) as exc:
-            if self.pairs == self._pairs:
+            # set_params(pairs=...) after fit, and X is what the new value takes
+            if self.pairs == self._pairs or not self._pairs_after_fit(X):
                 raise
-            raise type(exc)(  # set_params(pairs=...) after fit
-                f"{exc} This estimator was fitted with pairs={self._pairs!r}, "
-                f"which transform reads; call fit again to use pairs={self.pairs!r}."
+            raise type(exc)(
+                f"X holds {'pairs' if self.pairs else 'single texts'}, as "
+                f"pairs={self.pairs!r} (set after fit) asks, but this estimator was "
+                f"fitted with pairs={self._pairs!r}, which transform reads; call fit "
+                f"again to use pairs={self.pairs!r}."
             ) from None
         pool = concat_poolers(
             [

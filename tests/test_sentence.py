@@ -1049,6 +1049,12 @@ def test_a_left_truncating_tokenizer_still_keeps_what_long_text_says(
 def test_pairs_set_after_fit_says_to_fit_again(tiny_bert):
     vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit()
     vectorizer.set_params(pairs=True)
-    with pytest.raises(TypeError, match=r"fitted with pairs=False.*call fit again"):
+    with pytest.raises(
+        TypeError, match=r"fitted with pairs=False.*call fit again"
+    ) as info:
         vectorizer.transform([("a cat", "a dog")])
+    assert "pass pairs=True" not in str(info.value)  # it is set already
+    with pytest.raises(TypeError) as info:  # not pairs either: the input's own error
+        vectorizer.transform([b"bytes"])
+    assert "call fit again" not in str(info.value)
     assert vectorizer.fit().transform([("a cat", "a dog")]).shape == (1, 32)
