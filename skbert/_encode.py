@@ -152,7 +152,8 @@ def tokenize(
         )
     prefix, suffix = special_tokens_around(tokenizer)
     room = max_length - len(prefix) - len(suffix)
-    encoded = tokenizer(
+    encoded = call_tokenizer(
+        tokenizer,
         texts,
         add_special_tokens=False,
         truncation=False,
@@ -205,6 +206,26 @@ def right_truncating(tokenizer):
 # a private copy of each tokenizer's Rust backend, set up per call under a lock
 _BACKENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _BACKENDS_LOCK = threading.Lock()
+# id of a tokenizer's shared Rust backend -> the lock of calls through it
+_CALL_LOCKS: dict[int, threading.Lock] = {}
+
+
+def call_tokenizer(tokenizer, *args, **kwargs):
+    """``tokenizer(*args, **kwargs)``, with its backend to this call alone.
+
+    transformers sets truncation and padding on the tokenizer's Rust backend
+    at each call, and the backend is shared (by every estimator of the model,
+    and by :func:`right_truncating`'s copies): two threads calling at once
+    could each encode with the other's settings (rows longer than
+    ``max_length``, say).
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        return tokenizer(*args, **kwargs)
+    with _BACKENDS_LOCK:
+        lock = _CALL_LOCKS.setdefault(id(backend), threading.Lock())
+    with lock:
+        return tokenizer(*args, **kwargs)
 
 
 def _encode_overflowing(tokenizer, texts: list[str], max_length: int, stride: int):
@@ -222,7 +243,8 @@ def _encode_overflowing(tokenizer, texts: list[str], max_length: int, stride: in
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or getattr(tokenizer, "split_special_tokens", False):
         # a setting that transformers applies itself
-        return right_truncating(tokenizer)(
+        return call_tokenizer(
+            right_truncating(tokenizer),
             texts,
             truncation=True,
             max_length=max_length,
@@ -266,7 +288,8 @@ def tokenize_pairs(
     """
     if not texts_a:
         return Tokenized([], [], 0, token_type_ids=[], segment_ids=[])
-    encoded = right_truncating(tokenizer)(
+    encoded = call_tokenizer(
+        right_truncating(tokenizer),
         texts_a,
         texts_b,
         truncation="longest_first",
@@ -275,7 +298,8 @@ def tokenize_pairs(
         return_token_type_ids=True,
         return_attention_mask=False,
     )
-    full = tokenizer(
+    full = call_tokenizer(
+        tokenizer,
         texts_a,
         texts_b,
         truncation=False,
@@ -1414,7 +1438,8 @@ def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
     """Tokenize whole ``texts`` (no special tokens, no truncation) with offsets."""
     if not texts:
         return []
-    encoded = tokenizer(
+    encoded = call_tokenizer(
+        tokenizer,
         texts,
         add_special_tokens=False,
         truncation=False,
@@ -1455,7 +1480,9 @@ def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     ``[CLS]`` and ``[SEP]`` for BERT, ``<s>`` and ``</s>`` for RoBERTa, found
     by tokenizing a one-letter probe, so any fast tokenizer works.
     """
-    probe = tokenizer("a", return_special_tokens_mask=True, verbose=False)
+    probe = call_tokenizer(
+        tokenizer, "a", return_special_tokens_mask=True, verbose=False
+    )
     ids, special = probe["input_ids"], probe["special_tokens_mask"]
     content = [i for i, flag in enumerate(special) if not flag]
     if not content:  # pragma: no cover - every tokenizer keeps a letter

@@ -13,6 +13,7 @@ import numpy as np
 from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
     LONG_TEXT,
+    call_tokenizer,
     concat_poolers,
     cut_to_room,
     encode_texts,
@@ -418,7 +419,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             labels = index if index is not None else range(len(texts))
             if not texts:
                 return labels, [], ["segment"]
-            encoded = tokenizer(texts, texts_b, truncation="longest_first", **options)
+            encoded = call_tokenizer(
+                tokenizer, texts, texts_b, truncation="longest_first", **options
+            )
             records = [
                 (
                     i,
@@ -437,7 +440,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             return labels, [], ["window"] if windows else []
         if self._long_text in ("truncate_tail", "truncate_head_tail"):
             return labels, self._cut_records(tokenizer, texts), []
-        encoded = tokenizer(
+        encoded = call_tokenizer(
+            tokenizer,
             texts,
             truncation=True,
             stride=self.stride_ if windows else 0,
@@ -465,8 +469,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         """Records of texts cut to their tail, or to their head and tail."""
         prefix, suffix = special_tokens_around(tokenizer)
         room = self.max_length_ - len(prefix) - len(suffix)
-        encoded = tokenizer(
-            texts, add_special_tokens=False, verbose=False, return_offsets_mapping=True
+        encoded = call_tokenizer(
+            tokenizer,
+            texts,
+            add_special_tokens=False,
+            verbose=False,
+            return_offsets_mapping=True,
         )
         records = []
         for i, ids in enumerate(encoded["input_ids"]):

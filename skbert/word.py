@@ -15,6 +15,7 @@ from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
     DocTokens,
     _segments,
+    call_tokenizer,
     encode_token_groups,
     special_tokens_around,
     tokenize_with_offsets,
@@ -426,7 +427,8 @@ default="mean"
         texts = [item if isinstance(item, str) else " ".join(item) for item in items]
         if not texts:
             return labels, [], []
-        encoded = self._loaded().tokenizer(
+        encoded = call_tokenizer(
+            self._loaded().tokenizer,
             texts,
             truncation=False,
             verbose=False,

@@ -375,3 +375,30 @@ def test_a_text_counts_when_its_last_window_is_done():
     plain = TextCounter(bar := _Bar(), np.array([1, 3, 1]))
     plain.rows_done(np.array([1, 2]))
     assert bar.n == 4
+
+
+def test_threads_tokenizing_with_other_settings_keep_their_own(tiny_bert):
+    # transformers sets truncation on the shared Rust backend at each call:
+    # without a lock, a thread could encode with another's max_length
+    import threading
+
+    from skbert._encode import tokenize_pairs
+
+    tokenizer = load_model(str(tiny_bert), CPU).tokenizer
+    a = ["the bank of the river was seen by the cat " * 6] * 100
+    b = ["a dog barked at the money robber " * 5] * 100
+    too_long = []
+
+    def work(max_length):
+        for _ in range(20):
+            tokenized = tokenize_pairs(tokenizer, a, b, max_length)
+            longest = max(len(ids) for ids in tokenized.input_ids)
+            if longest > max_length:
+                too_long.append((max_length, longest))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (16, 40, 64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert too_long == []
