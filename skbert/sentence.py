@@ -391,16 +391,21 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self._long_text, self._pairs = self.long_text, self.pairs
         return self
 
+    def _read_input(self, X: Any, pairs: bool) -> tuple[list, list | None]:
+        """The texts of ``X`` (and the second texts of its pairs, else None),
+        checked as ``pairs`` says."""
+        if pairs:
+            texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
+            return texts, texts_b
+        return self._check_texts(X), None
+
     def _pairs_after_fit(self, X: Any) -> bool:
         """Whether ``X`` passes the checks of ``pairs`` as set now (an
         iterator, consumed by the first check, is not checked again)."""
         if isinstance(X, Iterator):
             return False
         try:
-            if self.pairs:
-                check_pairs(X, handle_missing=self.handle_missing)
-            else:
-                self._check_texts(X)
+            self._read_input(X, self.pairs)
         except (TypeError, ValueError):
             return False
         return True
@@ -504,10 +509,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self._check_fitted()
         started = time.perf_counter()
         try:
-            if self._pairs:
-                texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
-            else:
-                texts, texts_b = self._check_texts(X), None
+            texts, texts_b = self._read_input(X, self._pairs)
         except (TypeError, ValueError) as exc:
             # set_params(pairs=...) after fit, and X is what the new value takes
             if self.pairs == self._pairs or not self._pairs_after_fit(X):
