@@ -313,9 +313,12 @@ class DiskCache:
     :meth:`begin_call` starts a call: the first failed write of a call warns
     and stops further writes for the rest of that call.
 
-    The directory's size is counted once per process and then kept up to date
-    from this process's writes; each eviction counts it again, so entries that
-    other processes wrote are taken into account then.
+    The directory's size is counted at the first call of a process and then
+    kept up to date from this process's writes; it is counted again after
+    each tenth of the budget this process writes (``RECOUNT_SHARE``) and at
+    each eviction, so the entries that other processes wrote are taken into
+    account then: N processes sharing a directory exceed the budget by about
+    N tenths of it at most.
     """
 
     persistent = True
@@ -330,6 +333,7 @@ class DiskCache:
         self.memory = memory
         self.max_disk_bytes = max_disk_bytes
         self._disk_bytes: int | None = None  # counted at the first call
+        self._written = 0  # bytes this process wrote since the last count
         self._on_disk: set[bytes] = set()
         self._lock = threading.Lock()
         self._writable = True
@@ -383,9 +387,21 @@ class DiskCache:
                 found.append((info.st_mtime_ns, info.st_size, Path(file.path)))
         return found
 
-    def _evict(self) -> None:
-        """Remove the least recently used entries down to 90% of the budget."""
-        entries = sorted(self._entries())
+    def _recount(self) -> None:
+        """Count the directory again (other processes write to it too), and
+        evict if it is over the budget."""
+        entries = self._entries()
+        with self._lock:
+            self._disk_bytes = sum(size for _, size, _ in entries)
+            self._written = 0
+            over = self._disk_bytes > self.max_disk_bytes
+        if over:
+            self._evict(entries)
+
+    def _evict(self, entries: list | None = None) -> None:
+        """Remove the least recently used entries down to 90% of the budget
+        (of ``entries``, the directory's, counted now if None)."""
+        entries = sorted(self._entries() if entries is None else entries)
         total = sum(size for _, size, _ in entries)
         target = 0.9 * self.max_disk_bytes
         removed = []
@@ -402,6 +418,7 @@ class DiskCache:
             removed.append(path)
         with self._lock:
             self._disk_bytes = total
+            self._written = 0
             for path in removed:
                 self._on_disk.discard(bytes.fromhex(path.name[: -len(_SUFFIX)]))
 
@@ -575,12 +592,20 @@ class DiskCache:
             self._on_disk.add(key)
             if self._disk_bytes is not None:
                 self._disk_bytes += n_bytes
+                self._written += n_bytes
             over = self._disk_bytes is not None and (
                 self._disk_bytes > self.max_disk_bytes
             )
+            recount = self._written > RECOUNT_SHARE * self.max_disk_bytes
         if over:
             self._evict()
+        elif recount:
+            self._recount()
 
+
+# a process counts its cache directory again after writing this share of the
+# budget: other processes' entries count too
+RECOUNT_SHARE = 0.1
 
 # a temporary file older than this was left by a process that was killed
 STALE_TEMPORARY_S = 3600

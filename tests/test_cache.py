@@ -688,6 +688,29 @@ def test_disk_cache_stays_within_its_budget(tiny_bert, tmp_path, monkeypatch):
     assert sum(_entry_bytes(tmp_path / "c")) <= 10.5 * size
 
 
+def test_processes_sharing_a_directory_stay_near_its_budget(tmp_path):
+    # each process counts its own writes: without counting the directory
+    # again, N processes together could fill N times the budget
+    from skbert._cache import DiskCache
+
+    states = torch.zeros(8, 2, 4)  # 256 bytes and a 41-byte header
+    entry = 256 + 41
+    budget = 20 * entry
+    processes = [
+        DiskCache(tmp_path, TokenStateCache(0), max_disk_bytes=budget) for _ in range(3)
+    ]
+    for process in processes:
+        process.begin_call()
+    largest = 0
+    for i in range(120):  # the three write by turns
+        key = i.to_bytes(16, "big")
+        processes[i % 3].put(key, states + i, keep=False)
+        largest = max(largest, sum(_entry_bytes(tmp_path)))
+    # each may write a tenth of the budget before it counts again
+    assert largest <= budget * (1 + 3 * 0.1) + entry
+    assert len(_entries(tmp_path)) >= 0.9 * budget // entry - 3
+
+
 def test_disk_cache_evicts_the_least_recently_used(tiny_bert, tmp_path, monkeypatch):
     import os
     import time
