@@ -352,11 +352,7 @@ class DiskCache:
             self._fail(error)
             return
         if self._disk_bytes is None:  # also removes stale temporary files
-            entries = self._entries()
-            with self._lock:
-                self._disk_bytes = sum(size for _, size, _ in entries)
-            if self._disk_bytes > self.max_disk_bytes:
-                self._evict()
+            self._recount()
 
     def _entries(self) -> list[tuple[int, int, Path]]:
         """(modification time in ns, size, path) of every entry file."""
