@@ -1600,6 +1600,7 @@ def encode_token_groups(
     cache=None,
     stats: dict | None = None,
     max_batch_tokens: int | None = None,
+    positions: bool = False,
 ) -> np.ndarray:
     """Embed groups of consecutive tokens, each pooled from one window of a text.
 
@@ -1610,7 +1611,12 @@ def encode_token_groups(
     window runs through the model once, however many groups it holds, in
     the length-sorted batches of :func:`iter_batches`, and the pieces of
     every group in a batch are pooled at once by
-    :func:`~skbert._pooling.pool_subwords`.
+    :func:`~skbert._pooling.pool_subwords`. Tokens that belong to no word
+    (whitespace some tokenizers keep) are left out of a group's pool.
+
+    With ``positions=True``, ``group_first`` and ``group_stop`` are positions
+    in the window's model input instead, special tokens included (0 is the
+    first special token before the text), and every token in them is pooled.
 
     Each of ``views``, ``(layers, layer_combine, subword_pooling)``, gives
     one block of columns, side by side, all from the same forward pass.
@@ -1644,9 +1650,12 @@ def encode_token_groups(
         ],
         dtype=np.int64,
     )
-    outside = (group_first < window_start[group_window]) | (
-        group_stop > window_stop[group_window]
-    )
+    if positions:  # the window's input: special tokens around its text
+        lower = np.zeros(len(window_start), dtype=np.int64)
+        upper = len(prefix) + window_stop - window_start + len(suffix)
+    else:
+        lower, upper = window_start, window_stop
+    outside = (group_first < lower[group_window]) | (group_stop > upper[group_window])
     if outside.any():
         raise ValueError("Every group of tokens must lie inside its window.")
     input_ids = [
@@ -1669,15 +1678,18 @@ def encode_token_groups(
     member_group = np.repeat(np.arange(len(group_first)), lengths)
     member_token = _segments(group_first, group_stop)
     member_window = group_window[member_group]
-    # tokens of no word (whitespace a byte-level BPE keeps, such as "\n" inside
-    # a span of words) are not pooled
-    doc_start = np.cumsum([0] + [len(doc) for doc in docs])
-    word_ids = np.concatenate([doc.word_ids for doc in docs] + [np.zeros(0, int)])
-    content = word_ids[doc_start[window_doc[member_window]] + member_token] >= 0
-    member_group = member_group[content]
-    member_token = member_token[content]
-    member_window = member_window[content]
-    member_position = len(prefix) + member_token - window_start[member_window]
+    if positions:
+        member_position = member_token
+    else:
+        # tokens of no word (whitespace a byte-level BPE keeps, such as "\n"
+        # inside a span of words) are not pooled
+        doc_start = np.cumsum([0] + [len(doc) for doc in docs])
+        word_ids = np.concatenate([doc.word_ids for doc in docs] + [np.zeros(0, int)])
+        content = word_ids[doc_start[window_doc[member_window]] + member_token] >= 0
+        member_group = member_group[content]
+        member_token = member_token[content]
+        member_window = member_window[content]
+        member_position = len(prefix) + member_token - window_start[member_window]
     order = np.lexsort((member_position, member_window))
     member_group = member_group[order]
     member_window = member_window[order]

@@ -47,7 +47,8 @@ class BertWordVectorizer(_BaseBertVectorizer):
     vector from the chosen hidden states of the whole text. The same word
     gets different vectors in different contexts ("bank vault" and "river
     bank"). :meth:`transform_words` embeds every word of whole texts into a
-    long pandas DataFrame.
+    long pandas DataFrame, and :meth:`transform_tokens` every token the model
+    reads (the tutorial's token matrix).
 
     Parameters
     ----------
@@ -579,6 +580,148 @@ default="mean"
         self._set_stats(len(source_of_item), len(docs), n_long, stats, started)
         return frame
 
+    def transform_tokens(self, texts: Any):
+        """Embed every token the model reads, one row per token, as a DataFrame.
+
+        The tutorial's token matrix and bert-as-service's ``NONE`` pooling:
+        each sub-word piece (``em``, ``##bed``, ...) gets its own row, and so
+        does each special token (``[CLS]``, ``[SEP]``), with the vectors of
+        the chosen ``layers`` and ``layer_combine``; padding is left out.
+        A token is a word of one piece here, so ``subword_pooling`` changes
+        nothing but the width of ``"first_last"`` (the vector twice).
+
+        Parameters
+        ----------
+        texts : iterable of str or of lists of words
+            As for :meth:`transform_words`: raw str, or pre-tokenized lists of
+            words (read joined by single spaces). A pandas Series or
+            DataFrame keeps its index.
+
+        Returns
+        -------
+        tokens : pandas.DataFrame
+            One row per token, texts in order and tokens in order within each,
+            with the columns of :meth:`tokenize` (``sample``, ``position``,
+            ``token``, ``token_id``, ``special``, ``start``, ``end``; offsets
+            as :meth:`transform_words` gives them, 0, 0 for special tokens),
+            then one float32 column per feature, named as
+            ``get_feature_names_out()``. A text longer than ``max_length``
+            runs in overlapping windows as in :meth:`transform_words`: each of
+            its tokens is read from the window with the most context on its
+            shorter side, its leading special tokens from the first window
+            and its trailing ones from the last, so it still has one row per
+            token of the whole text.
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        started = time.perf_counter()
+        items, labels = _parse_texts(texts, self.handle_missing)
+        loaded = self._loaded()
+        width = self._window_width(loaded)
+        prefix, suffix = special_tokens_around(loaded.tokenizer)
+        text_index: dict[str, int] = {}
+        text_of_item = np.array(
+            [
+                text_index.setdefault(
+                    item if isinstance(item, str) else " ".join(item), len(text_index)
+                )
+                for item in items
+            ],
+            dtype=np.int64,
+        )
+        texts_read = list(text_index)
+        docs = tokenize_with_offsets(loaded.tokenizer, texts_read)
+
+        # every token of every distinct text, special tokens around each; a
+        # row's group is that token alone, at its position in its window
+        n_tokens = np.array([len(doc) for doc in docs], dtype=np.int64)
+        n_rows = len(prefix) + n_tokens + len(suffix)
+        row_offset = np.cumsum(n_rows) - n_rows
+        row_window = np.zeros(int(n_rows.sum()), dtype=np.int64)
+        row_position = _segments(row_offset, row_offset + n_rows) - np.repeat(
+            row_offset, n_rows
+        )  # short texts: the position in the text is the one in its window
+        is_long = n_tokens > width
+        short = np.flatnonzero(~is_long)
+        windows = {(int(t), 0): w for w, t in enumerate(short)}
+        row_window[_segments(row_offset[short], row_offset[short] + n_rows[short])] = (
+            np.repeat(np.arange(len(short)), n_rows[short])
+        )
+        for t in np.flatnonzero(is_long):
+            n = int(n_tokens[t])
+            tokens = np.arange(n)
+            starts, window_of_token = windows_for_words(n, tokens, tokens + 1, width)
+            ids = np.array(
+                [windows.setdefault((int(t), int(s)), len(windows)) for s in starts],
+                dtype=np.int64,
+            )
+            first, last = windows[(int(t), 0)], windows[(int(t), n - width)]
+            rows = slice(row_offset[t], row_offset[t] + n_rows[t])
+            row_window[rows] = np.concatenate(
+                [
+                    np.full(len(prefix), first),
+                    ids[window_of_token],
+                    np.full(len(suffix), last),
+                ]
+            )
+            row_position[rows] = np.concatenate(
+                [
+                    np.arange(len(prefix)),
+                    len(prefix) + tokens - starts[window_of_token],
+                    len(prefix) + width + np.arange(len(suffix)),
+                ]
+            )
+        window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
+        group_keys = np.column_stack((row_window, row_position, row_position + 1))
+        stats = {}
+        pooled = self._encode(
+            loaded, docs, window_keys, group_keys, width, stats, positions=True
+        )
+
+        # the columns of tokenize(), for every distinct text's rows
+        empty = np.zeros(0, dtype=np.int64)
+        ids, special, starts, ends = [], [], [], []
+        for doc in docs:
+            ids += [prefix, doc.input_ids.tolist(), suffix]
+            special.append(
+                np.repeat([True, False, True], [len(prefix), len(doc), len(suffix)])
+            )
+            zeros = [0] * len(prefix), [0] * len(suffix)
+            starts += [zeros[0], doc.starts, zeros[1]]
+            ends += [zeros[0], doc.ends, zeros[1]]
+        token_ids = np.concatenate(
+            [np.asarray(i, dtype=np.int64) for i in ids] + [empty]
+        )
+
+        # expand the distinct texts back to the caller's texts, in order
+        rows = _segments(
+            row_offset[text_of_item], row_offset[text_of_item] + n_rows[text_of_item]
+        )
+        per_item = n_rows[text_of_item]
+        tokens = loaded.tokenizer.convert_ids_to_tokens(token_ids[rows].tolist())
+        frame = pd.DataFrame(
+            {
+                "sample": pd.Index(labels).repeat(per_item),
+                "position": rows - np.repeat(row_offset[text_of_item], per_item),
+                "token": pd.array(np.array(tokens, dtype=object), dtype="str"),
+                "token_id": token_ids[rows],
+                "special": np.concatenate(special + [empty.astype(bool)])[rows],
+                "start": np.concatenate(
+                    [np.asarray(a, np.int64) for a in starts] + [empty]
+                )[rows],
+                "end": np.concatenate(
+                    [np.asarray(a, np.int64) for a in ends] + [empty]
+                )[rows],
+            }
+        )
+        features = pd.DataFrame(pooled[rows], columns=self.get_feature_names_out())
+        frame = pd.concat([frame, features], axis=1)
+        n_long = int(is_long.sum())
+        self._warn_windowed(n_long, len(docs), "tokens")
+        self._set_stats(len(items), len(docs), n_long, stats, started)
+        return frame
+
     # -- helpers -----------------------------------------------------------
 
     def _set_stats(
@@ -611,6 +754,7 @@ default="mean"
         group_keys: np.ndarray,
         width: int,
         stats: dict | None = None,
+        positions: bool = False,
     ) -> np.ndarray:
         return encode_token_groups(
             loaded,
@@ -631,13 +775,14 @@ default="mean"
             progress_bar=self.progress_bar,
             cache=self._token_cache(),
             stats=stats,
+            positions=positions,
         )
 
-    def _warn_windowed(self, n_long: int, n_texts: int) -> None:
+    def _warn_windowed(self, n_long: int, n_texts: int, what: str = "words") -> None:
         if n_long:
             warn_user(
                 f"{n_long} of {n_texts} distinct texts were longer than "
-                f"max_length={self.max_length_} tokens; their words were embedded "
+                f"max_length={self.max_length_} tokens; their {what} were embedded "
                 f"from windows of {self.max_length_} tokens around them, which do "
                 "not see the rest of the text."
             )

@@ -686,6 +686,121 @@ def test_transform_words_on_a_long_text_never_pools_a_fragment(tiny_bert):
     assert words["word"][20] == "embeddings"
 
 
+# -- transform_tokens: one row per token the model reads ---------------------------
+
+
+def test_transform_tokens_is_the_tutorials_token_matrix(bundled_model):
+    vectorizer = BertWordVectorizer(
+        layers=[-1, -2, -3, -4], layer_combine="concat", device="cpu"
+    ).fit()
+    tokens = vectorizer.transform_tokens([BANK_TEXT])
+    states = hidden_states(bundled_model, BANK_TEXT)
+    # the tutorial's token_vecs_cat: every token, [CLS] and [SEP] included
+    expected = torch.cat([states[-1], states[-2], states[-3], states[-4]], 1).numpy()
+    assert tokens.shape == (22, 7 + 4 * 384)
+    np.testing.assert_allclose(tokens.iloc[:, 7:].to_numpy(), expected, atol=1e-5)
+    assert tokens["token"].tolist() == tokens_of(bundled_model, BANK_TEXT)
+    assert tokens["special"].tolist() == [True] + [False] * 20 + [True]
+    # the columns of tokenize(), which shows the same tokens
+    shown = vectorizer.tokenize([BANK_TEXT])
+    pd.testing.assert_frame_equal(
+        tokens[["sample", "position", "token", "token_id", "special"]],
+        shown[["sample", "position", "token", "token_id", "special"]],
+    )
+    # token_vecs_sum (the default layers) at the three "bank" rows are the
+    # word vectors of the bank experiment
+    summed = BertWordVectorizer(device="cpu").fit()
+    rows = summed.transform_tokens([BANK_TEXT]).iloc[[6, 10, 19], 7:].to_numpy()
+    starts = [i for i in range(len(BANK_TEXT)) if BANK_TEXT.startswith("bank", i)]
+    np.testing.assert_allclose(
+        rows, summed.transform([(BANK_TEXT, s, s + 4) for s in starts]), atol=1e-6
+    )
+
+
+def test_transform_tokens_rows_offsets_and_labels(tiny, tiny_bert):
+    texts = pd.Series(
+        ["the bank vault", ["new", "york", "e-mail"], "", "the bank vault"],
+        index=["a", "b", "c", "d"],
+    )
+    tokens = tiny.transform_tokens(texts)
+    names = list(tiny.get_feature_names_out())
+    columns = ["sample", "position", "token", "token_id", "special", "start", "end"]
+    assert list(tokens.columns) == columns + names
+    assert tokens["token"].tolist() == (
+        ["[CLS]", "the", "bank", "vault", "[SEP]"]
+        + ["[CLS]", "new", "york", "e", "-", "mail", "[SEP]"]
+        + ["[CLS]", "[SEP]"]  # an empty text: the model reads [CLS] [SEP]
+        + ["[CLS]", "the", "bank", "vault", "[SEP]"]
+    )
+    assert tokens["sample"].tolist() == list("a" * 5 + "b" * 7 + "cc" + "d" * 5)
+    assert tokens["position"].tolist() == [*range(5), *range(7), 0, 1, *range(5)]
+    # offsets into the text (0, 0 for special tokens); "e-mail" starts at 9
+    assert tokens[["start", "end"]].values.tolist()[5:12] == [
+        [0, 0], [0, 3], [4, 8], [9, 10], [10, 11], [11, 15], [0, 0],
+    ]  # fmt: skip
+    features = tokens[names].to_numpy()
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(
+        features[:5], last_two_summed(tiny_bert, "the bank vault"), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        features[5:12], last_two_summed(tiny_bert, "new york e-mail"), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        features[12:14], last_two_summed(tiny_bert, ""), atol=1e-5
+    )
+    np.testing.assert_allclose(features[14:], features[:5])  # the duplicate text
+    # no texts: the same columns and dtypes
+    empty = tiny.transform_tokens(texts[:0])
+    assert empty.shape == (0, 7 + 32)
+    pd.testing.assert_series_equal(empty.dtypes, tokens.dtypes)
+
+
+def test_transform_tokens_of_a_long_text_reads_each_token_in_a_window(tiny_bert):
+    text = " ".join(LONG_WORDS[:20]) + " embeddings " + " ".join(LONG_WORDS[20:])
+    tokenizer, _ = _reference(str(tiny_bert))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n, width = len(ids), 10
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=12, device="cpu")
+    with pytest.warns(UserWarning, match="their tokens were embedded from windows"):
+        tokens = vectorizer.fit().transform_tokens([text])
+    assert tokens["token_id"].tolist() == tokenizer(text)["input_ids"]
+    features = tokens.iloc[:, 7:].to_numpy()
+    by_window = {}
+    for s in range(n - width + 1):
+        window = [tokenizer.cls_token_id, *ids[s : s + width], tokenizer.sep_token_id]
+        by_window[s] = last_two_summed(tiny_bert, input_ids=window)
+    # [CLS] from the window at the start, [SEP] from the one at the end
+    np.testing.assert_allclose(features[0], by_window[0][0], atol=1e-5)
+    np.testing.assert_allclose(features[-1], by_window[n - width][-1], atol=1e-5)
+    for k in range(n):
+        context = [
+            min(k - s, s + width - 1 - k)
+            for s, states in by_window.items()
+            if s <= k < s + width
+            and np.allclose(features[1 + k], states[1 + k - s], atol=1e-5)
+        ]
+        assert context, f"token {k} was not read from a window that holds it"
+        # from the middle of a window where the text allows: windows start
+        # every width // 2 tokens, so at least a quarter window on each side
+        assert max(context) >= min(k, n - 1 - k, width // 4), k
+    assert vectorizer.transform_stats_["n_windowed"] == 1
+
+
+def test_transform_tokens_with_views_and_first_last(tiny_bert):
+    views = {"sum": {"layers": [-2, -1]}, "fl": {"subword_pooling": "first_last"}}
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), views=views, device="cpu")
+    tokens = vectorizer.fit().transform_tokens(["the bank vault"])
+    names = vectorizer.get_feature_names_out()
+    assert list(tokens.columns[7:]) == list(names) and len(names) == 32 + 2 * 32
+    features = tokens[names].to_numpy()
+    summed = last_two_summed(tiny_bert, "the bank vault")
+    np.testing.assert_allclose(features[:, :32], summed, atol=1e-5)
+    # a token is a word of one piece: "first_last" is its vector twice
+    np.testing.assert_allclose(features[:, 32:64], summed, atol=1e-5)
+    np.testing.assert_allclose(features[:, 64:], summed, atol=1e-5)
+
+
 def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
     vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=4, device="cpu")
     vectorizer.fit()
