@@ -794,15 +794,23 @@ def _load(
         layer_list[0].register_forward_pre_hook(_input_hook, with_kwargs=True)
         for i, layer in enumerate(layer_list):
             layer.register_forward_hook(_make_output_hook(i + 1))
-    hooked = _hooked_layers(
-        model,
-        tokenizer,
-        int(n_layers),
-        device,
-        uses_token_type_ids,
-        hooks=layer_list is not None,
-    )
-    pads_safely = _pads_safely(model, tokenizer, device, uses_token_type_ids)
+    try:  # the first passes: a model may not run in this dtype on this device
+        hooked = _hooked_layers(
+            model,
+            tokenizer,
+            int(n_layers),
+            device,
+            uses_token_type_ids,
+            hooks=layer_list is not None,
+        )
+        pads_safely = _pads_safely(model, tokenizer, device, uses_token_type_ids)
+    except RuntimeError as exc:
+        if torch_dtype is torch.float32:
+            raise
+        raise ValueError(
+            f"{type(model).__name__} cannot run in dtype={dtype_name(torch_dtype)!r} "
+            f"on device '{device}' ({exc}); use dtype='float32'."
+        ) from exc
     if not pads_safely:
         logger.warning(
             "The hidden states of model %s change when a text is padded next to "

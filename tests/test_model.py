@@ -554,6 +554,17 @@ def test_a_model_that_mixes_padding_in_is_batched_without_padding(
     )
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_model_that_cannot_run_in_a_dtype_says_so_at_fit(tiny_encoder, dtype):
+    # FNet's FFT has no half-precision kernel on the CPU
+    vectorizer = BertSentenceVectorizer(
+        model=tiny_encoder("fnet"), dtype=dtype, device="cpu", cache=None
+    )
+    with pytest.raises(ValueError, match=f"FNetModel cannot run in dtype='{dtype}' "):
+        vectorizer.fit()
+    assert not hasattr(vectorizer, "model_")
+
+
 def test_roberta_gives_the_hidden_states_the_model_returns(tiny_roberta):
     _check_against_hidden_states(tiny_roberta)
 
