@@ -149,6 +149,8 @@ class _BaseBertVectorizer(
         device = resolve_device(self.device)
         torch_dtype = resolve_dtype(self.dtype, device)
         loaded = load_model(self.model, device, torch_dtype)
+        for note in loaded.notes:  # at every fit, not only the first load
+            warn_user(note)
         self._loaded_model = loaded
         # what a pickled copy loads again: a local directory by its absolute
         # path, so that a copy unpickled in another working directory finds it

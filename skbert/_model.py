@@ -243,6 +243,15 @@ class LoadedModel:
         (``modules.json``): its vectors come from the last layer.
     st_pooling : str or None, pooling from a sentence-transformers config.
     st_max_length : int or None, ``max_seq_length`` from a sentence-transformers config.
+    st_prompt : str, the prompt of the config's ``default_prompt_name``
+        (``config_sentence_transformers.json``), which ``encode`` puts before
+        each text; "" if none.
+    st_include_prompt : bool, False where the config's pooling leaves the
+        prompt's tokens out (``include_prompt``).
+    st_notes : tuple of str, what a sentence vectorizer's ``fit`` warns about
+        the sentence-transformers config (parts skbert does not follow).
+    notes : tuple of str, what every ``fit`` warns about the model (a
+        padding-sensitive model, a capped ``max_seq_length``).
     max_positions : int, the longest input the model accepts.
     revision : str or None
         For a hub id, the commit hash of the files loaded (the name of their
@@ -271,6 +280,10 @@ class LoadedModel:
     st_pooling: str | None
     st_max_length: int | None
     max_positions: int
+    st_prompt: str = ""
+    st_include_prompt: bool = True
+    st_notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     fingerprint: str = ""
     revision: str | None = None
     hooked: frozenset[int] = frozenset()
@@ -283,7 +296,11 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
 )
-ST_CONFIG_FILES = ("modules.json", "sentence_bert_config.json")
+ST_CONFIG_FILES = (
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+)
 # (location, revision, device, dtype) -> (the directory's model files, the model)
 _CACHE: dict[tuple[str, str | None, str, str], tuple[list[str], LoadedModel]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -387,12 +404,24 @@ def _load_error(
     )
 
 
+@dataclass
+class _STConfig:
+    """What skbert follows of a sentence-transformers config."""
+
+    found: bool = False
+    pooling: str | None = None  # None where skbert has no equivalent
+    max_length: int | None = None
+    lower: bool = False  # do_lower_case
+    prompt: str = ""  # the default prompt's text
+    include_prompt: bool = True
+    notes: tuple[str, ...] = ()  # parts skbert does not follow
+
+
 def _read_st_config(
     source: str, revision: str | None = None, local_files_only: bool = False
-) -> tuple[bool, str | None, int | None, bool]:
-    """Whether the model has a sentence-transformers config, its pooling and
-    max_length if it has them (pooling None where skbert has no equivalent),
-    and whether it lowercases the texts (``do_lower_case``)."""
+) -> _STConfig:
+    """Whether the model has a sentence-transformers config, and what of it
+    skbert follows: pooling, max_length, lowercasing and the default prompt."""
 
     def find(filename: str) -> Path | None:
         local = Path(source).expanduser() / filename
@@ -417,9 +446,11 @@ def _read_st_config(
 
     modules_file = find("modules.json")
     if modules_file is None:
-        return False, None, None, False
+        return _STConfig()
     modules = json.loads(modules_file.read_text())
     pooling = None
+    include_prompt = True
+    notes = []
     not_applied = []
     for module in modules:
         # "sentence_transformers.models.Pooling" before version 6,
@@ -432,23 +463,21 @@ def _read_st_config(
         config_file = find(f"{module['path']}/config.json")
         if config_file is None:
             continue
-        modes = _st_pooling_modes(json.loads(config_file.read_text()))
+        pooling_config = json.loads(config_file.read_text())
+        include_prompt = bool(pooling_config.get("include_prompt", True))
+        modes = _st_pooling_modes(pooling_config)
         pooling = _ST_POOLING_MODES.get(modes)
         if pooling is None:
-            logger.warning(
-                "The sentence-transformers pooling config of %s (%s) has no "
-                "skbert equivalent; pooling='auto' falls back to 'mean' (of "
-                "the last layer with layers='auto').",
-                source,
-                " + ".join(modes),
+            notes.append(
+                f"The sentence-transformers pooling config of {source} "
+                f"({' + '.join(modes)}) has no skbert equivalent; pooling='auto' "
+                "falls back to 'mean' (of the last layer with layers='auto')."
             )
     if not_applied:
-        logger.warning(
-            "The sentence-transformers model %s has modules after its encoder that "
-            "skbert does not apply: %s; its vectors differ from what "
-            "SentenceTransformer.encode gives.",
-            source,
-            ", ".join(not_applied),
+        notes.append(
+            f"The sentence-transformers model {source} has modules after its "
+            f"encoder that skbert does not apply: {', '.join(not_applied)}; its "
+            "vectors differ from what SentenceTransformer.encode gives."
         )
     max_length, lower = None, False
     bert_config = find("sentence_bert_config.json")
@@ -456,7 +485,16 @@ def _read_st_config(
         settings = json.loads(bert_config.read_text())
         max_length = settings.get("max_seq_length")
         lower = bool(settings.get("do_lower_case"))
-    return True, pooling, max_length, lower
+    prompt = ""
+    model_config = find("config_sentence_transformers.json")
+    if model_config is not None:
+        settings = json.loads(model_config.read_text())
+        name = settings.get("default_prompt_name")
+        if name:
+            prompt = (settings.get("prompts") or {}).get(name) or ""
+    return _STConfig(
+        True, pooling, max_length, lower, prompt, include_prompt, tuple(notes)
+    )
 
 
 def _lowercase_first(tokenizer) -> None:
@@ -811,17 +849,17 @@ def _load(
             f"{type(model).__name__} cannot run in dtype={dtype_name(torch_dtype)!r} "
             f"on device '{device}' ({exc}); use dtype='float32'."
         ) from exc
+    notes = []
     if not pads_safely:
-        logger.warning(
-            "The hidden states of model %s change when a text is padded next to "
-            "longer ones (%s mixes padding into the other tokens), so skbert "
-            "batches each text only with texts of the same length: slower, but "
-            "each text's vector is its own.",
-            source,
-            type(model).__name__,
+        notes.append(
+            f"The hidden states of model {source} change when a text is padded "
+            f"next to longer ones ({type(model).__name__} mixes padding into the "
+            "other tokens), so skbert batches each text only with texts of the "
+            "same length: slower, but each text's vector is its own."
         )
-    st_model, st_pooling, st_max_length, lower = _read_st_config(location, **hub)
-    if lower:
+    st = _read_st_config(location, **hub)
+    st_max_length = st.max_length
+    if st.lower:
         _lowercase_first(tokenizer)
     max_positions = getattr(config, "max_position_embeddings", 512)
     # RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) number the
@@ -831,13 +869,11 @@ def _load(
     if padding_idx is not None:
         max_positions -= padding_idx + 1
     if st_max_length is not None and st_max_length > max_positions:
-        logger.warning(
-            "The sentence-transformers config of %s sets max_seq_length=%d, more "
-            "than the model's %d positions; skbert reads at most %d tokens.",
-            source,
-            st_max_length,
-            max_positions,
-            max_positions,
+        notes.append(
+            f"The sentence-transformers config of {source} sets "
+            f"max_seq_length={st_max_length}, more than the model's "
+            f"{max_positions} positions; skbert reads at most {max_positions} "
+            "tokens."
         )
         st_max_length = max_positions
     return LoadedModel(
@@ -850,9 +886,13 @@ def _load(
         n_layers=int(n_layers),
         hidden_size=int(hidden_size),
         uses_token_type_ids=uses_token_type_ids,
-        st_model=st_model,
-        st_pooling=st_pooling,
+        st_model=st.found,
+        st_pooling=st.pooling,
         st_max_length=st_max_length,
+        st_prompt=st.prompt,
+        st_include_prompt=st.include_prompt,
+        st_notes=st.notes,
+        notes=tuple(notes),
         max_positions=int(max_positions),
         revision=None if path.is_dir() else revision,
         hooked=hooked,

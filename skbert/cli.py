@@ -271,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale each vector to unit L2 norm",
     )
     embed.add_argument(
+        "--prompt",
+        default="auto",
+        metavar="TEXT",
+        help="text put before every text, e.g. 'query: '; auto: the model's "
+        "sentence-transformers default prompt if it has one; '' for none "
+        "(default: %(default)s)",
+    )
+    embed.add_argument(
         "--batch-size",
         type=_auto_or_int,
         default="auto",
@@ -795,6 +803,7 @@ def _embed(args: argparse.Namespace) -> int:
         include_special_tokens=args.include_special_tokens,
         max_length=args.max_length,
         normalize=args.normalize,
+        prompt=args.prompt,
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
         device=args.device,

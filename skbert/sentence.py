@@ -25,8 +25,10 @@ from ._encode import (
 from ._model import LoadedModel
 from ._pooling import POOLINGS
 from ._validation import (
+    AnyStr,
     Boolean,
     Interval,
+    NoneValue,
     Options,
     check_pairs,
     check_texts,
@@ -103,6 +105,17 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         the boundary). Pairs longer than ``max_length`` lose tokens from the
         longer text first. Pooling applies to the joint encoding. Without
         ``pairs=True`` a pair is an error, never guessed from the shape.
+    prompt : str, "auto" or None, default="auto"
+        Text put before every text, as instruction-tuned embedding models
+        expect (``prompt="query: "`` for E5 queries). "auto" uses the
+        prompt of the model's sentence-transformers ``default_prompt_name``
+        (``config_sentence_transformers.json``), which ``encode`` puts
+        before each text, and none where the model has none or with
+        ``pairs=True``; None or "" puts none. The prompt's tokens are pooled
+        with the text's (a model whose sentence-transformers pooling leaves
+        them out, ``include_prompt=false``, is warned about at ``fit``);
+        ``tokenize`` shows them, and its offsets point into the prompted
+        text. Not available with ``pairs=True``.
     normalize : bool, default=False
         Scale each output row to unit L2 norm (all-zero rows stay zero).
     batch_size : int or "auto", default="auto"
@@ -180,6 +193,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         The resolved non-negative hidden-state indices.
     pooling_ : str
         The resolved pooling.
+    prompt_ : str
+        The resolved prompt put before every text ("" for none).
     max_length_ : int
         The resolved maximum input length in tokens.
     stride_ : int
@@ -229,6 +244,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         "long_text": [Options(*LONG_TEXT)],
         "stride": [Interval(0, None, allow_none=True)],
         "pairs": [Boolean()],
+        "prompt": [AnyStr(), NoneValue()],
     }
     _view_keys = (
         "layers",
@@ -251,6 +267,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         long_text: str = "truncate",
         stride: int | None = None,
         pairs: bool = False,
+        prompt: str | None = "auto",
         normalize: bool = False,
         batch_size: int | str = "auto",
         max_batch_tokens: int | str | None = "auto",
@@ -270,6 +287,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.long_text = long_text
         self.stride = stride
         self.pairs = pairs
+        self.prompt = prompt
         self.normalize = normalize
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -307,6 +325,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self : BertSentenceVectorizer
         """
         loaded = self._fit_model(X)
+        for note in loaded.st_notes:
+            warn_user(note)
         if self.pooling == "auto":
             self.pooling_ = loaded.st_pooling or "mean"
         else:
@@ -333,6 +353,23 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"max_length={self.max_length_} leaves no room for a token of each "
                 f"text of a pair: the tokenizer adds {n_pair_special} special tokens "
                 f"to a pair; use max_length >= {n_pair_special + 2}."
+            )
+        if self.prompt == "auto":
+            self.prompt_ = "" if self.pairs else loaded.st_prompt
+        else:
+            self.prompt_ = self.prompt or ""
+            if self.prompt_ and self.pairs:
+                raise ValueError(
+                    f"prompt={self.prompt!r} is put before single texts and is not "
+                    "available with pairs=True; put it in your texts, or pass "
+                    "prompt=None."
+                )
+        if self.prompt_ and not loaded.st_include_prompt:
+            warn_user(
+                f"The sentence-transformers pooling of {self.model_name_or_path_} "
+                "leaves the prompt's tokens out (include_prompt=false); skbert pools "
+                "them with the text's, so its vectors differ from what "
+                "SentenceTransformer.encode gives."
             )
         if self.pairs and self.long_text != "truncate":
             raise ValueError(
@@ -397,7 +434,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         if pairs:
             texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
             return texts, texts_b
-        return self._check_texts(X), None
+        return self._prompted(self._check_texts(X)), None
+
+    def _prompted(self, texts: list[str]) -> list[str]:
+        """``texts`` with the fitted prompt before each."""
+        prompt = getattr(self, "prompt_", "")  # fitted before prompts existed
+        return [prompt + text for text in texts] if prompt else texts
 
     def _pairs_after_fit(self, X: Any) -> bool:
         """Whether ``X`` passes the checks of ``pairs`` as set now (an
@@ -440,6 +482,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             return labels, records, ["segment"]
         texts, index = check_texts(X, handle_missing=self.handle_missing)
         labels = index if index is not None else range(len(texts))
+        texts = self._prompted(texts)
         windows = self._long_text.startswith("window")
         if not texts:  # the same columns as for texts
             return labels, [], ["window"] if windows else []

@@ -292,6 +292,8 @@ def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
             {"batch_size": "auto", "max_batch_tokens": 5},
         ),
         (["--device", "cpu", "--dtype", "float32", "--no-progress"], {}),
+        (["--prompt", "query: "], {"prompt": "query: "}),
+        (["--prompt", ""], {"prompt": ""}),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*truncated:UserWarning")

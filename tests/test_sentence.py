@@ -190,8 +190,64 @@ def test_auto_follows_a_model_saved_by_sentence_transformers(
     np.testing.assert_allclose(X, reference, atol=1e-5)
 
 
+def test_prompts_follow_sentence_transformers(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    directory = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "st", models.Pooling(32, pooling_mode="mean")
+    )
+    st = SentenceTransformer(str(directory), device="cpu")
+    st.prompts, st.default_prompt_name = {"query": "query: "}, "query"
+    st.save(str(directory))
+    st = SentenceTransformer(str(directory), device="cpu")
+    texts = ["The cat sat.", "A longer sentence about embeddings!", ""]
+    # "auto": the default prompt, as encode puts it before each text
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None)
+    X = vectorizer.fit_transform(texts)
+    assert vectorizer.prompt_ == "query: "
+    np.testing.assert_allclose(X, st.encode(texts), atol=1e-5)
+    tokens = vectorizer.tokenize(["The cat sat."])["token"].tolist()
+    prompted = vectorizer.tokenizer_.tokenize("query: The cat sat.")
+    assert tokens == ["[CLS]", *prompted, "[SEP]"] and "q" in tokens[1]
+    # a prompt of one's own, or none
+    own = BertSentenceVectorizer(model=directory, prompt="passage: ", cache=None)
+    np.testing.assert_allclose(
+        own.fit_transform(texts), st.encode(texts, prompt="passage: "), atol=1e-5
+    )
+    for none in (None, ""):
+        plain = BertSentenceVectorizer(model=directory, prompt=none, cache=None)
+        np.testing.assert_allclose(
+            plain.fit_transform(texts), st.encode(texts, prompt=""), atol=1e-5
+        )
+        assert plain.prompt_ == ""
+    # pairs take no prompt: "auto" puts none, a given one is an error
+    pairs = BertSentenceVectorizer(model=directory, pairs=True, cache=None).fit()
+    assert pairs.prompt_ == ""
+    with pytest.raises(ValueError, match="not available with pairs=True"):
+        BertSentenceVectorizer(model=directory, pairs=True, prompt="q: ").fit()
+
+
+def test_a_pooling_that_leaves_the_prompt_out_is_warned_about(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    pooling = models.Pooling(32, pooling_mode="mean", include_prompt=False)
+    directory = _saved_by_sentence_transformers(tiny_bert, tmp_path / "st", pooling)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BertSentenceVectorizer(model=directory, cache=None).fit()  # no prompt
+    st = SentenceTransformer(str(directory), device="cpu")
+    st.prompts, st.default_prompt_name = {"query": "query: "}, "query"
+    st.save(str(directory))
+    with pytest.warns(UserWarning, match=r"leaves the prompt's tokens out"):
+        BertSentenceVectorizer(model=directory, cache=None).fit()
+
+
+def test_the_bundled_model_has_no_prompt(bundled_model):
+    assert BertSentenceVectorizer().fit().prompt_ == ""
+
+
 def test_sentence_transformers_modules_skbert_does_not_apply_are_named(
-    tiny_bert, tmp_path, caplog
+    tiny_bert, tmp_path
 ):
     from sentence_transformers import models
 
@@ -201,10 +257,14 @@ def test_sentence_transformers_modules_skbert_does_not_apply_are_named(
         models.Pooling(32, pooling_mode="cls"),
         models.Dense(32, 16),
     )
-    with caplog.at_level("WARNING", logger="skbert"):
-        vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
-    assert "does not apply: Dense (2_Dense)" in caplog.text
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None)
+    for _ in range(2):  # at every fit, not only when the model is first loaded
+        with pytest.warns(UserWarning, match=r"does not apply: Dense \(2_Dense\)"):
+            vectorizer.fit()
     assert vectorizer.pooling_ == "cls"
+    with warnings.catch_warnings():  # word vectors use no sentence pooling
+        warnings.simplefilter("error")
+        BertWordVectorizer(model=directory, cache=None).fit()
 
 
 def test_a_sentence_transformers_config_that_lowercases_is_followed(
@@ -236,16 +296,18 @@ def test_a_sentence_transformers_config_that_lowercases_is_followed(
 
 
 def test_a_sentence_transformers_max_seq_length_beyond_the_positions_is_capped(
-    tiny_bert, tmp_path, st_config, caplog
+    tiny_bert, tmp_path, st_config
 ):
     import shutil
 
     # tiny_bert has 64 positions; its config asks for 128 tokens
     directory = shutil.copytree(tiny_bert, tmp_path / "st")
     st_config(directory, ["pooling_mode_mean_tokens"], max_seq_length=128)
-    with caplog.at_level("WARNING", logger="skbert"):
-        vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
-    assert "max_seq_length=128, more than the model's 64 positions" in caplog.text
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None)
+    with pytest.warns(
+        UserWarning, match="max_seq_length=128, more than the model's 64"
+    ):
+        vectorizer.fit()
     assert vectorizer.max_length_ == 64
     with pytest.warns(UserWarning, match="truncated"):
         X = vectorizer.transform(["word " * 100])
@@ -253,15 +315,14 @@ def test_a_sentence_transformers_max_seq_length_beyond_the_positions_is_capped(
 
 
 def test_an_unknown_sentence_transformers_pooling_keeps_the_last_layer(
-    tiny_bert, tmp_path, st_config, caplog
+    tiny_bert, tmp_path, st_config
 ):
     import shutil
 
     modes = ["pooling_mode_cls_token", "pooling_mode_mean_tokens"]
     directory = st_config(shutil.copytree(tiny_bert, tmp_path / "st"), modes)
-    with caplog.at_level("WARNING", logger="skbert"):
+    with pytest.warns(UserWarning, match="has no skbert equivalent"):
         vectorizer = BertSentenceVectorizer(model=directory).fit()
-    assert "has no skbert equivalent" in caplog.text
     assert (vectorizer.layers_, vectorizer.pooling_) == ([2], "mean")
 
 
