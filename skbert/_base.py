@@ -30,14 +30,15 @@ from ._model import (
 from ._pooling import LAYER_COMBINES
 from ._validation import (
     DTYPES,
-    AnyStr,
     CacheSpec,
+    DeviceSpec,
     Interval,
     LayerSpec,
     ModelSpec,
     Options,
     ProgressSpec,
     ViewsSpec,
+    _is_int,
     check_params,
     check_texts,
     invalid_parameter,
@@ -90,7 +91,7 @@ class _BaseBertVectorizer(
         "max_length": [Interval(1, None, allow_none=True)],
         "batch_size": [Interval(1), Options("auto")],
         "max_batch_tokens": [Interval(1, None, allow_none=True), Options("auto")],
-        "device": [AnyStr()],
+        "device": [DeviceSpec()],
         "dtype": [Options(*DTYPES)],
         "progress_bar": [ProgressSpec()],
         "handle_missing": [Options("error", "empty")],
@@ -146,7 +147,7 @@ class _BaseBertVectorizer(
         self._token_cache()  # a bad SKBERT_CACHE_MB or SKBERT_DISK_CACHE_MB fails here
         if X is not None:
             self._check_fit_input(X)
-        device = resolve_device(self.device)
+        device = resolve_device(str(self.device))  # a torch.device too
         torch_dtype = resolve_dtype(self.dtype, device)
         loaded = load_model(self.model, device, torch_dtype)
         for note in loaded.notes:  # at every fit, not only the first load
@@ -350,7 +351,14 @@ class _BaseBertVectorizer(
             # the model it was fitted with, even after set_params(model=...)
             source = self.__dict__.get("_fitted_model", self.model)
             revision = self.__dict__.get("model_revision_")
-            loaded = load_model(source, device, torch_dtype, revision)
+            try:
+                loaded = load_model(source, device, torch_dtype, revision)
+            except (OSError, ValueError) as exc:
+                raise type(exc)(
+                    f"This {type(self).__name__} was fitted with model {source!r}, "
+                    f"which cannot be loaded here: {exc} To use the model from "
+                    "another place, call set_params(model=...) and fit again."
+                ) from exc
             fitted = (self.n_layers_, self.hidden_size_)
             if (loaded.n_layers, loaded.hidden_size) != fitted:
                 raise ValueError(
@@ -489,7 +497,7 @@ def _view_name(view: Any) -> Any:
     parts = []
     for key, value in view.items():
         if key == "layers":
-            layers = value if isinstance(value, list | tuple) else [value]
+            layers = [value] if isinstance(value, str) or _is_int(value) else value
             parts.append("l" + ".".join(str(layer) for layer in layers))
         elif key in ("include_special_tokens", "normalize"):
             short = {"include_special_tokens": "special", "normalize": "norm"}[key]

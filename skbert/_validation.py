@@ -150,16 +150,31 @@ class ModelSpec:
 
 class LayerSpec:
     def describe(self) -> str:
-        return "'auto', an int, or a non-empty list of ints"
+        return (
+            "'auto', an int, or a non-empty list of ints (or tuple, range or 1-D "
+            "integer array)"
+        )
 
     def accepts(self, value: Any) -> bool:
         if isinstance(value, str):
             return value == "auto"
         if _is_int(value):
             return True
-        if isinstance(value, list | tuple) and len(value) > 0:
+        if isinstance(value, np.ndarray) and value.ndim != 1:
+            return False
+        if isinstance(value, list | tuple | range | np.ndarray) and len(value) > 0:
             return all(_is_int(v) for v in value)
         return False
+
+
+class DeviceSpec:
+    def describe(self) -> str:
+        return "a str or a torch.device"
+
+    def accepts(self, value: Any) -> bool:
+        import torch
+
+        return isinstance(value, str | torch.device)
 
 
 class AnyStr:
@@ -306,6 +321,24 @@ def check_unicode(texts: list, what: str) -> None:
                 ) from None
 
 
+def warn_if_not_finite(X: np.ndarray, dtype: Any, what: str = "output rows") -> None:
+    """Warn, naming their count and the dtype, when rows of ``X`` (``what``)
+    hold NaN or infinite values (a model overflowing float16, say)."""
+    finite = np.isfinite(X).all(axis=1) if X.size else np.ones(len(X), bool)
+    n_bad = len(X) - int(finite.sum())
+    if n_bad:
+        name = str(dtype).removeprefix("torch.")
+        advice = (
+            "float16 holds values up to 65504 only: use dtype='bfloat16' or 'float32'"
+            if name == "float16"
+            else "check the model's weights"
+        )
+        warn_user(
+            f"{n_bad} of {len(X)} {what} hold NaN or infinite values: the "
+            f"model's states overflowed or were not finite in {name}; {advice}."
+        )
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} ({value!r})"
 
@@ -352,6 +385,8 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
             )
     elif hasattr(X, "tolist") and hasattr(X, "iloc"):  # Series
         items = X.tolist()
+    elif hasattr(X, "to_pylist"):  # a pyarrow Array or ChunkedArray
+        items = X.to_pylist()
     elif isinstance(X, Iterable):
         items = list(X)
     else:
@@ -394,8 +429,21 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
             and all(isinstance(part, str) for part in item)
         ):
             raise TypeError(
-                f"Element {i} of X is a pair of texts, expected str; pass "
-                "pairs=True to encode (text_a, text_b) pairs as one input."
+                f"Element {i} of X is a pair of texts or a list of two words, "
+                "expected str; pass pairs=True to encode (text_a, text_b) pairs as "
+                "one input, or join the words into one text (' '.join(words))."
+            )
+        elif isinstance(item, tuple | list | np.ndarray) and all(
+            isinstance(part, str) for part in item
+        ):
+            raise TypeError(
+                f"Element {i} of X is a list of {len(item)} words, expected str; "
+                "join them into one text first (' '.join(words))."
+            )
+        elif isinstance(item, bytes | bytearray):
+            raise TypeError(
+                f"Element {i} of X is {_describe(item)[:80]}, expected str; decode "
+                "it first, e.g. item.decode('utf-8')."
             )
         else:
             raise TypeError(
@@ -413,15 +461,17 @@ def check_pairs(
     and the pandas index of the input, if it had one.
 
     Accepts an iterable of ``(text_a, text_b)`` (tuples, lists or 2-element
-    arrays), a DataFrame with exactly two text columns, or a 2-D array with
-    two columns. Missing texts follow ``handle_missing`` as in
-    :func:`check_texts`.
+    arrays), a DataFrame with exactly two text columns (or one column of
+    pairs), or a 2-D array with two columns. Missing texts follow
+    ``handle_missing`` as in :func:`check_texts`.
     """
     if isinstance(X, str | bytes):
         raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over (text_a, text_b) pairs expected, string object received."
         )
     index = X.index if hasattr(X, "iloc") else None
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2 and X.shape[1] == 1:
+        X = X.iloc[:, 0]  # one column of (text_a, text_b) pairs, as a Series
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:
         if X.shape[1] != 2:
             raise ValueError(

@@ -868,6 +868,7 @@ def _embed(args: argparse.Namespace) -> int:
                     f"once per chunk of {CHUNK_SIZE:,} texts)."
                 )
             for message in dict.fromkeys(lines):
+                message = _in_cli_words(message, _typed(args))
                 print(f"skbert: warning: {message}", file=sys.stderr)
     seconds = time.perf_counter() - start
     rate = n_texts / seconds if seconds > 0 else float("inf")
@@ -958,6 +959,14 @@ _CLI_WORDS = [
         r"use --max-length <= \1, or leave it out",
     ),
     (re.compile(r"max_length=(\d+)"), r"--max-length \1"),
+    (re.compile(r"max_length (>=|<=) (\d+)"), r"--max-length \1 \2"),
+    (
+        re.compile(r"The parameter 'include_special_tokens'"),
+        "--exclude-special-tokens",
+    ),
+    (re.compile(r"handle_missing='([^']*)'"), r"--handle-missing \1"),
+    (re.compile(r"layer_combine='([^']*)'"), r"--layer-combine \1"),
+    (re.compile(r"\b(pooling|dtype)='([^']*)'"), r"--\1 \2"),
     (
         re.compile(r"layers=\[([-\d, ]*)\]"),
         lambda m: "--layers " + m[1].replace(",", ""),

@@ -32,6 +32,7 @@ from ._validation import (
     Options,
     check_pairs,
     check_texts,
+    warn_if_not_finite,
     warn_user,
 )
 
@@ -610,6 +611,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 block = embeddings[:, start:stop]
                 block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
             start = stop
+        warn_if_not_finite(embeddings, self.dtype_)
         kept = {
             "truncate_tail": "their last tokens",
             "truncate_head_tail": "their first and last tokens",

@@ -29,6 +29,7 @@ from ._validation import (
     _is_missing,
     check_unicode,
     missing_message,
+    warn_if_not_finite,
     warn_user,
 )
 
@@ -756,7 +757,7 @@ default="mean"
         stats: dict | None = None,
         positions: bool = False,
     ) -> np.ndarray:
-        return encode_token_groups(
+        pooled = encode_token_groups(
             loaded,
             docs,
             window_keys[:, 0],
@@ -777,6 +778,8 @@ default="mean"
             stats=stats,
             positions=positions,
         )
+        warn_if_not_finite(pooled, self.dtype_, "distinct words or tokens")
+        return pooled
 
     def _warn_windowed(self, n_long: int, n_texts: int, what: str = "words") -> None:
         if n_long:
@@ -1067,7 +1070,8 @@ def _parse_marked(item: str, i: int) -> _Target:
             f"Sample {i} of X is a str with no marked target: {item[:60]!r}; mark "
             f"the word with brackets, e.g. 'the [bank] of the river', or pass "
             "(text, start, end) or (tokens, index); for every word of whole texts, "
-            "use transform_words."
+            "use transform_words (after fit() without X: "
+            "BertWordVectorizer().fit().transform_words(texts))."
         )
     left, right = item.find("["), item.find("]")
     if opens != 1 or closes != 1 or right < left:
@@ -1155,6 +1159,8 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
             texts = texts[named[0]] if texts.shape[1] != 1 else texts.iloc[:, 0]
         labels = texts.index  # its dtype too, even when empty
         items = texts.tolist()
+    elif hasattr(texts, "to_pylist"):  # a pyarrow Array or ChunkedArray
+        items = texts.to_pylist()
     elif isinstance(texts, np.ndarray) and texts.ndim != 1:
         raise ValueError(
             f"Expected a 1-D sequence of texts, got an array of shape {texts.shape}; "

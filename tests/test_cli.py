@@ -346,6 +346,28 @@ def test_warnings_are_one_line_each(tiny_bert, csv_file, tmp_path, capsys):
     assert "truncated" in warning_lines[0]
 
 
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--max-length", "4"], "longer than --max-length 4 tokens"),
+        (
+            ["--pooling", "cls", "--exclude-special-tokens"],
+            "--exclude-special-tokens will not be used since --pooling cls always",
+        ),
+        (["--max-length", "1"], "use --max-length >= 2."),
+    ],
+)
+def test_messages_name_options_not_parameters(
+    tiny_bert, csv_file, tmp_path, capsys, args, says
+):
+    _, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", tmp_path / "o.npy", "--model", tiny_bert, *args
+    )
+    assert says in stderr
+    for name in ("max_length", "include_special_tokens", "pooling="):
+        assert name not in stderr
+
+
 def test_progress_bar_on_request(tiny_bert, csv_file, tmp_path, capsys):
     out = tmp_path / "vectors.npy"
     status, _, stderr = _run(capsys, "embed", csv_file, "-o", out, "--model", tiny_bert)

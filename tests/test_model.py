@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -692,3 +693,29 @@ def test_a_model_is_kept_under_the_revision_it_loaded(monkeypatch):
         assert loads == [None, "a" * 40]
     finally:
         skbert._model.clear_cache()
+
+
+def test_a_float16_overflow_is_warned_about_not_returned_silently(tiny_bert, tmp_path):
+    import shutil
+
+    from transformers import BertModel
+
+    directory = shutil.copytree(tiny_bert, tmp_path / "hot")
+    model = BertModel.from_pretrained(tiny_bert)
+    with torch.no_grad():  # the last layer's FFN activations near 1e5 > 65504
+        model.encoder.layer[-1].intermediate.dense.weight.mul_(2e5)
+    model.save_pretrained(directory)
+    texts = ["the cat sat on the dog", "a"]
+    for dtype in ("float32", "bfloat16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            X = BertSentenceVectorizer(
+                model=directory, dtype=dtype, layers=-1, cache=None
+            ).fit_transform(texts)
+        assert np.isfinite(X).all()
+    half = BertSentenceVectorizer(model=directory, dtype="float16", layers=-1)
+    with pytest.warns(UserWarning, match=r"of 2 output rows hold NaN.*use dtype="):
+        half.fit_transform(texts)
+    words = BertWordVectorizer(model=directory, dtype="float16", cache=None).fit()
+    with pytest.warns(UserWarning, match=r"distinct words or tokens hold NaN"):
+        words.transform(["the [cat] sat"])

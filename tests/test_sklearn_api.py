@@ -349,6 +349,29 @@ def test_a_pickle_refuses_a_model_of_another_shape(tiny_bert, tmp_path):
         unpickled.transform(["the cat sat"])
 
 
+def test_a_pickle_whose_model_is_gone_says_how_to_point_it_elsewhere(
+    tiny_bert, tmp_path
+):
+    directory = _model_copy(tiny_bert, tmp_path / "model")
+    data = pickle.dumps(BertSentenceVectorizer(model=directory, cache=None).fit())
+    shutil.rmtree(directory)
+    with pytest.raises(
+        ValueError,
+        match=r"fitted with model '.*model', which cannot be loaded here: .*no such "
+        r"directory.*set_params\(model=\.\.\.\) and fit again",
+    ):
+        pickle.loads(data).transform(["the cat sat"])
+
+
+def test_pairs_in_one_column_of_a_dataframe(tiny_bert):
+    pairs = pd.Series([("the cat sat", "a dog"), ("hello", "world")], index=[7, 9])
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, pairs=True, cache=None)
+    expected = vectorizer.fit_transform(pairs)
+    framed = vectorizer.set_output(transform="pandas").transform(pairs.to_frame("p"))
+    np.testing.assert_array_equal(framed.to_numpy(), expected)
+    assert framed.index.tolist() == [7, 9]
+
+
 @pytest.mark.parametrize("estimator", ["sentence", "word"])
 def test_a_failed_refit_leaves_the_estimator_as_it_was(tiny_bert, tmp_path, estimator):
     directory = _model_copy(tiny_bert, tmp_path / "other", num_hidden_layers=3)

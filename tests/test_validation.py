@@ -189,3 +189,51 @@ def test_a_view_that_is_not_a_dict_is_shown_one_of_its_own_class(tiny_bert):
 
     with pytest.raises(ValueError, match="such as {'layers': -1, 'subword_pooling'"):
         BertWordVectorizer(model=tiny_bert, views=["last"]).fit()
+
+
+def test_check_texts_reads_a_pyarrow_array():
+    pa = pytest.importorskip("pyarrow")
+    assert check_texts(pa.array(["a", "b"]))[0] == ["a", "b"]
+    assert check_texts(pa.chunked_array([["a"], ["b", "c"]]))[0] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="1 missing"):
+        check_texts(pa.array(["a", None]))
+
+
+@pytest.mark.parametrize(
+    "item, advice",
+    [
+        (b"the cat", r"decode it first, e\.g\. item\.decode\('utf-8'\)"),
+        (["the", "cat", "sat"], r"a list of 3 words.*' '\.join\(words\)"),
+        (("hello", "world"), r"a pair of texts or a list of two words.*pairs=True"),
+    ],
+)
+def test_check_texts_gives_advice_that_works(item, advice):
+    with pytest.raises(TypeError, match=advice):
+        check_texts(["a", item])
+
+
+def test_layers_and_device_take_the_types_users_have(tiny_bert):
+    import torch
+
+    from skbert import BertSentenceVectorizer
+
+    texts = ["the bank of the river", "a cat"]
+    expected = BertSentenceVectorizer(
+        model=tiny_bert, layers=[-2, -1], layer_combine="concat", cache=None
+    ).fit_transform(texts)
+    for layers in (range(-2, 0), np.arange(-2, 0), (-2, -1)):
+        vectorizer = BertSentenceVectorizer(
+            model=tiny_bert, layers=layers, layer_combine="concat", cache=None
+        )
+        np.testing.assert_array_equal(vectorizer.fit_transform(texts), expected)
+        assert vectorizer.layers_ == [1, 2]
+    views = [{"layers": np.arange(-2, 0)}, {"layers": range(1, 2)}]
+    names = BertSentenceVectorizer(model=tiny_bert, views=views).fit()
+    assert names.get_feature_names_out()[[0, 32]].tolist() == ["l-2.-1_0", "l1_0"]
+    for bad in (np.array([[1]]), np.array([1.0]), range(0)):
+        with pytest.raises(ValueError, match="'layers' parameter"):
+            BertSentenceVectorizer(model=tiny_bert, layers=bad).fit()
+    fitted = BertSentenceVectorizer(model=tiny_bert, device=torch.device("cpu")).fit()
+    assert fitted.device_ == torch.device("cpu")
+    again = BertSentenceVectorizer(model=tiny_bert, device=fitted.device_).fit()
+    assert again.device_ == fitted.device_

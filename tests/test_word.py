@@ -1431,3 +1431,14 @@ def test_each_chinese_character_is_a_word_but_kana_and_hangul_are_not(
         ["東", "京", "は", "大", "きい", "都", "市", "です"],
         ["한국어", "텍스트"],
     ]
+
+
+def test_transform_words_reads_a_pyarrow_array(tiny):
+    pa = pytest.importorskip("pyarrow")
+    words = tiny.transform_words(pa.array(["the bank", "a cat"]))
+    assert words["word"].tolist() == ["the", "bank", "a", "cat"]
+
+
+def test_fitting_on_whole_texts_points_to_fit_without_x(tiny_bert):
+    with pytest.raises(ValueError, match=r"fit\(\) without X"):
+        BertWordVectorizer(model=str(tiny_bert)).fit(["the bank of the river"])
