@@ -636,7 +636,7 @@ def test_one_truncation_warning_for_the_whole_file(
         line for line in stderr.splitlines() if line.startswith("skbert: warning:")
     ]
     assert warning_lines == [
-        "skbert: warning: 2 of 4 texts were longer than max_length=5 tokens and were "
+        "skbert: warning: 2 of 4 texts were longer than --max-length 5 tokens and were "
         "truncated to their first tokens (a text repeated in the file counts once "
         "per chunk of 2 texts)."
     ]
