@@ -200,6 +200,29 @@ def _other_config(kind: str):
         return transformers.MPNetConfig(
             **common, max_position_embeddings=66, relative_attention_num_buckets=32
         )
+    if kind == "electra":  # embeddings projected to the hidden size
+        return transformers.ElectraConfig(
+            **common, embedding_size=16, max_position_embeddings=64
+        )
+    if kind in ("xlm_roberta", "camembert"):  # RoBERTa's positions, another class
+        config_class = {
+            "xlm_roberta": transformers.XLMRobertaConfig,
+            "camembert": transformers.CamembertConfig,
+        }[kind]
+        return config_class(**common, max_position_embeddings=66, type_vocab_size=1)
+    if kind == "deberta_v3":  # relative attention with log buckets, no convolution
+        return transformers.DebertaV2Config(
+            **common,
+            max_position_embeddings=64,
+            type_vocab_size=0,
+            relative_attention=True,
+            position_buckets=16,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            max_relative_positions=-1,
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+        )
     if kind == "fnet":  # Fourier token mixing: padding changes every token
         return transformers.FNetConfig(
             vocab_size=len(_vocab()),
@@ -217,7 +240,8 @@ def tiny_encoder(tmp_path_factory):
     """Build (once per kind) a random 2-layer encoder of another architecture
     with the WordPiece tokenizer of the others, saved without model_max_length:
     ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``,
-    ``"funnel"``, ``"fnet"``."""
+    ``"funnel"``, ``"fnet"``, ``"electra"``, ``"xlm_roberta"``, ``"camembert"``,
+    ``"deberta_v3"``."""
     import torch
     from transformers import AutoModel
 

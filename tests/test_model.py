@@ -523,7 +523,18 @@ def _reference_states(directory, text):
 
 
 @pytest.mark.parametrize(
-    "kind", ["modernbert", "deberta_conv", "albert", "mpnet", "fnet"]
+    "kind",
+    [
+        "modernbert",
+        "deberta_conv",
+        "albert",
+        "mpnet",
+        "fnet",
+        "electra",
+        "xlm_roberta",
+        "camembert",
+        "deberta_v3",
+    ],
 )
 def test_other_encoders_give_the_hidden_states_the_model_returns(tiny_encoder, kind):
     # ModernBERT's last state is normed after its last layer, DeBERTa-v2 with
