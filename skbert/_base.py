@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,7 +151,7 @@ class _BaseBertVectorizer(
         device = resolve_device(str(self.device))  # a torch.device too
         torch_dtype = resolve_dtype(self.dtype, device)
         loaded = load_model(self.model, device, torch_dtype)
-        for note in loaded.notes:  # at every fit, not only the first load
+        for note in loaded.notes_to_warn(loaded.notes):
             warn_user(note)
         self._loaded_model = loaded
         # what a pickled copy loads again: a local directory by its absolute
@@ -354,7 +355,8 @@ class _BaseBertVectorizer(
             try:
                 loaded = load_model(source, device, torch_dtype, revision)
             except (OSError, ValueError) as exc:
-                raise type(exc)(
+                error = ValueError if isinstance(exc, ValueError) else OSError
+                raise error(
                     f"This {type(self).__name__} was fitted with model {source!r}, "
                     f"which cannot be loaded here: {exc} To use the model from "
                     "another place, call set_params(model=...) and fit again."
@@ -369,6 +371,13 @@ class _BaseBertVectorizer(
                 )
             self._loaded_model = loaded
         return loaded
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        # pickled by an older skbert: a parameter added since takes its default
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                self.__dict__.setdefault(name, param.default)
 
     def __getstate__(self):
         # a copy: object.__getstate__ returns the instance's own __dict__

@@ -250,8 +250,9 @@ class LoadedModel:
         prompt's tokens out (``include_prompt``).
     st_notes : tuple of str, what a sentence vectorizer's ``fit`` warns about
         the sentence-transformers config (parts skbert does not follow).
-    notes : tuple of str, what every ``fit`` warns about the model (a
-        padding-sensitive model, a capped ``max_seq_length``).
+    notes : tuple of str, what ``fit`` warns about the model (a
+        padding-sensitive model, a capped ``max_seq_length``). Each note is
+        warned at the first ``fit`` that uses this loaded model.
     max_positions : int, the longest input the model accepts.
     revision : str or None
         For a hub id, the commit hash of the files loaded (the name of their
@@ -284,6 +285,16 @@ class LoadedModel:
     st_include_prompt: bool = True
     st_notes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    warned: set = field(default_factory=set)  # the notes a fit has warned
+
+    def notes_to_warn(self, notes: tuple[str, ...]) -> list[str]:
+        """Those of ``notes`` not warned yet for this loaded model: once per
+        load, not at each of a grid search's fits (whose ``Parallel`` resets
+        Python's once-per-line filter)."""
+        new = [note for note in notes if note not in self.warned]
+        self.warned.update(new)
+        return new
+
     fingerprint: str = ""
     revision: str | None = None
     hooked: frozenset[int] = frozenset()

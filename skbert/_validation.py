@@ -263,7 +263,7 @@ def normalize_layers(
     indices count from the top (-1 is the last layer). ``name`` is what the
     error message calls the setting (a view's ``views['deep']['layers']``).
     """
-    requested = [layers] if _is_int(layers) else list(layers)
+    requested = [int(layers)] if _is_int(layers) else [int(i) for i in layers]
     resolved = []
     for index in requested:
         index = int(index)
@@ -319,6 +319,18 @@ def check_unicode(texts: list, what: str) -> None:
                     "pair); repair the text first, e.g. with "
                     "text.encode('utf-8', 'replace').decode('utf-8')."
                 ) from None
+
+
+def pyarrow_items(X: Any) -> list:
+    """The items of a pyarrow Array or ChunkedArray; a Table or RecordBatch
+    is refused with the way to select its column."""
+    if hasattr(X, "column_names"):
+        raise ValueError(
+            f"Expected a sequence of texts, got a pyarrow {type(X).__name__} with "
+            f"columns {X.column_names!r}; select the text column, e.g. "
+            "X.column('text'), or convert it with X.to_pandas()."
+        )
+    return X.to_pylist()
 
 
 def warn_if_not_finite(X: np.ndarray, dtype: Any, what: str = "output rows") -> None:
@@ -386,7 +398,7 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
     elif hasattr(X, "tolist") and hasattr(X, "iloc"):  # Series
         items = X.tolist()
     elif hasattr(X, "to_pylist"):  # a pyarrow Array or ChunkedArray
-        items = X.to_pylist()
+        items = pyarrow_items(X)
     elif isinstance(X, Iterable):
         items = list(X)
     else:
@@ -470,7 +482,13 @@ def check_pairs(
             "Iterable over (text_a, text_b) pairs expected, string object received."
         )
     index = X.index if hasattr(X, "iloc") else None
-    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2 and X.shape[1] == 1:
+    if (
+        hasattr(X, "iloc")
+        and getattr(X, "ndim", 1) == 2
+        and X.shape[1] == 1
+        and len(X)
+        and isinstance(X.iloc[0, 0], tuple | list | np.ndarray)
+    ):
         X = X.iloc[:, 0]  # one column of (text_a, text_b) pairs, as a Series
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:
         if X.shape[1] != 2:

@@ -116,7 +116,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         with the text's (a model whose sentence-transformers pooling leaves
         them out, ``include_prompt=false``, is warned about at ``fit``);
         ``tokenize`` shows them, and its offsets point into the prompted
-        text. Not available with ``pairs=True``.
+        text. Not available with ``pairs=True``, and only with
+        ``long_text="truncate"``, which keeps the prompt at the head of a
+        long text (a ``ValueError`` at ``fit`` otherwise).
     normalize : bool, default=False
         Scale each output row to unit L2 norm (all-zero rows stay zero).
     batch_size : int or "auto", default="auto"
@@ -326,7 +328,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self : BertSentenceVectorizer
         """
         loaded = self._fit_model(X)
-        for note in loaded.st_notes:
+        for note in loaded.notes_to_warn(loaded.st_notes):
             warn_user(note)
         if self.pooling == "auto":
             self.pooling_ = loaded.st_pooling or "mean"
@@ -365,6 +367,15 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                     "available with pairs=True; put it in your texts, or pass "
                     "prompt=None."
                 )
+        if self.prompt_ and self.long_text != "truncate":
+            source = "the model's default prompt " if self.prompt == "auto" else ""
+            raise ValueError(
+                f"A prompt ({source}{self.prompt_!r}) stays at the head of a long "
+                "text only with long_text='truncate': "
+                f"long_text={self.long_text!r} would cut it off or leave it out of "
+                "later windows. Use long_text='truncate', or prompt=None (and put "
+                "the prompt in your texts)."
+            )
         if self.prompt_ and not loaded.st_include_prompt:
             warn_user(
                 f"The sentence-transformers pooling of {self.model_name_or_path_} "

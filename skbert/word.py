@@ -29,6 +29,7 @@ from ._validation import (
     _is_missing,
     check_unicode,
     missing_message,
+    pyarrow_items,
     warn_if_not_finite,
     warn_user,
 )
@@ -890,6 +891,8 @@ def _rows(X: Any) -> list:
         )
     if hasattr(X, "iloc"):  # Series
         return X.tolist()
+    if hasattr(X, "to_pylist"):  # a pyarrow Array or ChunkedArray
+        return pyarrow_items(X)
     if _is_one_sample(X):
         raise TypeError(
             f"X is a single sample, {_short(X)}; pass a list of samples, e.g. "
@@ -1160,7 +1163,7 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
         labels = texts.index  # its dtype too, even when empty
         items = texts.tolist()
     elif hasattr(texts, "to_pylist"):  # a pyarrow Array or ChunkedArray
-        items = texts.to_pylist()
+        items = pyarrow_items(texts)
     elif isinstance(texts, np.ndarray) and texts.ndim != 1:
         raise ValueError(
             f"Expected a 1-D sequence of texts, got an array of shape {texts.shape}; "
@@ -1206,8 +1209,14 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
         elif _is_missing(item):
             parsed.append("")
         else:
+            hint = (
+                "; decode it first, e.g. item.decode('utf-8')"
+                if isinstance(item, bytes | bytearray)
+                else ""
+            )
             raise TypeError(
-                f"Text {i} is {_describe(item)}, expected a str or a list of words."
+                f"Text {i} is {_describe(item)[:80]}, expected a str or a list of "
+                f"words{hint}."
             )
     check_unicode(
         [" ".join(item) if isinstance(item, tuple) else item for item in parsed],

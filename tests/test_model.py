@@ -4,6 +4,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
 
 from skbert import BertSentenceVectorizer, BertWordVectorizer
 from skbert._model import (
@@ -545,20 +548,34 @@ def test_other_encoders_give_the_hidden_states_the_model_returns(tiny_encoder, k
 
 
 def test_a_model_that_mixes_padding_in_is_batched_without_padding(
-    tiny_encoder, tiny_bert
+    tiny_encoder, tiny_bert, monkeypatch
 ):
+    import skbert._model
     from skbert._model import load_model
 
     fnet = load_model(tiny_encoder("fnet"), CPU)
     assert not fnet.pads_safely
     assert load_model(tiny_bert, CPU).pads_safely
-    vectorizer = BertSentenceVectorizer(model=tiny_encoder("fnet"), cache=None)
-    # a Python warning at every fit, also when the model was loaded before
-    for _ in range(2):
+    # a Python warning at the first fit of a loaded model, for either estimator;
+    # not again at the next fits (a grid search's) of the same load
+    samples = {
+        BertSentenceVectorizer: ["a cat", "the dog", "a b c", "hello world"],
+        BertWordVectorizer: ["a [cat]", "the [dog]", "[a] b c", "hello [world]"],
+    }
+    for estimator, X in samples.items():
+        monkeypatch.setattr(skbert._model, "_CACHE", {})  # a new load
+        vectorizer = estimator(model=tiny_encoder("fnet"), cache=None)
         with pytest.warns(UserWarning, match="change when a text is padded"):
             vectorizer.fit()
-    with pytest.warns(UserWarning, match="change when a text is padded"):
-        BertWordVectorizer(model=tiny_encoder("fnet"), cache=None).fit()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            vectorizer.fit()
+            GridSearchCV(
+                Pipeline([("v", vectorizer), ("c", LogisticRegression())]),
+                {"v__cache": [None, "memory"]},
+                cv=2,
+            ).fit(X, [0, 1, 0, 1])
+    vectorizer = BertSentenceVectorizer(model=tiny_encoder("fnet"), cache=None).fit()
     vectorizer.transform(["a cat", "the dog", "hello world " * 5, "a b c"])
     # two texts of 4 tokens share a batch; the others are alone
     assert vectorizer.transform_stats_["n_batches"] == 3

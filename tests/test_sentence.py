@@ -225,6 +225,17 @@ def test_prompts_follow_sentence_transformers(tiny_bert, tmp_path):
     assert pairs.prompt_ == ""
     with pytest.raises(ValueError, match="not available with pairs=True"):
         BertSentenceVectorizer(model=directory, pairs=True, prompt="q: ").fit()
+    # only "truncate" keeps a prompt at the head of a long text
+    for long_text in ("truncate_tail", "truncate_head_tail", "window", "window_max"):
+        for prompt, says in (
+            ("auto", "the model's default prompt 'query: '"),
+            ("q: ", "'q: '"),
+        ):
+            with pytest.raises(ValueError, match=f"prompt \\({says}\\) stays"):
+                BertSentenceVectorizer(
+                    model=directory, prompt=prompt, long_text=long_text
+                ).fit()
+        BertSentenceVectorizer(model=directory, prompt=None, long_text=long_text).fit()
 
 
 def test_a_pooling_that_leaves_the_prompt_out_is_warned_about(tiny_bert, tmp_path):
@@ -258,10 +269,12 @@ def test_sentence_transformers_modules_skbert_does_not_apply_are_named(
         models.Dense(32, 16),
     )
     vectorizer = BertSentenceVectorizer(model=directory, cache=None)
-    for _ in range(2):  # at every fit, not only when the model is first loaded
-        with pytest.warns(UserWarning, match=r"does not apply: Dense \(2_Dense\)"):
-            vectorizer.fit()
+    with pytest.warns(UserWarning, match=r"does not apply: Dense \(2_Dense\)"):
+        vectorizer.fit()
     assert vectorizer.pooling_ == "cls"
+    with warnings.catch_warnings():  # once per load of the model
+        warnings.simplefilter("error")
+        vectorizer.fit()
     with warnings.catch_warnings():  # word vectors use no sentence pooling
         warnings.simplefilter("error")
         BertWordVectorizer(model=directory, cache=None).fit()

@@ -525,3 +525,30 @@ def test_transform_changes_only_its_statistics(tiny_bert):
             key for key in after if key not in before or after[key] is not before[key]
         }
         assert changed == {"transform_stats_"}, (method, changed)
+
+
+def test_a_pickle_from_before_a_parameter_existed_unpickles(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=None).fit()
+    expected = vectorizer.transform(["the cat sat"])
+    state = vectorizer.__getstate__()
+    del state["prompt"], state["prompt_"]  # as an older skbert pickled it
+    old = BertSentenceVectorizer.__new__(BertSentenceVectorizer)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.transform(["the cat sat"]), expected)
+    assert old.get_params()["prompt"] == "auto"
+    assert clone(old).get_params() == vectorizer.get_params()
+
+
+def test_a_pickle_whose_model_cannot_be_read_keeps_the_reason(tiny_bert, tmp_path):
+    directory = _model_copy(tiny_bert, tmp_path / "model")
+    (directory / "modules.json").write_text("[]")
+    data = pickle.dumps(BertSentenceVectorizer(model=directory, cache=None).fit())
+    (directory / "modules.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"fitted with model .*Expecting property"):
+        pickle.loads(data).transform(["the cat sat"])
+
+
+def test_pairs_in_one_column_of_strings_keep_the_two_columns_message(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, pairs=True).fit()
+    with pytest.raises(ValueError, match="expects two text columns, got a DataFrame"):
+        vectorizer.transform(pd.DataFrame({"text": ["the bank", "a cat"]}))

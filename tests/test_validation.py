@@ -237,3 +237,15 @@ def test_layers_and_device_take_the_types_users_have(tiny_bert):
     assert fitted.device_ == torch.device("cpu")
     again = BertSentenceVectorizer(model=tiny_bert, device=fitted.device_).fit()
     assert again.device_ == fitted.device_
+
+
+def test_a_pyarrow_table_is_pointed_to_its_column():
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"text": ["a", "b"], "label": [0, 1]})
+    with pytest.raises(ValueError, match=r"pyarrow Table.*X.column\('text'\)"):
+        check_texts(table)
+
+
+def test_numpy_layer_indices_are_shown_as_ints():
+    with pytest.raises(ValueError, match=r"layers=\[99\] is out of range"):
+        normalize_layers(np.array([99]), 7)

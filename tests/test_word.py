@@ -1442,3 +1442,13 @@ def test_transform_words_reads_a_pyarrow_array(tiny):
 def test_fitting_on_whole_texts_points_to_fit_without_x(tiny_bert):
     with pytest.raises(ValueError, match=r"fit\(\) without X"):
         BertWordVectorizer(model=str(tiny_bert)).fit(["the bank of the river"])
+
+
+def test_samples_in_a_pyarrow_array_and_bytes_texts(tiny):
+    pa = pytest.importorskip("pyarrow")
+    marked = ["the [bank] vault", "a [cat]"]
+    np.testing.assert_array_equal(
+        tiny.transform(pa.array(marked)), tiny.transform(marked)
+    )
+    with pytest.raises(TypeError, match=r"decode it first"):
+        tiny.transform_words([b"the bank"])
