@@ -495,17 +495,7 @@ default="mean"
             key = item if isinstance(item, str) else ("\0words", item)
             source_of_item.append(source_index.setdefault(key, len(source_index)))
         sources = [k if isinstance(k, str) else k[1] for k in source_index]
-        text_index: dict[str, int] = {}
-        text_of_source = np.array(
-            [
-                text_index.setdefault(
-                    s if isinstance(s, str) else " ".join(s), len(text_index)
-                )
-                for s in sources
-            ],
-            dtype=np.int64,
-        )
-        texts_read = list(text_index)
+        text_of_source, texts_read = _texts_read(sources)
         docs = tokenize_with_offsets(loaded.tokenizer, texts_read)
         table = _word_table(sources, text_of_source, texts_read, docs)
         n_words = np.bincount(table.source, minlength=len(sources))
@@ -622,17 +612,7 @@ default="mean"
         loaded = self._loaded()
         width = self._window_width(loaded)
         prefix, suffix = special_tokens_around(loaded.tokenizer)
-        text_index: dict[str, int] = {}
-        text_of_item = np.array(
-            [
-                text_index.setdefault(
-                    item if isinstance(item, str) else " ".join(item), len(text_index)
-                )
-                for item in items
-            ],
-            dtype=np.int64,
-        )
-        texts_read = list(text_index)
+        text_of_item, texts_read = _texts_read(items)
         docs = tokenize_with_offsets(loaded.tokenizer, texts_read)
 
         # every token of every distinct text, special tokens around each; a
@@ -1223,6 +1203,22 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
         "Text {}",
     )
     return parsed, labels
+
+
+def _texts_read(items: list) -> tuple[np.ndarray, list[str]]:
+    """The distinct texts the model reads for ``items`` (a raw str, or a
+    tuple of words joined by single spaces), and each item's index into them."""
+    index: dict[str, int] = {}
+    of_item = np.array(
+        [
+            index.setdefault(
+                item if isinstance(item, str) else " ".join(item), len(index)
+            )
+            for item in items
+        ],
+        dtype=np.int64,
+    )
+    return of_item, list(index)
 
 
 @dataclass

@@ -169,18 +169,18 @@ def _other_config(kind: str):
             bos_token_id=2,
             eos_token_id=3,
         )
+    deberta = dict(  # DeBERTa-v2's relative attention, as DeBERTa-v3 sets it
+        **common,
+        max_position_embeddings=64,
+        type_vocab_size=0,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        max_relative_positions=-1,
+    )
     if kind == "deberta_conv":  # a convolution after the first layer
         return transformers.DebertaV2Config(
-            **common,
-            max_position_embeddings=64,
-            type_vocab_size=0,
-            relative_attention=True,
-            position_buckets=32,
-            pos_att_type=["p2c", "c2p"],
-            position_biased_input=False,
-            max_relative_positions=-1,
-            conv_kernel_size=3,
-            conv_act="gelu",
+            **deberta, position_buckets=32, conv_kernel_size=3, conv_act="gelu"
         )
     if kind == "albert":  # one layer, shared, run num_hidden_layers times
         return transformers.AlbertConfig(
@@ -212,14 +212,8 @@ def _other_config(kind: str):
         return config_class(**common, max_position_embeddings=66, type_vocab_size=1)
     if kind == "deberta_v3":  # relative attention with log buckets, no convolution
         return transformers.DebertaV2Config(
-            **common,
-            max_position_embeddings=64,
-            type_vocab_size=0,
-            relative_attention=True,
+            **deberta,
             position_buckets=16,
-            pos_att_type=["p2c", "c2p"],
-            position_biased_input=False,
-            max_relative_positions=-1,
             norm_rel_ebd="layer_norm",
             share_att_key=True,
         )
