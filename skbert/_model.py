@@ -252,7 +252,8 @@ class LoadedModel:
         the sentence-transformers config (parts skbert does not follow).
     notes : tuple of str, what ``fit`` warns about the model (a
         padding-sensitive model, a capped ``max_seq_length``). Each note is
-        warned at the first ``fit`` that uses this loaded model.
+        warned at the first ``fit`` that uses this loaded model (whatever the
+        warnings filter then does with it), not again for the same load.
     max_positions : int, the longest input the model accepts.
     revision : str or None
         For a hub id, the commit hash of the files loaded (the name of their

@@ -486,8 +486,10 @@ def check_pairs(
         hasattr(X, "iloc")
         and getattr(X, "ndim", 1) == 2
         and X.shape[1] == 1
-        and len(X)
-        and isinstance(X.iloc[0, 0], tuple | list | np.ndarray)
+        and isinstance(
+            next((v for v in X.iloc[:, 0] if not _is_missing(v)), None),
+            tuple | list | np.ndarray,
+        )
     ):
         X = X.iloc[:, 0]  # one column of (text_a, text_b) pairs, as a Series
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:

@@ -118,7 +118,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``tokenize`` shows them, and its offsets point into the prompted
         text. Not available with ``pairs=True``, and only with
         ``long_text="truncate"``, which keeps the prompt at the head of a
-        long text (a ``ValueError`` at ``fit`` otherwise).
+        long text: a prompt given with another ``long_text`` is a
+        ``ValueError`` at ``fit``, and "auto" then puts none, with a warning.
     normalize : bool, default=False
         Scale each output row to unit L2 norm (all-zero rows stay zero).
     batch_size : int or "auto", default="auto"
@@ -359,6 +360,15 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             )
         if self.prompt == "auto":
             self.prompt_ = "" if self.pairs else loaded.st_prompt
+            if self.prompt_ and self.long_text != "truncate":
+                warn_user(
+                    f"The model's default prompt {self.prompt_!r} is not used with "
+                    f"long_text={self.long_text!r}, which would cut it off or leave "
+                    "it out of later windows; its vectors differ from what "
+                    "SentenceTransformer.encode gives. Pass prompt=None to silence "
+                    "this, or long_text='truncate' to use the prompt."
+                )
+                self.prompt_ = ""
         else:
             self.prompt_ = self.prompt or ""
             if self.prompt_ and self.pairs:
@@ -368,13 +378,11 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                     "prompt=None."
                 )
         if self.prompt_ and self.long_text != "truncate":
-            source = "the model's default prompt " if self.prompt == "auto" else ""
             raise ValueError(
-                f"A prompt ({source}{self.prompt_!r}) stays at the head of a long "
-                "text only with long_text='truncate': "
-                f"long_text={self.long_text!r} would cut it off or leave it out of "
-                "later windows. Use long_text='truncate', or prompt=None (and put "
-                "the prompt in your texts)."
+                f"A prompt ({self.prompt_!r}) stays at the head of a long text only "
+                f"with long_text='truncate': long_text={self.long_text!r} would cut "
+                "it off or leave it out of later windows. Use long_text='truncate', "
+                "or prompt=None."
             )
         if self.prompt_ and not loaded.st_include_prompt:
             warn_user(

@@ -225,17 +225,22 @@ def test_prompts_follow_sentence_transformers(tiny_bert, tmp_path):
     assert pairs.prompt_ == ""
     with pytest.raises(ValueError, match="not available with pairs=True"):
         BertSentenceVectorizer(model=directory, pairs=True, prompt="q: ").fit()
-    # only "truncate" keeps a prompt at the head of a long text
+    # only "truncate" keeps a prompt at the head of a long text: a prompt given
+    # with another long_text is an error, "auto" puts none there and says so
     for long_text in ("truncate_tail", "truncate_head_tail", "window", "window_max"):
-        for prompt, says in (
-            ("auto", "the model's default prompt 'query: '"),
-            ("q: ", "'q: '"),
-        ):
-            with pytest.raises(ValueError, match=f"prompt \\({says}\\) stays"):
-                BertSentenceVectorizer(
-                    model=directory, prompt=prompt, long_text=long_text
-                ).fit()
-        BertSentenceVectorizer(model=directory, prompt=None, long_text=long_text).fit()
+        with pytest.raises(ValueError, match=r"A prompt \('q: '\) stays at the head"):
+            BertSentenceVectorizer(
+                model=directory, prompt="q: ", long_text=long_text
+            ).fit()
+        auto = BertSentenceVectorizer(model=directory, long_text=long_text)
+        with pytest.warns(UserWarning, match="default prompt 'query: ' is not used"):
+            auto.fit()
+        assert auto.prompt_ == ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            BertSentenceVectorizer(
+                model=directory, prompt=None, long_text=long_text
+            ).fit()
 
 
 def test_a_pooling_that_leaves_the_prompt_out_is_warned_about(tiny_bert, tmp_path):

@@ -370,6 +370,10 @@ def test_pairs_in_one_column_of_a_dataframe(tiny_bert):
     framed = vectorizer.set_output(transform="pandas").transform(pairs.to_frame("p"))
     np.testing.assert_array_equal(framed.to_numpy(), expected)
     assert framed.index.tolist() == [7, 9]
+    # a missing pair first: the same message as for the Series
+    gapped = pd.DataFrame({"p": [None, ("the cat", "a dog")]})
+    with pytest.raises(TypeError, match=r"Element 0 of X is NoneType \(None\)"):
+        vectorizer.transform(gapped)
 
 
 @pytest.mark.parametrize("estimator", ["sentence", "word"])
