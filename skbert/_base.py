@@ -130,6 +130,15 @@ class _BaseBertVectorizer(
             X = list(X)
         return super().fit_transform(X, y, **fit_params)
 
+    def _layer_indices(self, layers: Any, loaded: LoadedModel, name: str) -> list[int]:
+        """``layers`` ("auto", "all", an int or ints) as hidden-state indices;
+        ``name`` is what an error calls the setting."""
+        if isinstance(layers, str):
+            if layers == "all":  # the embedding output and every layer
+                return list(range(loaded.n_layers + 1))
+            return self._resolve_layers(loaded)
+        return normalize_layers(layers, loaded.n_layers + 1, name)
+
     def _resolve_layers(self, loaded: LoadedModel) -> list[int]:
         """Layers to use when ``layers="auto"``; overridden by subclasses."""
         raise NotImplementedError
@@ -164,11 +173,7 @@ class _BaseBertVectorizer(
         self.dtype_ = torch_dtype
         self.n_layers_ = loaded.n_layers
         self.hidden_size_ = loaded.hidden_size
-        self.layers_ = (
-            self._resolve_layers(loaded)
-            if isinstance(self.layers, str)
-            else normalize_layers(self.layers, loaded.n_layers + 1)
-        )
+        self.layers_ = self._layer_indices(self.layers, loaded, "layers")
         self.max_length_ = self._resolve_max_length(loaded)
         return loaded
 
@@ -239,11 +244,7 @@ class _BaseBertVectorizer(
             settings["layers"] = (
                 self.layers_
                 if "layers" not in view
-                else self._resolve_layers(loaded)
-                if isinstance(view["layers"], str)
-                else normalize_layers(
-                    view["layers"], loaded.n_layers + 1, f"{where}['layers']"
-                )
+                else self._layer_indices(view["layers"], loaded, f"{where}['layers']")
             )
             resolved.append({"name": name, **settings})
         return resolved
@@ -510,7 +511,10 @@ def _view_name(view: Any) -> Any:
             parts.append("l" + ".".join(str(layer) for layer in layers))
         elif key in ("include_special_tokens", "normalize"):
             short = {"include_special_tokens": "special", "normalize": "norm"}[key]
-            parts.append(short if value else "no" + short)
+            if isinstance(value, str):  # normalize="auto"
+                parts.append(value + short)
+            else:
+                parts.append(short if value else "no" + short)
         else:
             parts.append(str(value))
     return "_".join(parts) or "default"

@@ -248,6 +248,10 @@ class LoadedModel:
         each text; "" if none.
     st_include_prompt : bool, False where the config's pooling leaves the
         prompt's tokens out (``include_prompt``).
+    st_prompts : dict of str to str, the config's named prompts
+        (``prompts``), which ``encode(prompt_name=...)`` looks up.
+    st_normalize : bool, whether the config ends in a ``Normalize`` module:
+        ``encode`` then gives unit-norm vectors.
     st_notes : tuple of str, what a sentence vectorizer's ``fit`` warns about
         the sentence-transformers config (parts skbert does not follow).
     notes : tuple of str, what ``fit`` warns about the model (a
@@ -284,6 +288,8 @@ class LoadedModel:
     max_positions: int
     st_prompt: str = ""
     st_include_prompt: bool = True
+    st_prompts: dict[str, str] = field(default_factory=dict)
+    st_normalize: bool = False
     st_notes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     warned: set = field(default_factory=set)  # the notes a fit has warned
@@ -426,6 +432,8 @@ class _STConfig:
     lower: bool = False  # do_lower_case
     prompt: str = ""  # the default prompt's text
     include_prompt: bool = True
+    prompts: dict[str, str] = field(default_factory=dict)  # by name
+    normalize: bool = False  # a Normalize module
     notes: tuple[str, ...] = ()  # parts skbert does not follow
 
 
@@ -433,7 +441,7 @@ def _read_st_config(
     source: str, revision: str | None = None, local_files_only: bool = False
 ) -> _STConfig:
     """Whether the model has a sentence-transformers config, and what of it
-    skbert follows: pooling, max_length, lowercasing and the default prompt."""
+    skbert follows: pooling, max_length, lowercasing, prompts and Normalize."""
 
     def find(filename: str) -> Path | None:
         local = Path(source).expanduser() / filename
@@ -462,6 +470,7 @@ def _read_st_config(
     modules = json.loads(modules_file.read_text())
     pooling = None
     include_prompt = True
+    normalize = False
     notes = []
     not_applied = []
     for module in modules:
@@ -470,6 +479,7 @@ def _read_st_config(
         kind = module.get("type", "").rsplit(".", 1)[-1]
         if kind not in _ST_MODULES_APPLIED:
             not_applied.append(f"{kind} ({module.get('path') or 'top'})")
+        normalize = kind == "Normalize"  # encode's last step
         if kind != "Pooling":
             continue
         config_file = find(f"{module['path']}/config.json")
@@ -497,15 +507,28 @@ def _read_st_config(
         settings = json.loads(bert_config.read_text())
         max_length = settings.get("max_seq_length")
         lower = bool(settings.get("do_lower_case"))
-    prompt = ""
+    prompt, prompts = "", {}
     model_config = find("config_sentence_transformers.json")
     if model_config is not None:
         settings = json.loads(model_config.read_text())
+        prompts = {
+            str(name): text
+            for name, text in (settings.get("prompts") or {}).items()
+            if isinstance(text, str)
+        }
         name = settings.get("default_prompt_name")
         if name:
-            prompt = (settings.get("prompts") or {}).get(name) or ""
+            prompt = prompts.get(name) or ""
     return _STConfig(
-        True, pooling, max_length, lower, prompt, include_prompt, tuple(notes)
+        found=True,
+        pooling=pooling,
+        max_length=max_length,
+        lower=lower,
+        prompt=prompt,
+        include_prompt=include_prompt,
+        prompts=prompts,
+        normalize=normalize,
+        notes=tuple(notes),
     )
 
 
@@ -903,6 +926,8 @@ def _load(
         st_max_length=st_max_length,
         st_prompt=st.prompt,
         st_include_prompt=st.include_prompt,
+        st_prompts=st.prompts,
+        st_normalize=st.normalize,
         st_notes=st.notes,
         notes=tuple(notes),
         max_positions=int(max_positions),

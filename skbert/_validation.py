@@ -151,13 +151,13 @@ class ModelSpec:
 class LayerSpec:
     def describe(self) -> str:
         return (
-            "'auto', an int, or a non-empty list of ints (or tuple, range or 1-D "
-            "integer array)"
+            "'auto', 'all', an int, or a non-empty list of ints (or tuple, range "
+            "or 1-D integer array)"
         )
 
     def accepts(self, value: Any) -> bool:
         if isinstance(value, str):
-            return value == "auto"
+            return value in ("auto", "all")
         if _is_int(value):
             return True
         if isinstance(value, np.ndarray) and value.ndim != 1:
@@ -272,6 +272,13 @@ def normalize_layers(
                 f"{name}={requested!r} is out of range for a model with "
                 f"{n_hidden_states} hidden-state outputs; use indices in "
                 f"[{-n_hidden_states}, {n_hidden_states - 1}]."
+            )
+        if index % n_hidden_states in resolved:
+            same = index % n_hidden_states
+            raise ValueError(
+                f"{name}={requested!r} names hidden state {same} twice (of "
+                f"{n_hidden_states} hidden-state outputs, {same} and "
+                f"{same - n_hidden_states} are the same one); list each layer once."
             )
         resolved.append(index % n_hidden_states)
     return resolved

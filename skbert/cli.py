@@ -267,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--normalize",
-        action="store_true",
-        help="scale each vector to unit L2 norm",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="scale each vector to unit L2 norm; default: as the model's "
+        "sentence-transformers config does (a Normalize module), else not",
     )
     embed.add_argument(
         "--prompt",
@@ -277,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="text put before every text, e.g. 'query: '; auto: the model's "
         "sentence-transformers default prompt if it has one; '' for none "
         "(default: %(default)s)",
+    )
+    embed.add_argument(
+        "--prompt-name",
+        default=None,
+        metavar="NAME",
+        help="put the model's sentence-transformers prompt of this name before "
+        "every text, e.g. query (the names are in its "
+        "config_sentence_transformers.json)",
     )
     embed.add_argument(
         "--batch-size",
@@ -328,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep token states in DIR: a rerun after an interruption embeds only "
         "the texts not finished, and later runs with other --layers (no deeper), "
-        "--pooling or --normalize skip the model (default: no cache). It holds "
+        "--pooling or --[no-]normalize skip the model (default: no cache). It holds "
         "every layer's states up to the deepest one used, 4 bytes per number: "
         "about 135 MB for 1,000 SICK sentences with the bundled model; DIR is "
         "bounded by SKBERT_DISK_CACHE_MB, default 10240 MB, least recently used first",
@@ -804,6 +814,7 @@ def _embed(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         normalize=args.normalize,
         prompt=args.prompt,
+        prompt_name=args.prompt_name,
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
         device=args.device,
@@ -965,6 +976,13 @@ _CLI_WORDS = [
         "--exclude-special-tokens",
     ),
     (re.compile(r"handle_missing='([^']*)'"), r"--handle-missing \1"),
+    (re.compile(r"either prompt or prompt_name"), "either --prompt or --prompt-name"),
+    (re.compile(r"prompt_name=None"), "no --prompt-name"),
+    (re.compile(r"prompt_name='([^']*)'"), r"--prompt-name \1"),
+    (re.compile(r"\bprompt_name\b"), "--prompt-name"),
+    (re.compile(r"prompt=None"), "--prompt ''"),
+    (re.compile(r"prompt=\.\.\."), "--prompt TEXT"),
+    (re.compile(r"\bprompt=('[^']*')"), r"--prompt \1"),
     (re.compile(r"layer_combine='([^']*)'"), r"--layer-combine \1"),
     (re.compile(r"\b(pooling|dtype)='([^']*)'"), r"--\1 \2"),
     (

@@ -52,11 +52,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         written by ``save_pretrained``. Only safetensors weights are loaded.
         The model is loaded in ``fit`` and shared by every estimator in the
         process that uses the same weights, device and dtype.
-    layers : "auto", int or list of int, default="auto"
+    layers : "auto", "all", int or list of int, default="auto"
         Indices into the model's hidden states: 0 is the embedding output,
         1..L the encoder layers, negatives count from the top (-1 is the
-        last layer). "auto" uses the model's sentence-transformers config
-        when it has one (the last layer), else -2, the second-to-last layer.
+        last layer); a list names each at most once. "auto" uses the model's
+        sentence-transformers config when it has one (the last layer), else
+        -2, the second-to-last layer. "all" is ``0..L``, every hidden state.
         The forward pass stops after the deepest layer requested (where the
         layer hooks match the model's own hidden states, checked at load).
     layer_combine : {"mean", "sum", "concat"}, default="mean"
@@ -120,8 +121,21 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``long_text="truncate"``, which keeps the prompt at the head of a
         long text: a prompt given with another ``long_text`` is a
         ``ValueError`` at ``fit``, and "auto" then puts none, with a warning.
-    normalize : bool, default=False
+    prompt_name : str or None, default=None
+        The name of one of the model's sentence-transformers prompts
+        (``prompts`` in ``config_sentence_transformers.json``), as
+        ``encode(prompt_name=...)`` takes it: ``prompt_name="query"`` puts
+        that prompt's text before every text. Used with ``prompt="auto"``
+        only; a name the model does not define is a ``ValueError`` at
+        ``fit``. The rules of ``prompt`` apply to the text it names.
+    normalize : bool or "auto", default="auto"
         Scale each output row to unit L2 norm (all-zero rows stay zero).
+        "auto" does so where the vectors are the ones
+        ``SentenceTransformer.encode`` gives and its config ends in a
+        ``Normalize`` module (the bundled model's does): the last layer,
+        pooled as the config says, special tokens included. Other layers
+        or poolings, and models without such a config, are left as pooled
+        (``normalize_`` says which).
     batch_size : int or "auto", default="auto"
         Most texts per forward pass. Texts are sorted by length first, so
         padding stays small; results do not depend on batching beyond float
@@ -199,6 +213,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         The resolved pooling.
     prompt_ : str
         The resolved prompt put before every text ("" for none).
+    normalize_ : bool
+        Whether rows are scaled to unit norm (``normalize`` resolved; each
+        view's own is in ``views_``).
     max_length_ : int
         The resolved maximum input length in tokens.
     stride_ : int
@@ -244,11 +261,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         **_BaseBertVectorizer._parameter_constraints,
         "pooling": [Options("auto", "segment_mean", *POOLINGS)],
         "include_special_tokens": [Boolean()],
-        "normalize": [Boolean()],
+        "normalize": [Boolean(), Options("auto")],
         "long_text": [Options(*LONG_TEXT)],
         "stride": [Interval(0, None, allow_none=True)],
         "pairs": [Boolean()],
         "prompt": [AnyStr(), NoneValue()],
+        "prompt_name": [AnyStr(), NoneValue()],
     }
     _view_keys = (
         "layers",
@@ -272,7 +290,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         stride: int | None = None,
         pairs: bool = False,
         prompt: str | None = "auto",
-        normalize: bool = False,
+        prompt_name: str | None = None,
+        normalize: bool | str = "auto",
         batch_size: int | str = "auto",
         max_batch_tokens: int | str | None = "auto",
         device: str = "auto",
@@ -292,6 +311,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.stride = stride
         self.pairs = pairs
         self.prompt = prompt
+        self.prompt_name = prompt_name
         self.normalize = normalize
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -358,32 +378,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"text of a pair: the tokenizer adds {n_pair_special} special tokens "
                 f"to a pair; use max_length >= {n_pair_special + 2}."
             )
-        if self.prompt == "auto":
-            self.prompt_ = "" if self.pairs else loaded.st_prompt
-            if self.prompt_ and self.long_text != "truncate":
-                warn_user(
-                    f"The model's default prompt {self.prompt_!r} is not used with "
-                    f"long_text={self.long_text!r}, which would cut it off or leave "
-                    "it out of later windows; its vectors differ from what "
-                    "SentenceTransformer.encode gives. Pass prompt=None to silence "
-                    "this, or long_text='truncate' to use the prompt."
-                )
-                self.prompt_ = ""
-        else:
-            self.prompt_ = self.prompt or ""
-            if self.prompt_ and self.pairs:
-                raise ValueError(
-                    f"prompt={self.prompt!r} is put before single texts and is not "
-                    "available with pairs=True; put it in your texts, or pass "
-                    "prompt=None."
-                )
-        if self.prompt_ and self.long_text != "truncate":
-            raise ValueError(
-                f"A prompt ({self.prompt_!r}) stays at the head of a long text only "
-                f"with long_text='truncate': long_text={self.long_text!r} would cut "
-                "it off or leave it out of later windows. Use long_text='truncate', "
-                "or prompt=None."
-            )
+        self._resolve_prompt(loaded)
         if self.prompt_ and not loaded.st_include_prompt:
             warn_user(
                 f"The sentence-transformers pooling of {self.model_name_or_path_} "
@@ -418,10 +413,24 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"max_length={self.max_length_} hold {room} tokens of text; use "
                 f"stride < {room}."
             )
+        self.normalize_ = (
+            _encodes_normalized(
+                loaded, self.layers_, self.pooling_, self.include_special_tokens
+            )
+            if self.normalize == "auto"
+            else bool(self.normalize)
+        )
         self.views_ = self._resolve_views(loaded)
         for view in self.views_:
             if view["pooling"] == "auto":
                 view["pooling"] = self.pooling_
+            if isinstance(view["normalize"], str):  # "auto"
+                view["normalize"] = _encodes_normalized(
+                    loaded,
+                    view["layers"],
+                    view["pooling"],
+                    view["include_special_tokens"],
+                )
             if (
                 self.views is not None
                 and view["pooling"] == "cls"
@@ -447,6 +456,62 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         # what transform reads: set_params changes them at the next fit
         self._long_text, self._pairs = self.long_text, self.pairs
         return self
+
+    def _resolve_prompt(self, loaded: LoadedModel) -> None:
+        """Set ``prompt_`` from ``prompt`` and ``prompt_name``, checked against
+        ``pairs`` and ``long_text``."""
+        name = self.prompt_name
+        if name is not None:
+            if self.prompt != "auto":
+                raise ValueError(
+                    f"Pass either prompt or prompt_name, not both: got "
+                    f"prompt={self.prompt!r} and prompt_name={name!r}. prompt_name "
+                    "is used with prompt='auto'."
+                )
+            if name not in loaded.st_prompts:
+                names = ", ".join(map(repr, sorted(loaded.st_prompts))) or "none"
+                raise ValueError(
+                    f"prompt_name={name!r} is not a prompt of "
+                    f"{self.model_name_or_path_}: its sentence-transformers config "
+                    f"names {names}. Pass the text itself as prompt=..., or "
+                    "prompt_name=None."
+                )
+            self.prompt_ = loaded.st_prompts[name]
+            given, off = f"prompt_name={name!r}", "prompt_name=None"
+        elif self.prompt == "auto":
+            self.prompt_ = "" if self.pairs else loaded.st_prompt
+            if self.prompt_ and self.long_text != "truncate":
+                warn_user(
+                    f"The model's default prompt {self.prompt_!r} is not used with "
+                    f"long_text={self.long_text!r}, which would cut it off or leave "
+                    "it out of later windows; its vectors differ from what "
+                    "SentenceTransformer.encode gives. Pass prompt=None to silence "
+                    "this, or long_text='truncate' to use the prompt."
+                )
+                self.prompt_ = ""
+            return
+        else:
+            self.prompt_ = self.prompt or ""
+            given, off = f"prompt={self.prompt!r}", "prompt=None"
+            named = loaded.st_prompts.get(self.prompt_)
+            if named is not None and named != self.prompt_:
+                warn_user(
+                    f"prompt={self.prompt_!r} is put before every text as it is, "
+                    f"while the model names a prompt {self.prompt_!r} "
+                    f"({named!r}); pass prompt_name={self.prompt_!r} to use that one."
+                )
+        if self.prompt_ and self.pairs:
+            raise ValueError(
+                f"{given} is put before single texts and is not available with "
+                f"pairs=True; put it in your texts, or pass {off}."
+            )
+        if self.prompt_ and self.long_text != "truncate":
+            raise ValueError(
+                f"A prompt ({self.prompt_!r}) stays at the head of a long text only "
+                f"with long_text='truncate': long_text={self.long_text!r} would cut "
+                "it off or leave it out of later windows. Use long_text='truncate', "
+                f"or {off}."
+            )
 
     def _read_input(self, X: Any, pairs: bool) -> tuple[list, list | None]:
         """The texts of ``X`` (and the second texts of its pairs, else None),
@@ -649,3 +714,17 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             )
         self.transform_stats_ = {**stats, "seconds": time.perf_counter() - started}
         return embeddings
+
+
+def _encodes_normalized(
+    loaded: LoadedModel, layers: list[int], pooling: str, special: bool
+) -> bool:
+    """What ``normalize="auto"`` resolves to: whether these settings give the
+    vectors of the model's sentence-transformers config, and that config
+    scales them to unit norm."""
+    return (
+        loaded.st_normalize
+        and list(layers) == [loaded.n_layers]
+        and pooling == loaded.st_pooling
+        and bool(special)
+    )

@@ -63,13 +63,15 @@ class BertWordVectorizer(_BaseBertVectorizer):
         The model is loaded in ``fit`` and shared by every estimator in the
         process that uses the same weights, device and dtype. It needs a
         fast tokenizer, whose character offsets align words and pieces.
-    layers : "auto", int or list of int, default="auto"
+    layers : "auto", "all", int or list of int, default="auto"
         Indices into the model's hidden states: 0 is the embedding output
         (the non-contextual input embeddings), 1..L the encoder layers,
-        negatives count from the top (-1 is the last layer). "auto" uses the
+        negatives count from the top (-1 is the last layer); a list names
+        each at most once. "auto" uses the
         last four encoder layers, ``[L-3, L-2, L-1, L]`` (the tutorial's and
         the BERT paper's word features); a model with fewer than four layers
-        uses all of its encoder layers ``1..L``. The forward pass stops after
+        uses all of its encoder layers ``1..L``. "all" is ``0..L``, every
+        hidden state (the tutorial's 13 of bert-base). The forward pass stops after
         the deepest layer requested (where the layer hooks match the model's
         own hidden states, checked at load).
     layer_combine : {"mean", "sum", "concat"}, default="sum"
@@ -340,6 +342,16 @@ default="mean"
         self : BertWordVectorizer
         """
         loaded = self._fit_model(X)
+        if loaded.st_prompt:
+            note = (
+                f"The model {loaded.name} has a default prompt "
+                f"({loaded.st_prompt!r}) that SentenceTransformer.encode puts "
+                "before each text; BertWordVectorizer reads texts as given, so its "
+                "token vectors differ from encode(output_value='token_embeddings') "
+                "(put the prompt in your texts to have it read)."
+            )
+            for new in loaded.notes_to_warn((note,)):  # once per load
+                warn_user(new)
         n_special = sum(len(ids) for ids in special_tokens_around(loaded.tokenizer))
         if self.max_length_ <= n_special:
             raise ValueError(

@@ -983,3 +983,48 @@ def test_help_and_version_do_not_import_torch():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("skbert ")
+
+
+def test_prompt_name_and_normalize_follow_a_sentence_transformers_model(
+    tiny_bert, csv_file, tmp_path, capsys
+):
+    from sentence_transformers import SentenceTransformer, models
+
+    directory = tmp_path / "st"
+    encoder = models.Transformer(str(tiny_bert))
+    st = SentenceTransformer(
+        modules=[encoder, models.Pooling(32, pooling_mode="mean"), models.Normalize()],
+        device="cpu",
+    )
+    st.prompts = {"query": "query: "}
+    st.save(str(directory))
+    out = tmp_path / "o.npy"
+
+    def embed_stderr(*args):
+        out.unlink(missing_ok=True)
+        return _run(capsys, "embed", csv_file, "-o", out, "--model", directory, *args)[
+            2
+        ]
+
+    cases = [
+        ([], dict(prompt=""), True),
+        (["--no-normalize"], dict(prompt=""), False),
+        (["--prompt-name", "query"], dict(prompt="query: "), True),
+    ]
+    for args, encode, unit in cases:
+        stderr = embed_stderr(*args)
+        assert out.exists(), stderr
+        vectors = np.load(out)
+        if unit:
+            reference = st.encode(TEXTS, **encode)
+        else:  # encode's Normalize module cannot be switched off
+            pooled = BertSentenceVectorizer(model=directory, normalize=False)
+            reference = pooled.fit_transform(TEXTS)
+            assert np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > 1e-2
+        np.testing.assert_allclose(vectors, reference, atol=1e-5)
+    stderr = embed_stderr("--prompt-name", "answer")
+    assert "--prompt-name answer is not a prompt" in stderr
+    assert "Pass the text itself as --prompt TEXT, or no --prompt-name." in stderr
+    stderr = embed_stderr("--prompt", "q: ", "--prompt-name", "query")
+    assert "either --prompt or --prompt-name, not both" in stderr
+    assert "prompt_name" not in stderr and "prompt=" not in stderr

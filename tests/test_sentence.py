@@ -112,12 +112,65 @@ def test_bundled_model_equals_sentence_transformers():
     from skbert._model import bundled_model_path
 
     texts = [TUTORIAL, BANK, "", "A man is playing a guitar.", "x " * 400]
+    vectorizer = BertSentenceVectorizer()  # the defaults: its config, Normalize too
     with pytest.warns(UserWarning, match="1 of 5 distinct texts"):
-        X = BertSentenceVectorizer(normalize=True).fit_transform(texts)
+        X = vectorizer.fit_transform(texts)
     reference = SentenceTransformer(str(bundled_model_path()), device="cpu").encode(
         texts, convert_to_numpy=True
     )
+    assert vectorizer.normalize_ is True
     assert np.abs(X - reference).max() <= 1e-6
+
+
+def test_normalize_auto_follows_the_normalize_module_for_its_own_vectors(
+    tiny_bert, tmp_path
+):
+    from sentence_transformers import SentenceTransformer, models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!", ""]
+    directory = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "st",
+        models.Pooling(32, pooling_mode="mean"),
+        models.Normalize(),
+    )
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None)
+    X = vectorizer.fit_transform(texts)
+    assert vectorizer.normalize_ is True
+    reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
+    np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(X, reference, atol=1e-5)
+    # other layers or poolings are not the config's vectors: left as pooled
+    for other in (
+        dict(layers=-2),
+        dict(pooling="max"),
+        dict(include_special_tokens=False),
+        dict(normalize=False),
+    ):
+        pooled = BertSentenceVectorizer(model=directory, cache=None, **other)
+        rows = pooled.fit_transform(texts)
+        assert pooled.normalize_ is False
+        assert np.abs(np.linalg.norm(rows, axis=1) - 1).max() > 1e-2
+        forced = pooled.set_params(normalize=True).fit_transform(texts)
+        np.testing.assert_allclose(
+            forced,
+            rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12),
+            atol=1e-6,
+        )
+    # each view resolves its own "auto"
+    views = BertSentenceVectorizer(
+        model=directory,
+        cache=None,
+        views={"st": {}, "deep": {"layers": -2}, "norm": {"normalize": "auto"}},
+    ).fit(texts)
+    assert [v["normalize"] for v in views.views_] == [True, False, True]
+    np.testing.assert_allclose(views.transform(texts)[:, :32], reference, atol=1e-5)
+    # a config without Normalize, and a model without a config: never scaled
+    plain = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "plain", models.Pooling(32, pooling_mode="mean")
+    )
+    for model in (plain, tiny_bert):
+        assert BertSentenceVectorizer(model=model).fit().normalize_ is False
 
 
 @pytest.mark.parametrize(
@@ -241,6 +294,71 @@ def test_prompts_follow_sentence_transformers(tiny_bert, tmp_path):
             BertSentenceVectorizer(
                 model=directory, prompt=None, long_text=long_text
             ).fit()
+
+
+def test_prompt_name_uses_the_models_named_prompts(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    directory = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "st", models.Pooling(32, pooling_mode="mean")
+    )
+    st = SentenceTransformer(str(directory), device="cpu")
+    st.prompts = {"query": "query: ", "document": "passage: "}
+    st.save(str(directory))
+    st = SentenceTransformer(str(directory), device="cpu")
+    texts = ["The cat sat.", "A longer sentence about embeddings!", ""]
+    for name in ("query", "document"):
+        vectorizer = BertSentenceVectorizer(model=directory, prompt_name=name)
+        X = vectorizer.fit_transform(texts)
+        assert vectorizer.prompt_ == st.prompts[name]
+        np.testing.assert_allclose(X, st.encode(texts, prompt_name=name), atol=1e-5)
+    # no default prompt: "auto" puts none
+    assert BertSentenceVectorizer(model=directory).fit().prompt_ == ""
+    with pytest.raises(ValueError, match=r"'answer' is not a prompt .*'document', 'q"):
+        BertSentenceVectorizer(model=directory, prompt_name="answer").fit()
+    with pytest.raises(ValueError, match=r"'answer' is not a prompt .*names none"):
+        BertSentenceVectorizer(model=tiny_bert, prompt_name="answer").fit()
+    with pytest.raises(ValueError, match="either prompt or prompt_name, not both"):
+        BertSentenceVectorizer(model=directory, prompt="q: ", prompt_name="query").fit()
+    with pytest.raises(ValueError, match="prompt_name='query' is put before single"):
+        BertSentenceVectorizer(model=directory, prompt_name="query", pairs=True).fit()
+    with pytest.raises(ValueError, match=r"A prompt \('query: '\) stays at the head"):
+        BertSentenceVectorizer(
+            model=directory, prompt_name="query", long_text="window"
+        ).fit()
+    # a name given as prompt is put as written, with a pointer to prompt_name
+    literal = BertSentenceVectorizer(model=directory, prompt="query", cache=None)
+    with pytest.warns(UserWarning, match="pass prompt_name='query' to use that one"):
+        X = literal.fit_transform(texts)
+    assert literal.prompt_ == "query"
+    np.testing.assert_allclose(X, st.encode(texts, prompt="query"), atol=1e-5)
+
+
+def test_the_word_vectorizer_says_it_reads_texts_without_the_default_prompt(
+    tiny_bert, tmp_path
+):
+    from sentence_transformers import SentenceTransformer, models
+
+    from skbert import BertWordVectorizer
+
+    directory = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "st", models.Pooling(32, pooling_mode="mean")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BertWordVectorizer(model=directory).fit()  # no prompt: nothing to say
+    st = SentenceTransformer(str(directory), device="cpu")
+    st.prompts, st.default_prompt_name = {"query": "query: "}, "query"
+    st.save(str(directory))
+    with pytest.warns(UserWarning, match=r"default prompt \('query: '\)"):
+        words = BertWordVectorizer(model=directory, layers=-1).fit()
+    rows = words.transform_tokens(["The cat sat."])
+    alone = BertWordVectorizer(model=tiny_bert, layers=-1).fit()
+    np.testing.assert_allclose(
+        rows.iloc[:, -32:].to_numpy(),
+        alone.transform_tokens(["The cat sat."]).iloc[:, -32:].to_numpy(),
+        atol=1e-6,
+    )
 
 
 def test_a_pooling_that_leaves_the_prompt_out_is_warned_about(tiny_bert, tmp_path):
@@ -435,7 +553,10 @@ def test_the_distilbert_posts_own_code_gives_skberts_word_and_sentence_vectors()
         np.testing.assert_allclose(vectors[row], expected.numpy(), atol=1e-5)
         piece += n_pieces
     assert piece == len(stokens) - 1  # every piece but [SEP] belongs to a word
-    X = BertSentenceVectorizer(layers=-1, pooling="mean").fit_transform([text])
+    # the bundled model's config scales these vectors to unit norm, which
+    # normalize="auto" follows; the post's DistilBERT has no such config
+    X = BertSentenceVectorizer(layers=-1, pooling="mean", normalize=False)
+    X = X.fit_transform([text])
     real = token_embeddings[: len(stokens)].mean(0)
     np.testing.assert_allclose(X[0], real.numpy(), atol=1e-5)
 

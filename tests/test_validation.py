@@ -249,3 +249,39 @@ def test_a_pyarrow_table_is_pointed_to_its_column():
 def test_numpy_layer_indices_are_shown_as_ints():
     with pytest.raises(ValueError, match=r"layers=\[99\] is out of range"):
         normalize_layers(np.array([99]), 7)
+
+
+def test_a_layer_named_twice_is_an_error():
+    with pytest.raises(ValueError, match=r"layers=\[-1, 6\] names hidden state 6 "):
+        normalize_layers([-1, 6], 7)
+    with pytest.raises(ValueError, match=r"\[2, 2\] names hidden state 2 twice"):
+        normalize_layers([2, 2], 7)
+    assert normalize_layers([-1, 5], 7) == [6, 5]
+
+
+def test_layers_all_is_every_hidden_state(tiny_bert):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from skbert import BertSentenceVectorizer
+
+    vectorizer = BertSentenceVectorizer(
+        model=tiny_bert, layers="all", layer_combine="concat", pooling="cls"
+    )
+    X = vectorizer.fit_transform(["The cat sat."])
+    assert vectorizer.layers_ == [0, 1, 2]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    with torch.no_grad():
+        states = model(
+            **tokenizer(["The cat sat."], return_tensors="pt"),
+            output_hidden_states=True,
+        ).hidden_states
+    expected = torch.cat([state[0, 0] for state in states]).numpy()
+    np.testing.assert_allclose(X[0], expected, atol=1e-5)
+    views = BertSentenceVectorizer(
+        model=tiny_bert, views={"every": {"layers": "all"}}
+    ).fit()
+    assert views.views_[0]["layers"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="names hidden state 2 twice"):
+        BertSentenceVectorizer(model=tiny_bert, layers=[-1, 2]).fit()
