@@ -6,6 +6,7 @@ neighbour, and runs the tutorial's recipes as one-liners on the bundled model.
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -53,7 +54,7 @@ text = (
     "After stealing money from the bank vault, the bank robber was seen "
     "fishing on the Mississippi river bank."
 )
-spans = [(text, s, s + 4) for s in range(len(text)) if text.startswith("bank", s)]
+spans = [(text, m.start(), m.end()) for m in re.finditer(r"\bbank\b", text)]
 X = BertWordVectorizer().fit().transform(spans)
 X = X / np.linalg.norm(X, axis=1, keepdims=True)
 print(f"  bank vault  vs bank robber (same meaning):      {X[0] @ X[1]:.2f}")

@@ -16,12 +16,14 @@ import copy
 import ctypes
 import functools
 import hashlib
+import json
 import sys
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -1434,10 +1436,42 @@ def _trim_to_content(
     return has, starts, ends
 
 
+def _word_marker_id(tokenizer) -> int | None:
+    """The id of the token that is a Metaspace pre-tokenizer's word marker
+    alone ("▁", sentencepiece models), or None where there is none."""
+
+    def replacement(config: Any) -> str | None:
+        if isinstance(config, dict):
+            if config.get("type") == "Metaspace":
+                return config.get("replacement")
+            children = config.get("pretokenizers") or ()
+        else:
+            children = config if isinstance(config, list) else ()
+        for child in children:
+            found = replacement(child)
+            if found:
+                return found
+        return None
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if pre is None:
+        return None
+    try:
+        marker = replacement(json.loads(pre.__getstate__()))
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - a new format
+        return None
+    if not marker:
+        return None
+    found = tokenizer.convert_tokens_to_ids(marker)
+    return None if found is None or found == tokenizer.unk_token_id else int(found)
+
+
 def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
     """Tokenize whole ``texts`` (no special tokens, no truncation) with offsets."""
     if not texts:
         return []
+    marker = _word_marker_id(tokenizer)
     encoded = call_tokenizer(
         tokenizer,
         texts,
@@ -1462,10 +1496,27 @@ def tokenize_with_offsets(tokenizer, texts: list[str]) -> list[DocTokens]:
         # others are trimmed to their text: a piece such as "▁bank" (Metaspace)
         # or "Ġbank" (untrimmed byte-level BPE) starts at "b", not at the space
         has, starts, ends = _trim_to_content(text, offsets[:, 0], offsets[:, 1])
+        ids = np.asarray(encoding.ids, dtype=np.int64)
+        if marker is not None and n > 1:
+            # sentencepiece's word marker as a token of its own ("▁" before
+            # "B", "ank") belongs to the word that follows (word_ids says so).
+            # Some tokenizers map it to that word's first character (always
+            # XLM-R, DeBERTa-v2 at the start of a text), others to the space
+            # before (DeBERTa-v2 elsewhere): aligned to the word's first
+            # character, the same word pools the same pieces wherever it is
+            lone = np.flatnonzero(
+                (ids[:-1] == marker)
+                & (word_ids[:-1] >= 0)
+                & (word_ids[:-1] == word_ids[1:])
+                & has[1:]
+            )
+            has[lone] = True
+            starts[lone] = starts[lone + 1]
+            ends[lone] = starts[lone + 1] + 1
         word_ids[~has] = -1
         docs.append(
             DocTokens(
-                input_ids=np.asarray(encoding.ids, dtype=np.int64),
+                input_ids=ids,
                 starts=starts,
                 ends=ends,
                 word_ids=word_ids,

@@ -245,13 +245,14 @@ default="mean"
     --------
     The tutorial's "bank" experiment, with the last four layers summed:
 
+    >>> import re
     >>> import numpy as np
     >>> from skbert import BertWordVectorizer
     >>> text = ("After stealing money from the bank vault, the bank robber was "
     ...         "seen fishing on the Mississippi river bank.")
-    >>> starts = [i for i in range(len(text)) if text.startswith("bank", i)]
+    >>> spans = [(text, m.start(), m.end()) for m in re.finditer(r"\\bbank\\b", text)]
     >>> vectorizer = BertWordVectorizer().fit()
-    >>> X = vectorizer.transform([(text, s, s + 4) for s in starts])
+    >>> X = vectorizer.transform(spans)
     >>> X.shape, X.dtype, vectorizer.layers_
     ((3, 384), dtype('float32'), [3, 4, 5, 6])
     >>> X = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -400,6 +401,7 @@ default="mean"
         groups: dict[tuple[int, int, int], int] = {}
         group_of_sample = np.full(len(targets), -1, dtype=np.int64)
         long_docs = set()
+        cuts = []  # samples whose span starts or ends inside a token
         for i, target in enumerate(targets):
             if target is None:
                 continue
@@ -418,6 +420,9 @@ default="mean"
                     f"max_length={self.max_length_} ({width} besides the special "
                     "tokens); shorten the target or raise max_length."
                 )
+            touched = docs[d].starts[first], docs[d].ends[stop - 1]
+            if touched[0] < target.start or touched[1] > target.end:
+                cuts.append((i, target, touched))
             if len(docs[d]) > width:
                 long_docs.add(d)
             start = window_around(len(docs[d]), first, stop, width)
@@ -432,6 +437,15 @@ default="mean"
         present = group_of_sample >= 0
         out[present] = pooled[group_of_sample[present]]
         self._warn_windowed(len(long_docs), len(docs))
+        if cuts:
+            i, target, (start, end) = cuts[0]
+            warn_user(
+                f"{len(cuts)} of {len(targets)} samples cut into a token, as "
+                f"sample {i}: the {target.describe()} lies inside "
+                f"{target.text[start:end]!r}. Each is embedded as the whole "
+                "tokens it touches; point spans at whole words (for instance with "
+                r"re.finditer(r'\bbank\b', text)) to embed what they cover."
+            )
         self._set_stats(len(targets), len(docs), len(long_docs), stats, started)
         return out
 
@@ -1011,6 +1025,17 @@ def _parse_sample(item: Any, i: int) -> _Target:
             f"Sample {i} of X is malformed: expected {_FORMS}; got "
             f"{type(item).__name__}{shape}: {_short(item)}."
         )
+    if all(isinstance(part, str) for part in item):
+        first, second = item[0], item[1]
+        raise TypeError(
+            f"Sample {i} of X is {len(item)} str: {_short(tuple(item))}; expected "
+            f"{_FORMS}. For a word in its text, give the word's characters, "
+            "(text, start, end), e.g. (text, text.find(word), text.find(word) "
+            "+ len(word)), or mark it: "
+            f"{_marked_example(first, second) if len(item) == 2 else _FORMS_MARKED}; "
+            "for a list of words, give the position of the word: (words, index); "
+            "for every word of a text, use transform_words."
+        )
     if len(item) == 3:
         text, start, end = item
         if not isinstance(text, str):
@@ -1084,6 +1109,17 @@ def _parse_marked(item: str, i: int) -> _Target:
         f"marked target {item[left + 1 : right]!r}",
         shows_text=True,
     )
+
+
+_FORMS_MARKED = "'the [bank] of the river'"
+
+
+def _marked_example(text: str, word: str) -> str:
+    """``text`` with ``word`` in brackets where it first stands, for a message."""
+    at = text.find(word) if word else -1
+    if at < 0:
+        return _FORMS_MARKED
+    return _short(f"{text[:at]}[{word}]{text[at + len(word) :]}")
 
 
 def _check_span(

@@ -256,6 +256,61 @@ def tiny_encoder(tmp_path_factory):
     return build
 
 
+@pytest.fixture(scope="session")
+def tiny_sentencepiece(tmp_path_factory):
+    """Build (once per kind) a random 2-layer ``"xlm_roberta"`` or
+    ``"deberta_v3"`` with a sentencepiece tokenizer (Unigram, Metaspace)
+    trained on a few words, so that "Bank" is read as the word marker "▁"
+    alone, then "B", "ank"."""
+    import torch
+    import transformers
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import AutoModel
+
+    built = {}
+    # the tokenizer class, its first and last special tokens, unk, pad, mask
+    specials = {
+        "xlm_roberta": ("XLMRobertaTokenizerFast", "<s>", "</s>", "<unk>", "<pad>"),
+        "deberta_v3": ("DebertaV2TokenizerFast", "[CLS]", "[SEP]", "[UNK]", "[PAD]"),
+    }
+
+    def build(kind: str):
+        if kind not in built:
+            class_name, first, last, unk, pad = specials[kind]
+            mask = "<mask>" if first == "<s>" else "[MASK]"
+            trainer = SentencePieceUnigramTokenizer()
+            corpus = [" ".join(WORDS) + " Bank New York don't café 银行"] * 30
+            trainer.train_from_iterator(
+                corpus,
+                vocab_size=120,
+                special_tokens=[first, pad, last, unk, mask],
+                unk_token=unk,
+            )
+            tokenizer = getattr(transformers, class_name)(
+                tokenizer_object=trainer._tokenizer,
+                bos_token=first,
+                eos_token=last,
+                cls_token=first,
+                sep_token=last,
+                unk_token=unk,
+                pad_token=pad,
+                mask_token=mask,
+                model_max_length=64,
+            )
+            directory = tmp_path_factory.mktemp(f"tiny-sp-{kind}")
+            tokenizer.save_pretrained(directory)
+            torch.manual_seed(0)
+            config = _other_config(kind)
+            config.vocab_size = len(tokenizer)
+            config.pad_token_id = tokenizer.pad_token_id
+            config.architectures = [f"{type(config).__name__[: -len('Config')]}Model"]
+            AutoModel.from_config(config).eval().save_pretrained(directory)
+            built[kind] = directory
+        return built[kind]
+
+    return build
+
+
 @pytest.fixture
 def bar_counts():
     """Read tqdm's output: the (done, total) of every state a bar printed."""

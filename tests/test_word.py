@@ -396,8 +396,27 @@ def test_a_span_may_cover_several_words(tiny, tiny_bert):
     np.testing.assert_allclose(X[0], states[3:5].mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(X[2], X[0], atol=1e-6)
     np.testing.assert_allclose(X[1], states[3], atol=1e-5)
-    # a span that cuts into a word takes the whole pieces it overlaps
-    np.testing.assert_allclose(tiny.transform([(text, 8, 14)])[0], X[0], atol=1e-6)
+    # a span that cuts into a word takes the whole pieces it overlaps, and says so
+    with pytest.warns(UserWarning, match=r"1 of 2 samples cut into a token, as "):
+        cut = tiny.transform([(text, 7, 15), (text, 8, 14)])
+    np.testing.assert_allclose(cut[1], X[0], atol=1e-6)
+
+
+def test_a_span_that_cuts_into_a_token_is_warned_about(tiny):
+    text = "the robber at the bank"  # "robber" is one token
+    message = (
+        r"1 of 2 samples cut into a token, as sample 1: the span \(4, 7\) 'rob' "
+        r"lies inside 'robber'\. Each is embedded as the whole tokens it touches"
+    )
+    with pytest.warns(UserWarning, match=message):
+        X = tiny.transform([(text, 4, 10), (text, 4, 7)])
+    np.testing.assert_array_equal(X[0], X[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # whole words, a word of pieces, punctuation
+        tiny.transform(
+            [(text, 18, 22), ("the zqx bank", 4, 7), ("bank,", 0, 4)]
+            + [("the embeddings", 4, 6)]  # "em" of em ##bed ##ding ##s: a piece
+        )
 
 
 def test_unknown_words_are_split_into_pieces_not_unk(tiny, tiny_bert):
@@ -921,6 +940,18 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             r"tokens is str \('the bank'\), expected a list of words",
         ),
         ([(["the", 7], 0)], TypeError, r"word 1 of tokens is int \(7\), expected str"),
+        (
+            [("I went to the bank.", "bank")],
+            TypeError,
+            r"is 2 str: \('I went to the bank\.', 'bank'\).*\(text, text\.find\(word\)"
+            r".*or mark it: 'I went to the \[bank\]\.'",
+        ),
+        (
+            [["the", "river", "bank"]],
+            TypeError,
+            r"is 3 str: .*give the position of the word: \(words, index\); for "
+            "every word of a text, use transform_words",
+        ),
         ([({"a": 1}, 0)], TypeError, "Sample 0 of X is malformed.*first element dict"),
         ([{"text": "a", "begin": 0}], ValueError, "Sample 0 of X is a dict with keys"),
         (["the bank"], ValueError, "Sample 0 of X is a str with no marked target"),
@@ -1452,3 +1483,35 @@ def test_samples_in_a_pyarrow_array_and_bytes_texts(tiny):
     )
     with pytest.raises(TypeError, match=r"decode it first"):
         tiny.transform_words([b"the bank"])
+
+
+@pytest.mark.parametrize("kind", ["xlm_roberta", "deberta_v3"])
+@pytest.mark.parametrize("how", ["first", "mean"])
+def test_a_word_marker_of_its_own_is_pooled_with_its_word_wherever_it_is(
+    tiny_sentencepiece, kind, how
+):
+    # sentencepiece reads "Bank" as "▁", "B", "ank"; DeBERTa-v2's tokenizer maps
+    # that "▁" to the word's first letter at the start of a text and to the
+    # space before it elsewhere, so the same word pooled other pieces there
+    path = tiny_sentencepiece(kind)
+    text = "Bank Bank, the bank"
+    tokenizer, model = _reference(str(path))
+    encoded = tokenizer(text, return_tensors="pt")
+    pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    word_ids = encoded.word_ids()
+    first = [pieces[k] for k, w in enumerate(word_ids) if w == 0]
+    assert first[:2] == ["▁", "B"]
+    assert [pieces[k] for k, w in enumerate(word_ids) if w == 1][:-1] == first
+    with torch.no_grad():
+        states = model(**encoded, output_hidden_states=True).hidden_states[-1][0]
+    vectorizer = BertWordVectorizer(
+        model=path, layers=-1, subword_pooling=how, cache=None
+    ).fit()
+    X = vectorizer.transform([(text, 0, 4), (text, 5, 9)])
+    for row, word in zip(X, (0, 1), strict=True):
+        # "Bank" alone: the second word's last piece is its comma
+        mine = [k for k, w in enumerate(word_ids) if w == word][: len(first)]
+        expected = hand_pool(states[mine].numpy(), how)
+        np.testing.assert_allclose(row, expected, atol=1e-5)
+    words = vectorizer.transform_words([text])
+    np.testing.assert_allclose(words.iloc[0, 5:].to_numpy(), X[0], atol=1e-5)
