@@ -87,8 +87,8 @@ outputs:
   the input. The file is written under a temporary name next to OUT and
   renamed at the end, so OUT never exists half-written; the temporary file
   is removed if the run fails or is stopped (Ctrl-C, SIGTERM), and one left
-  by a killed run is removed by a later run to the same directory once it
-  is an hour old.
+  by a killed run is removed by a later run to the same OUT once its
+  process is gone and it is an hour old.
 
 exit status:
   0 on success; 2 for a wrong command line or an unusable input or output
@@ -155,6 +155,20 @@ def _auto_or_int(value: str) -> int | str:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected 'auto' or an int >= 1, got {value!r}"
+        ) from None
+
+
+def _token_limit(value: str) -> int | str | None:
+    """Parse --max-batch-tokens: "auto", "none" (no limit) or a positive int."""
+    if value.lower() == "none":
+        return None
+    if value == "auto":
+        return value
+    try:
+        return _positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'none' or an int >= 1, got {value!r}"
         ) from None
 
 
@@ -298,11 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--max-batch-tokens",
-        type=_auto_or_int,
+        type=_token_limit,
         default="auto",
         metavar="N",
         help="most padded tokens per forward pass; auto: 4096 on the CPU, "
-        "16384 on a GPU (default: %(default)s)",
+        "16384 on a GPU; none: no limit, --batch-size alone sizes batches "
+        "(default: %(default)s)",
     )
     embed.add_argument(
         "--device",

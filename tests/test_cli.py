@@ -291,6 +291,10 @@ def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
             ["--batch-size", "auto", "--max-batch-tokens", "5"],
             {"batch_size": "auto", "max_batch_tokens": 5},
         ),
+        (
+            ["--batch-size", "2", "--max-batch-tokens", "none"],
+            {"batch_size": 2, "max_batch_tokens": None},
+        ),
         (["--device", "cpu", "--dtype", "float32", "--no-progress"], {}),
         (["--prompt", "query: "], {"prompt": "query: "}),
         (["--prompt", ""], {"prompt": ""}),
@@ -607,7 +611,7 @@ def test_bad_batching_option_is_a_usage_error(csv_file, tmp_path, capsys, value)
         capsys, "embed", csv_file, "-o", out, "--max-batch-tokens", value
     )
     assert status == 2
-    assert "expected 'auto' or an int >= 1" in stderr
+    assert "expected 'auto', 'none' or an int >= 1" in stderr
     assert not out.exists()
 
 
