@@ -3,6 +3,7 @@ import inspect
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import skbert
@@ -62,3 +63,32 @@ def test_word_vectors_bank_example_prints_what_the_page_shows(capsys):
     code, shown = re.findall(r"```python\n(.*?)```\n.*?```\n(.*?)```", page, re.S)[0]
     exec(compile(code, "docs/word_vectors.md block 0", "exec"), {})
     assert capsys.readouterr().out == shown
+
+
+def _guide_section_blocks(title: str) -> list[str]:
+    guide = (ROOT / "docs/user_guide.md").read_text()
+    section = guide.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_guides_recipes_for_other_libraries_run_and_match_encode():
+    from sentence_transformers import SentenceTransformer
+
+    from skbert._model import bundled_model_path
+
+    (block,) = _guide_section_blocks("Coming from another library")
+    namespace: dict = {}
+    exec(compile(block, "user_guide.md, other libraries", "exec"), namespace)
+    st = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    reference = st.encode(
+        namespace["texts"], truncate_dim=64, normalize_embeddings=True
+    )
+    np.testing.assert_allclose(namespace["X"], reference, atol=1e-6)
+    # the table's token_embeddings row
+    from skbert import BertWordVectorizer
+
+    tokens = BertWordVectorizer(layers=-1).fit().transform_tokens(namespace["texts"])
+    per_text = st.encode(namespace["texts"], output_value="token_embeddings")
+    for i, expected in enumerate(per_text):
+        rows = tokens[tokens["sample"] == i].iloc[:, 7:].to_numpy()
+        np.testing.assert_allclose(rows, expected.numpy(), atol=1e-5)
