@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 logger = logging.getLogger("skbert")
@@ -252,6 +253,8 @@ class LoadedModel:
         (``prompts``), which ``encode(prompt_name=...)`` looks up.
     st_normalize : bool, whether the config ends in a ``Normalize`` module:
         ``encode`` then gives unit-norm vectors.
+    st_dense : tuple of DenseHead, the config's ``Dense`` modules after
+        pooling that skbert applies (LaBSE, distiluse-*).
     st_notes : tuple of str, what a sentence vectorizer's ``fit`` warns about
         the sentence-transformers config (parts skbert does not follow).
     notes : tuple of str, what ``fit`` warns about the model (a
@@ -290,6 +293,7 @@ class LoadedModel:
     st_include_prompt: bool = True
     st_prompts: dict[str, str] = field(default_factory=dict)
     st_normalize: bool = False
+    st_dense: tuple[DenseHead, ...] = ()
     st_notes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     warned: set = field(default_factory=set)  # the notes a fit has warned
@@ -422,6 +426,73 @@ def _load_error(
     )
 
 
+@dataclass(frozen=True)
+class DenseHead:
+    """A sentence-transformers ``Dense`` module: ``activation(x @ weight.T +
+    bias)``, plus ``x`` where it has a residual connection."""
+
+    weight: np.ndarray  # (out_features, in_features), float32
+    bias: np.ndarray | None
+    activation: str  # a torch.nn module class, e.g. "Tanh"
+    residual: bool = False
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        weight = torch.from_numpy(self.weight)
+        bias = None if self.bias is None else torch.from_numpy(self.bias)
+        with torch.inference_mode():
+            out = getattr(torch.nn, self.activation)()(
+                torch.nn.functional.linear(x, weight, bias)
+            )
+            if self.residual:
+                out = out + x
+        return out.numpy()
+
+
+def _dense_head(config: dict, weights: Path | None) -> DenseHead | str:
+    """The :class:`DenseHead` of a Dense module's ``config`` and safetensors
+    ``weights``, or why skbert does not apply it."""
+    if config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+        return f"it reads {config['module_input_name']!r}"
+    if config.get("module_output_name", "sentence_embedding") != "sentence_embedding":
+        return f"it writes {config['module_output_name']!r}"
+    path = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    name = str(path).rsplit(".", 1)[-1]
+    activation = getattr(torch.nn, name, None)
+    if not (
+        str(path).startswith("torch.")
+        and isinstance(activation, type)
+        and issubclass(activation, torch.nn.Module)
+    ):
+        return f"its activation {path!r} is not a torch.nn module"
+    if weights is None:
+        return "its weights are not in a model.safetensors file"
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(weights))
+    weight = tensors.get("linear.weight")
+    if weight is None or weight.ndim != 2:
+        return "its model.safetensors has no linear.weight"
+    bias = tensors.get("linear.bias")
+    residual = bool(config.get("use_residual", False))
+    if residual and weight.shape[0] != weight.shape[1]:
+        return "its residual connection has a projection of its own"
+    return DenseHead(
+        weight=weight.astype(np.float32),
+        bias=None if bias is None else bias.astype(np.float32),
+        activation=name,
+        residual=residual,
+    )
+
+
 @dataclass
 class _STConfig:
     """What skbert follows of a sentence-transformers config."""
@@ -433,6 +504,7 @@ class _STConfig:
     prompt: str = ""  # the default prompt's text
     include_prompt: bool = True
     prompts: dict[str, str] = field(default_factory=dict)  # by name
+    dense: tuple[DenseHead, ...] = ()  # the Dense modules after pooling
     normalize: bool = False  # a Normalize module
     notes: tuple[str, ...] = ()  # parts skbert does not follow
 
@@ -441,7 +513,8 @@ def _read_st_config(
     source: str, revision: str | None = None, local_files_only: bool = False
 ) -> _STConfig:
     """Whether the model has a sentence-transformers config, and what of it
-    skbert follows: pooling, max_length, lowercasing, prompts and Normalize."""
+    skbert follows: pooling, max_length, lowercasing, prompts, Dense and
+    Normalize."""
 
     def find(filename: str) -> Path | None:
         local = Path(source).expanduser() / filename
@@ -471,14 +544,26 @@ def _read_st_config(
     pooling = None
     include_prompt = True
     normalize = False
+    dense = []
     notes = []
     not_applied = []
     for module in modules:
         # "sentence_transformers.models.Pooling" before version 6,
         # "sentence_transformers.sentence_transformer.modules.pooling.Pooling" since
         kind = module.get("type", "").rsplit(".", 1)[-1]
-        if kind not in _ST_MODULES_APPLIED:
-            not_applied.append(f"{kind} ({module.get('path') or 'top'})")
+        where = module.get("path") or "top"
+        if kind == "Dense":
+            config_file = find(f"{module.get('path', '')}/config.json")
+            head = _dense_head(
+                json.loads(config_file.read_text()) if config_file else {},
+                find(f"{module.get('path', '')}/model.safetensors"),
+            )
+            if isinstance(head, DenseHead):
+                dense.append(head)
+            else:
+                not_applied.append(f"Dense ({where}: {head})")
+        elif kind not in _ST_MODULES_APPLIED:
+            not_applied.append(f"{kind} ({where})")
         normalize = kind == "Normalize"  # encode's last step
         if kind != "Pooling":
             continue
@@ -527,6 +612,7 @@ def _read_st_config(
         prompt=prompt,
         include_prompt=include_prompt,
         prompts=prompts,
+        dense=tuple(dense),
         normalize=normalize,
         notes=tuple(notes),
     )
@@ -928,6 +1014,7 @@ def _load(
         st_include_prompt=st.include_prompt,
         st_prompts=st.prompts,
         st_normalize=st.normalize,
+        st_dense=st.dense,
         st_notes=st.notes,
         notes=tuple(notes),
         max_positions=int(max_positions),

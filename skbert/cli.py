@@ -287,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
         "sentence-transformers config does (a Normalize module), else not",
     )
     embed.add_argument(
+        "--dense",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="apply the Dense layers of the model's sentence-transformers config "
+        "after pooling (LaBSE, distiluse-*); default: where the vectors are the "
+        "ones the config pools",
+    )
+    embed.add_argument(
         "--prompt",
         default="auto",
         metavar="TEXT",
@@ -830,6 +838,7 @@ def _embed(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         prompt=args.prompt,
         prompt_name=args.prompt_name,
+        dense=args.dense,
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
         device=args.device,

@@ -128,6 +128,15 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         that prompt's text before every text. Used with ``prompt="auto"``
         only; a name the model does not define is a ``ValueError`` at
         ``fit``. The rules of ``prompt`` apply to the text it names.
+    dense : bool or "auto", default="auto"
+        Apply the ``Dense`` layers that follow the pooling in the model's
+        sentence-transformers config (LaBSE, distiluse-base-multilingual
+        have one), as ``encode`` does, before ``normalize``. "auto" does so
+        where the vectors are the ones the config pools (as for
+        ``normalize``); True on every view (an error where a view's width is
+        not the layer's input width); False never. A model without such
+        layers ignores it. Their weights are read from ``model.safetensors``;
+        a Dense layer skbert cannot apply is named in a warning at ``fit``.
     normalize : bool or "auto", default="auto"
         Scale each output row to unit L2 norm (all-zero rows stay zero).
         "auto" does so where the vectors are the ones
@@ -216,6 +225,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
     normalize_ : bool
         Whether rows are scaled to unit norm (``normalize`` resolved; each
         view's own is in ``views_``).
+    dense_ : bool
+        Whether the model's Dense layers are applied (``dense`` resolved;
+        each view's own is in ``views_``).
     max_length_ : int
         The resolved maximum input length in tokens.
     stride_ : int
@@ -262,6 +274,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         "pooling": [Options("auto", "segment_mean", *POOLINGS)],
         "include_special_tokens": [Boolean()],
         "normalize": [Boolean(), Options("auto")],
+        "dense": [Boolean(), Options("auto")],
         "long_text": [Options(*LONG_TEXT)],
         "stride": [Interval(0, None, allow_none=True)],
         "pairs": [Boolean()],
@@ -291,6 +304,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         pairs: bool = False,
         prompt: str | None = "auto",
         prompt_name: str | None = None,
+        dense: bool | str = "auto",
         normalize: bool | str = "auto",
         batch_size: int | str = "auto",
         max_batch_tokens: int | str | None = "auto",
@@ -312,6 +326,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         self.pairs = pairs
         self.prompt = prompt
         self.prompt_name = prompt_name
+        self.dense = dense
         self.normalize = normalize
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -413,24 +428,34 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"max_length={self.max_length_} hold {room} tokens of text; use "
                 f"stride < {room}."
             )
+        own = _pools_like_st(
+            loaded, self.layers_, self.pooling_, self.include_special_tokens
+        )
         self.normalize_ = (
-            _encodes_normalized(
-                loaded, self.layers_, self.pooling_, self.include_special_tokens
-            )
+            own and loaded.st_normalize
             if self.normalize == "auto"
             else bool(self.normalize)
         )
+        self.dense_ = bool(loaded.st_dense) and (
+            own if self.dense == "auto" else bool(self.dense)
+        )
+        if self.dense is True and not loaded.st_dense:
+            warn_user(
+                f"The parameter 'dense' will not be used since "
+                f"{self.model_name_or_path_} has no Dense layer skbert applies."
+            )
         self.views_ = self._resolve_views(loaded)
         for view in self.views_:
             if view["pooling"] == "auto":
                 view["pooling"] = self.pooling_
+            own = _pools_like_st(
+                loaded, view["layers"], view["pooling"], view["include_special_tokens"]
+            )
             if isinstance(view["normalize"], str):  # "auto"
-                view["normalize"] = _encodes_normalized(
-                    loaded,
-                    view["layers"],
-                    view["pooling"],
-                    view["include_special_tokens"],
-                )
+                view["normalize"] = own and loaded.st_normalize
+            view["dense"] = bool(loaded.st_dense) and (
+                own if self.dense == "auto" else bool(self.dense)
+            )
             if (
                 self.views is not None
                 and view["pooling"] == "cls"
@@ -451,6 +476,20 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 width *= len(view["layers"])
             if view["pooling"] in ("mean_max", "max_mean", "segment_mean"):
                 width *= 2
+            view["pooled_features"] = width
+            if view["dense"]:
+                needs = loaded.st_dense[0].in_features
+                if width != needs:
+                    name = (
+                        "" if view["name"] is None else f"The view {view['name']!r}: "
+                    )
+                    raise ValueError(
+                        f"{name}dense=True applies the model's Dense layers, which "
+                        f"read {needs} features, to vectors of {width}; use "
+                        "dense='auto' or False, or layers and pooling that give "
+                        f"{needs} features."
+                    )
+                width = loaded.st_dense[-1].out_features
             view["n_features"] = width
         self._n_features_out = sum(view["n_features"] for view in self.views_)
         # what transform reads: set_params changes them at the next fit
@@ -512,6 +551,22 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 "it off or leave it out of later windows. Use long_text='truncate', "
                 f"or {off}."
             )
+
+    def _apply_dense(self, pooled: np.ndarray) -> np.ndarray:
+        """The views' pooled blocks, each through the model's Dense layers
+        where it applies them, side by side."""
+        heads = self._loaded().st_dense
+        out = np.empty((len(pooled), self._n_features_out), dtype=np.float32)
+        start = stop = 0
+        for view in self.views_:
+            block = pooled[:, start : start + view["pooled_features"]]
+            start += view["pooled_features"]
+            if view["dense"]:
+                for head in heads:
+                    block = head(block)
+            out[:, stop : stop + view["n_features"]] = block
+            stop += view["n_features"]
+        return out
 
     def _read_input(self, X: Any, pairs: bool) -> tuple[list, list | None]:
         """The texts of ``X`` (and the second texts of its pairs, else None),
@@ -667,7 +722,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             layers=sorted({layer for view in self.views_ for layer in view["layers"]}),
             layer_combine=self.layer_combine,
             pool=pool,
-            n_features=self._n_features_out,
+            n_features=sum(
+                view.get("pooled_features", view["n_features"]) for view in self.views_
+            ),
             max_length=self.max_length_,
             long_text=self._long_text,
             stride=self.stride_,
@@ -688,6 +745,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 ),
             ),
         )
+        if any(view.get("dense") for view in self.views_):
+            embeddings = self._apply_dense(embeddings)
         start = 0
         for view in self.views_:
             stop = start + view["n_features"]
@@ -716,14 +775,14 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         return embeddings
 
 
-def _encodes_normalized(
+def _pools_like_st(
     loaded: LoadedModel, layers: list[int], pooling: str, special: bool
 ) -> bool:
-    """What ``normalize="auto"`` resolves to: whether these settings give the
-    vectors of the model's sentence-transformers config, and that config
-    scales them to unit norm."""
+    """Whether these settings pool the vectors of the model's
+    sentence-transformers config, which ``normalize="auto"`` and
+    ``dense="auto"`` follow."""
     return (
-        loaded.st_normalize
+        loaded.st_model
         and list(layers) == [loaded.n_layers]
         and pooling == loaded.st_pooling
         and bool(special)

@@ -298,6 +298,7 @@ def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
         (["--device", "cpu", "--dtype", "float32", "--no-progress"], {}),
         (["--prompt", "query: "], {"prompt": "query: "}),
         (["--prompt", ""], {"prompt": ""}),
+        (["--no-dense"], {"dense": False}),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*truncated:UserWarning")

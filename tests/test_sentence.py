@@ -296,6 +296,69 @@ def test_prompts_follow_sentence_transformers(tiny_bert, tmp_path):
             ).fit()
 
 
+def test_dense_layers_of_a_sentence_transformers_model_are_applied(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!", ""]
+    directory = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "st",
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 8),  # Tanh
+        models.Normalize(),
+    )
+    st = SentenceTransformer(str(directory), device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left unapplied
+        vectorizer = BertSentenceVectorizer(model=directory, cache=tmp_path / "c")
+        X = vectorizer.fit_transform(texts)
+    assert X.shape == (3, 8) and vectorizer.dense_ and vectorizer.normalize_
+    np.testing.assert_allclose(X, st.encode(texts), atol=1e-5)
+    np.testing.assert_array_equal(vectorizer.transform(texts), X)  # from the cache
+    dense = st[2]
+    weight, bias = dense.linear.weight.detach(), dense.linear.bias.detach()
+    # dense=False: the pooled vectors; other layers: not the config's vectors
+    pooled = BertSentenceVectorizer(model=directory, dense=False, normalize=False)
+    assert pooled.fit_transform(texts).shape == (3, 32) and not pooled.dense_
+    deep = BertSentenceVectorizer(model=directory, layers=-2, cache=None)
+    assert deep.fit_transform(texts).shape == (3, 32) and not deep.dense_
+    # dense=True applies them to any vectors of their input width
+    forced = BertSentenceVectorizer(model=directory, layers=-2, dense=True)
+    expected = torch.tanh(torch.from_numpy(deep.transform(texts)) @ weight.T + bias)
+    np.testing.assert_allclose(forced.fit_transform(texts), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="read 32 features, to vectors of 64"):
+        BertSentenceVectorizer(model=directory, pooling="mean_max", dense=True).fit()
+    # views: each view as it resolves
+    views = BertSentenceVectorizer(
+        model=directory, views={"st": {}, "deep": {"layers": -2}}
+    ).fit()
+    assert [v["n_features"] for v in views.views_] == [8, 32]
+    assert views.get_feature_names_out()[[7, 8]].tolist() == ["st_7", "deep_0"]
+    np.testing.assert_allclose(
+        views.transform(texts), np.hstack([X, deep.transform(texts)]), atol=1e-5
+    )
+    # a model without Dense layers: dense=True has nothing to apply
+    with pytest.warns(UserWarning, match="'dense' will not be used"):
+        BertSentenceVectorizer(model=tiny_bert, dense=True).fit()
+
+
+def test_a_dense_layer_skbert_cannot_read_is_named(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!"]
+    identity = models.Dense(32, 32, bias=False, activation_function=torch.nn.Identity())
+    directory = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "id", models.Pooling(32, pooling_mode="cls"), identity
+    )
+    X = BertSentenceVectorizer(model=directory).fit_transform(texts)
+    st = SentenceTransformer(str(directory), device="cpu")
+    np.testing.assert_allclose(X, st.encode(texts), atol=1e-5)
+    st.save(str(tmp_path / "bin"), safe_serialization=False)  # pytorch_model.bin
+    with pytest.warns(UserWarning, match=r"Dense \(2_Dense: its weights are not in"):
+        X = BertSentenceVectorizer(model=tmp_path / "bin").fit_transform(texts)
+    assert X.shape == (2, 32)
+
+
 def test_prompt_name_uses_the_models_named_prompts(tiny_bert, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 
@@ -389,10 +452,10 @@ def test_sentence_transformers_modules_skbert_does_not_apply_are_named(
         tiny_bert,
         tmp_path / "st",
         models.Pooling(32, pooling_mode="cls"),
-        models.Dense(32, 16),
+        models.LayerNorm(32),
     )
     vectorizer = BertSentenceVectorizer(model=directory, cache=None)
-    with pytest.warns(UserWarning, match=r"does not apply: Dense \(2_Dense\)"):
+    with pytest.warns(UserWarning, match=r"does not apply: LayerNorm \(2_LayerNorm\)"):
         vectorizer.fit()
     assert vectorizer.pooling_ == "cls"
     with warnings.catch_warnings():  # once per load of the model
