@@ -408,12 +408,13 @@ class _BaseBertVectorizer(
 
         On the CPU, "auto" is 32 texts and 4,096 padded tokens per batch;
         on an accelerator, batches are sized by tokens alone, up to
-        ``ACCELERATOR_BATCH_TOKENS``.
+        ``ACCELERATOR_BATCH_TOKENS``. Without a token limit, "auto" rows are
+        32 texts on every device: never one batch of a whole chunk.
         """
         on_cpu = self.device_.type == "cpu"
         rows = self.batch_size
         if rows == "auto":
-            rows = CPU_BATCH_SIZE if on_cpu else None
+            rows = CPU_BATCH_SIZE if on_cpu or self.max_batch_tokens is None else None
         tokens = self.max_batch_tokens
         if tokens == "auto":
             tokens = CPU_BATCH_TOKENS if on_cpu else ACCELERATOR_BATCH_TOKENS

@@ -255,6 +255,8 @@ class LoadedModel:
         ``encode`` then gives unit-norm vectors.
     st_dense : tuple of DenseHead, the config's ``Dense`` modules after
         pooling that skbert applies (LaBSE, distiluse-*).
+    st_complete : bool, whether skbert applies every module of the config
+        (none is named in ``st_notes`` as left out).
     st_notes : tuple of str, what a sentence vectorizer's ``fit`` warns about
         the sentence-transformers config (parts skbert does not follow).
     notes : tuple of str, what ``fit`` warns about the model (a
@@ -294,6 +296,7 @@ class LoadedModel:
     st_prompts: dict[str, str] = field(default_factory=dict)
     st_normalize: bool = False
     st_dense: tuple[DenseHead, ...] = ()
+    st_complete: bool = True
     st_notes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     warned: set = field(default_factory=set)  # the notes a fit has warned
@@ -506,6 +509,7 @@ class _STConfig:
     prompts: dict[str, str] = field(default_factory=dict)  # by name
     dense: tuple[DenseHead, ...] = ()  # the Dense modules after pooling
     normalize: bool = False  # a Normalize module
+    complete: bool = True  # every module applied
     notes: tuple[str, ...] = ()  # parts skbert does not follow
 
 
@@ -614,6 +618,7 @@ def _read_st_config(
         prompts=prompts,
         dense=tuple(dense),
         normalize=normalize,
+        complete=not not_applied,
         notes=tuple(notes),
     )
 
@@ -1015,6 +1020,7 @@ def _load(
         st_prompts=st.prompts,
         st_normalize=st.normalize,
         st_dense=st.dense,
+        st_complete=st.complete,
         st_notes=st.notes,
         notes=tuple(notes),
         max_positions=int(max_positions),

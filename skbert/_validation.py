@@ -266,7 +266,6 @@ def normalize_layers(
     requested = [int(layers)] if _is_int(layers) else [int(i) for i in layers]
     resolved = []
     for index in requested:
-        index = int(index)
         if not -n_hidden_states <= index < n_hidden_states:
             raise ValueError(
                 f"{name}={requested!r} is out of range for a model with "
@@ -274,11 +273,16 @@ def normalize_layers(
                 f"[{-n_hidden_states}, {n_hidden_states - 1}]."
             )
         if index % n_hidden_states in resolved:
-            same = index % n_hidden_states
+            earlier = requested[resolved.index(index % n_hidden_states)]
+            same = (
+                ""
+                if earlier == index
+                else f" ({earlier} and {index} are the same one of "
+                f"{n_hidden_states} hidden states)"
+            )
             raise ValueError(
-                f"{name}={requested!r} names hidden state {same} twice (of "
-                f"{n_hidden_states} hidden-state outputs, {same} and "
-                f"{same - n_hidden_states} are the same one); list each layer once."
+                f"{name}={requested!r} names hidden state {index % n_hidden_states} "
+                f"twice{same}; list each layer once."
             )
         resolved.append(index % n_hidden_states)
     return resolved

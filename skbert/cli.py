@@ -18,12 +18,14 @@ Examples
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import functools
 import io
 import os
 import re
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -148,8 +150,8 @@ def _positive_int(value: str) -> int:
 
 def _auto_or_int(value: str) -> int | str:
     """Parse "auto" or a positive int (the batching options)."""
-    if value == "auto":
-        return value
+    if value.lower() == "auto":
+        return "auto"
     try:
         return _positive_int(value)
     except argparse.ArgumentTypeError:
@@ -162,8 +164,8 @@ def _token_limit(value: str) -> int | str | None:
     """Parse --max-batch-tokens: "auto", "none" (no limit) or a positive int."""
     if value.lower() == "none":
         return None
-    if value == "auto":
-        return value
+    if value.lower() == "auto":
+        return "auto"
     try:
         return _positive_int(value)
     except argparse.ArgumentTypeError:
@@ -325,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most padded tokens per forward pass; auto: 4096 on the CPU, "
         "16384 on a GPU; none: no limit, --batch-size alone sizes batches "
-        "(default: %(default)s)",
+        "(auto: 32 texts on every device) (default: %(default)s)",
     )
     embed.add_argument(
         "--device",
@@ -1002,11 +1004,14 @@ _CLI_WORDS = [
     (re.compile(r"handle_missing='([^']*)'"), r"--handle-missing \1"),
     (re.compile(r"either prompt or prompt_name"), "either --prompt or --prompt-name"),
     (re.compile(r"prompt_name=None"), "no --prompt-name"),
-    (re.compile(r"prompt_name='([^']*)'"), r"--prompt-name \1"),
+    (
+        re.compile(r"""prompt_name=('[^']*'|"[^"]*")"""),
+        lambda m: "--prompt-name " + shlex.quote(ast.literal_eval(m[1])),
+    ),
     (re.compile(r"\bprompt_name\b"), "--prompt-name"),
     (re.compile(r"prompt=None"), "--prompt ''"),
     (re.compile(r"prompt=\.\.\."), "--prompt TEXT"),
-    (re.compile(r"\bprompt=('[^']*')"), r"--prompt \1"),
+    (re.compile(r"""\bprompt=('[^']*'|"[^"]*")"""), r"--prompt \1"),
     (re.compile(r"layer_combine='([^']*)'"), r"--layer-combine \1"),
     (re.compile(r"\b(pooling|dtype)='([^']*)'"), r"--\1 \2"),
     (
@@ -1019,6 +1024,8 @@ _CLI_WORDS = [
 def _typed(args: argparse.Namespace) -> list[str]:
     """The strings the user typed that a message may quote: never rewritten."""
     values = [args.input, args.output, args.model, args.cache, args.column]
+    if args.prompt not in ("auto", ""):  # the user's own text
+        values.append(args.prompt)
     # "-" (standard input) is in every message's options and negative numbers
     return [str(v) for v in values if v is not None and str(v) != STDIN]
 

@@ -142,9 +142,10 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         "auto" does so where the vectors are the ones
         ``SentenceTransformer.encode`` gives and its config ends in a
         ``Normalize`` module (the bundled model's does): the last layer,
-        pooled as the config says, special tokens included. Other layers
-        or poolings, and models without such a config, are left as pooled
-        (``normalize_`` says which).
+        pooled as the config says, special tokens included, and every
+        module of the config applied. Other layers or poolings, models
+        without such a config, and configs with a module skbert leaves out
+        are left as pooled (``normalize_`` says which).
     batch_size : int or "auto", default="auto"
         Most texts per forward pass. Texts are sorted by length first, so
         padding stays small; results do not depend on batching beyond float
@@ -157,7 +158,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         Most padded tokens (rows times the longest row) per forward pass; a
         text longer than this runs alone. It keeps batches of long texts
         small enough to stay fast and bounded in memory. "auto" is 4,096 on
-        the CPU and 16,384 on an accelerator; None sets no limit.
+        the CPU and 16,384 on an accelerator; None sets no limit, and
+        ``batch_size="auto"`` is then 32 texts on every device.
     device : str, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
@@ -780,10 +782,12 @@ def _pools_like_st(
 ) -> bool:
     """Whether these settings pool the vectors of the model's
     sentence-transformers config, which ``normalize="auto"`` and
-    ``dense="auto"`` follow."""
+    ``dense="auto"`` follow; never where the config has a module skbert
+    does not apply (its vectors could not be ``encode``'s)."""
     return (
         loaded.st_model
+        and loaded.st_complete
         and list(layers) == [loaded.n_layers]
         and pooling == loaded.st_pooling
-        and bool(special)
+        and (bool(special) or pooling == "cls")  # cls takes [CLS] either way
     )

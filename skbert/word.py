@@ -105,7 +105,8 @@ default="mean"
         Most padded tokens (rows times the longest row) per forward pass; a
         window longer than this runs alone. It keeps batches of long windows
         small enough to stay fast and bounded in memory. "auto" is 4,096 on
-        the CPU and 16,384 on an accelerator; None sets no limit.
+        the CPU and 16,384 on an accelerator; None sets no limit, and
+        ``batch_size="auto"`` is then 32 texts on every device.
     device : str, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
@@ -437,7 +438,8 @@ default="mean"
         present = group_of_sample >= 0
         out[present] = pooled[group_of_sample[present]]
         self._warn_windowed(len(long_docs), len(docs))
-        if cuts:
+        if cuts and loaded.notes_to_warn(("a span cut into a token",)):
+            # once per loaded model: a grid search's fits would repeat it
             i, target, (start, end) = cuts[0]
             warn_user(
                 f"{len(cuts)} of {len(targets)} samples cut into a token, as "
@@ -1025,13 +1027,15 @@ def _parse_sample(item: Any, i: int) -> _Target:
             f"Sample {i} of X is malformed: expected {_FORMS}; got "
             f"{type(item).__name__}{shape}: {_short(item)}."
         )
-    if all(isinstance(part, str) for part in item):
+    if all(isinstance(part, str) for part in item) and not (
+        len(item) == 3 and all(part.strip().lstrip("+-").isdigit() for part in item[1:])
+    ):  # a text and its word, or words; "4", "8" are offsets read as str
         first, second = item[0], item[1]
         raise TypeError(
             f"Sample {i} of X is {len(item)} str: {_short(tuple(item))}; expected "
             f"{_FORMS}. For a word in its text, give the word's characters, "
-            "(text, start, end), e.g. (text, text.find(word), text.find(word) "
-            "+ len(word)), or mark it: "
+            "(text, start, end), e.g. [(text, m.start(), m.end()) for m in "
+            "re.finditer(rf'\\b{re.escape(word)}\\b', text)], or mark it: "
             f"{_marked_example(first, second) if len(item) == 2 else _FORMS_MARKED}; "
             "for a list of words, give the position of the word: (words, index); "
             "for every word of a text, use transform_words."

@@ -299,6 +299,7 @@ def test_parquet_input_and_missing_texts(tiny_bert, tmp_path, capsys):
         (["--prompt", "query: "], {"prompt": "query: "}),
         (["--prompt", ""], {"prompt": ""}),
         (["--no-dense"], {"dense": False}),
+        (["--batch-size", "AUTO", "--max-batch-tokens", "Auto"], {}),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*truncated:UserWarning")
@@ -1030,6 +1031,10 @@ def test_prompt_name_and_normalize_follow_a_sentence_transformers_model(
     stderr = embed_stderr("--prompt-name", "answer")
     assert "--prompt-name answer is not a prompt" in stderr
     assert "Pass the text itself as --prompt TEXT, or no --prompt-name." in stderr
+    stderr = embed_stderr("--prompt-name", "my query")
+    assert "--prompt-name 'my query' is not a prompt" in stderr
+    stderr = embed_stderr("--prompt", "device='cpu' ", "--prompt-name", "query")
+    assert """got --prompt "device='cpu' " and --prompt-name query.""" in stderr
     stderr = embed_stderr("--prompt", "q: ", "--prompt-name", "query")
     assert "either --prompt or --prompt-name, not both" in stderr
     assert "prompt_name" not in stderr and "prompt=" not in stderr

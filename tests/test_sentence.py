@@ -165,6 +165,36 @@ def test_normalize_auto_follows_the_normalize_module_for_its_own_vectors(
     ).fit(texts)
     assert [v["normalize"] for v in views.views_] == [True, False, True]
     np.testing.assert_allclose(views.transform(texts)[:, :32], reference, atol=1e-5)
+    # cls takes [CLS] whatever include_special_tokens says: still its vectors
+    cls = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "cls",
+        models.Pooling(32, pooling_mode="cls"),
+        models.Normalize(),
+    )
+    with pytest.warns(UserWarning, match="'include_special_tokens' will not be used"):
+        no_special = BertSentenceVectorizer(model=cls, include_special_tokens=False)
+        rows = no_special.fit_transform(texts)
+    assert no_special.normalize_ is True
+    st_cls = SentenceTransformer(str(cls), device="cpu")
+    np.testing.assert_allclose(rows, st_cls.encode(texts), atol=1e-5)
+    # a module skbert leaves out: its vectors cannot be encode's, none is scaled
+    dense = models.Dense(32, 8)
+    left_out = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "left-out",
+        models.Pooling(32, pooling_mode="mean"),
+        dense,
+        models.Normalize(),
+    )
+    SentenceTransformer(str(left_out), device="cpu").save(
+        str(left_out), safe_serialization=False
+    )
+    (left_out / "2_Dense" / "model.safetensors").unlink()
+    with pytest.warns(UserWarning, match="skbert does not apply: Dense"):
+        partial = BertSentenceVectorizer(model=left_out)
+        partial.fit()
+    assert partial.normalize_ is False and partial.dense_ is False
     # a config without Normalize, and a model without a config: never scaled
     plain = _saved_by_sentence_transformers(
         tiny_bert, tmp_path / "plain", models.Pooling(32, pooling_mode="mean")
@@ -1321,3 +1351,13 @@ def test_pairs_set_after_fit_says_to_fit_again(tiny_bert):
         vectorizer.transform([b"bytes"])
     assert "call fit again" not in str(info.value)
     assert vectorizer.fit().transform([("a cat", "a dog")]).shape == (1, 32)
+
+
+def test_without_a_token_limit_auto_rows_bound_batches_on_every_device(tiny_bert):
+    vectorizer = BertSentenceVectorizer(model=tiny_bert).fit()
+    vectorizer.device_ = torch.device("cuda")  # what fit sets on a GPU
+    assert vectorizer._batching() == {"batch_size": None, "max_batch_tokens": 16384}
+    vectorizer.set_params(max_batch_tokens=None)
+    assert vectorizer._batching() == {"batch_size": 32, "max_batch_tokens": None}
+    vectorizer.set_params(batch_size=8)
+    assert vectorizer._batching() == {"batch_size": 8, "max_batch_tokens": None}

@@ -252,9 +252,11 @@ def test_numpy_layer_indices_are_shown_as_ints():
 
 
 def test_a_layer_named_twice_is_an_error():
-    with pytest.raises(ValueError, match=r"layers=\[-1, 6\] names hidden state 6 "):
+    with pytest.raises(
+        ValueError, match=r"layers=\[-1, 6\] names hidden state 6 twice \(-1 and 6 "
+    ):
         normalize_layers([-1, 6], 7)
-    with pytest.raises(ValueError, match=r"\[2, 2\] names hidden state 2 twice"):
+    with pytest.raises(ValueError, match=r"\[2, 2\] names hidden state 2 twice; list"):
         normalize_layers([2, 2], 7)
     assert normalize_layers([-1, 5], 7) == [6, 5]
 
