@@ -480,7 +480,10 @@ def _dense_head(config: dict, weights: Path | None) -> DenseHead | str:
         return "its weights are not in a model.safetensors file"
     from safetensors.numpy import load_file
 
-    tensors = load_file(str(weights))
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own errors
+        return f"its model.safetensors cannot be read ({exc})"
     weight = tensors.get("linear.weight")
     if weight is None or weight.ndim != 2:
         return "its model.safetensors has no linear.weight"
@@ -548,6 +551,8 @@ def _read_st_config(
     pooling = None
     include_prompt = True
     normalize = False
+    pooled = False  # a Pooling module seen
+    blocked = None  # why a Dense module from here on is not applied
     dense = []
     notes = []
     not_applied = []
@@ -557,20 +562,35 @@ def _read_st_config(
         kind = module.get("type", "").rsplit(".", 1)[-1]
         where = module.get("path") or "top"
         if kind == "Dense":
-            config_file = find(f"{module.get('path', '')}/config.json")
-            head = _dense_head(
-                json.loads(config_file.read_text()) if config_file else {},
-                find(f"{module.get('path', '')}/model.safetensors"),
-            )
+            # skbert applies Dense modules right after the pooling, in order
+            if pooled and blocked is None:
+                config_file = find(f"{module.get('path', '')}/config.json")
+                head = (
+                    _dense_head(
+                        json.loads(config_file.read_text()),
+                        find(f"{module.get('path', '')}/model.safetensors"),
+                    )
+                    if config_file is not None
+                    else "it has no config.json"
+                )
+            else:
+                head = blocked or "it comes before the pooling"
             if isinstance(head, DenseHead):
                 dense.append(head)
             else:
                 not_applied.append(f"Dense ({where}: {head})")
+                if pooled:
+                    blocked = blocked or "a module before it is not applied"
         elif kind not in _ST_MODULES_APPLIED:
             not_applied.append(f"{kind} ({where})")
+            if pooled:
+                blocked = blocked or "a module before it is not applied"
         normalize = kind == "Normalize"  # encode's last step
+        if normalize:
+            blocked = blocked or "it comes after a Normalize"
         if kind != "Pooling":
             continue
+        pooled = True
         config_file = find(f"{module['path']}/config.json")
         if config_file is None:
             continue
@@ -660,9 +680,11 @@ def _file_stats(directory: Path, files: list[Path]) -> list[str]:
 def _model_files(directory: Path) -> list[str]:
     """:func:`_file_stats` of every file of a model directory that changes what
     skbert computes: weights (every shard), config, tokenizer files and the
-    sentence-transformers config (its modules' ``config.json`` included)."""
+    sentence-transformers config (its modules' ``config.json`` and
+    ``model.safetensors`` included)."""
     files = [
         *sorted(directory.glob("*.safetensors")),
+        *sorted(directory.glob("*/model.safetensors")),  # Dense modules
         directory / "config.json",
         *(directory / name for name in TOKENIZER_FILES),
         *(directory / name for name in ST_CONFIG_FILES),

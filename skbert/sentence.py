@@ -558,6 +558,16 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         """The views' pooled blocks, each through the model's Dense layers
         where it applies them, side by side."""
         heads = self._loaded().st_dense
+        for view in self.views_:
+            if view["dense"] and (
+                not heads
+                or heads[0].in_features != view["pooled_features"]
+                or heads[-1].out_features != view["n_features"]
+            ):
+                raise ValueError(
+                    f"The Dense layers of {self.model_name_or_path_} have changed "
+                    "since this estimator was fitted; fit it again."
+                )
         out = np.empty((len(pooled), self._n_features_out), dtype=np.float32)
         start = stop = 0
         for view in self.views_:

@@ -389,6 +389,82 @@ def test_a_dense_layer_skbert_cannot_read_is_named(tiny_bert, tmp_path):
     assert X.shape == (2, 32)
 
 
+def test_dense_layers_skbert_cannot_apply_in_order_are_left_out_with_a_warning(
+    tiny_bert, tmp_path
+):
+    from sentence_transformers import models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!"]
+    mean = BertSentenceVectorizer(model=tiny_bert, layers=-1, pooling="mean")
+    pooled = mean.fit_transform(texts)
+    cases = {
+        # a Normalize before the Dense: applying the Dense alone would be wrong
+        "normalize-first": (
+            [models.Normalize(), models.Dense(32, 8)],
+            None,
+            r"Dense \(3_Dense: it comes after a Normalize\)",
+        ),
+        # the first of two Dense layers cannot be read: neither is applied
+        "first-unreadable": (
+            [models.Dense(32, 16), models.Dense(16, 8)],
+            "2_Dense/model.safetensors",
+            r"Dense \(2_Dense: .*\), Dense \(3_Dense: a module before it is not",
+        ),
+        "corrupt": ([models.Dense(32, 8)], "corrupt", r"cannot be read"),
+        "no-config": ([models.Dense(32, 8)], "2_Dense/config.json", "no config.json"),
+    }
+    for name, (modules, broken, says) in cases.items():
+        directory = _saved_by_sentence_transformers(
+            tiny_bert,
+            tmp_path / name,
+            models.Pooling(32, pooling_mode="mean"),
+            *modules,
+        )
+        if broken == "corrupt":
+            (directory / "2_Dense" / "model.safetensors").write_bytes(b"\xff" * 64)
+        elif broken:
+            (directory / broken).unlink()
+        with pytest.warns(UserWarning, match=says):
+            vectorizer = BertSentenceVectorizer(model=directory)
+            X = vectorizer.fit_transform(texts)
+        assert not vectorizer.dense_ and not vectorizer.normalize_, name
+        np.testing.assert_allclose(X, pooled, atol=1e-5)
+
+
+def test_dense_weights_changed_on_disk_are_read_again(tiny_bert, tmp_path):
+    import pickle
+
+    from safetensors.numpy import load_file, save_file
+    from sentence_transformers import SentenceTransformer, models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!"]
+    directory = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "st",
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 8),
+    )
+    fitted = BertSentenceVectorizer(model=directory, cache=None).fit(texts)
+    before = fitted.transform(texts)
+    saved = pickle.dumps(fitted)
+    weights = directory / "2_Dense" / "model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: -v for k, v in tensors.items()}, str(weights))
+    again = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
+    reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
+    np.testing.assert_allclose(again, reference, atol=1e-5)
+    assert np.abs(again - before).max() > 1e-3
+    # another width than at fit: fit again, never a broadcasting error
+    _saved_by_sentence_transformers(
+        tiny_bert,
+        directory,
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 4),
+    )
+    with pytest.raises(ValueError, match="Dense layers of .* have changed since"):
+        pickle.loads(saved).transform(texts)
+
+
 def test_prompt_name_uses_the_models_named_prompts(tiny_bert, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 
