@@ -478,10 +478,10 @@ def _dense_head(config: dict, weights: Path | None) -> DenseHead | str:
         return f"its activation {path!r} is not a torch.nn module"
     if weights is None:
         return "its weights are not in a model.safetensors file"
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file
 
-    try:
-        tensors = load_file(str(weights))
+    try:  # torch reads every dtype (bfloat16 too); skbert computes in float32
+        tensors = {k: v.float().numpy() for k, v in load_file(str(weights)).items()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own errors
         return f"its model.safetensors cannot be read ({exc})"
     weight = tensors.get("linear.weight")
@@ -565,14 +565,24 @@ def _read_st_config(
             # skbert applies Dense modules right after the pooling, in order
             if pooled and blocked is None:
                 config_file = find(f"{module.get('path', '')}/config.json")
-                head = (
-                    _dense_head(
-                        json.loads(config_file.read_text()),
-                        find(f"{module.get('path', '')}/model.safetensors"),
+                try:
+                    config = (
+                        json.loads(config_file.read_text()) if config_file else None
                     )
-                    if config_file is not None
-                    else "it has no config.json"
-                )
+                except (OSError, ValueError) as exc:
+                    config = f"its config.json cannot be read ({exc})"
+                if config is None:
+                    head = "it has no config.json"
+                elif not isinstance(config, dict):
+                    head = (
+                        config
+                        if isinstance(config, str)
+                        else "its config.json is not a dict"
+                    )
+                else:
+                    head = _dense_head(
+                        config, find(f"{module.get('path', '')}/model.safetensors")
+                    )
             else:
                 head = blocked or "it comes before the pooling"
             if isinstance(head, DenseHead):

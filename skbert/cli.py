@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="N",
         help="most texts per forward pass; auto: 32 on the CPU, no limit on a "
-        "GPU (default: %(default)s)",
+        "GPU, where --max-batch-tokens sizes batches (32 with --max-batch-tokens "
+        "none) (default: %(default)s)",
     )
     embed.add_argument(
         "--max-batch-tokens",
@@ -1004,14 +1005,9 @@ _CLI_WORDS = [
     (re.compile(r"handle_missing='([^']*)'"), r"--handle-missing \1"),
     (re.compile(r"either prompt or prompt_name"), "either --prompt or --prompt-name"),
     (re.compile(r"prompt_name=None"), "no --prompt-name"),
-    (
-        re.compile(r"""prompt_name=('[^']*'|"[^"]*")"""),
-        lambda m: "--prompt-name " + shlex.quote(ast.literal_eval(m[1])),
-    ),
     (re.compile(r"\bprompt_name\b"), "--prompt-name"),
     (re.compile(r"prompt=None"), "--prompt ''"),
     (re.compile(r"prompt=\.\.\."), "--prompt TEXT"),
-    (re.compile(r"""\bprompt=('[^']*'|"[^"]*")"""), r"--prompt \1"),
     (re.compile(r"layer_combine='([^']*)'"), r"--layer-combine \1"),
     (re.compile(r"\b(pooling|dtype)='([^']*)'"), r"--\1 \2"),
     (
@@ -1024,25 +1020,52 @@ _CLI_WORDS = [
 def _typed(args: argparse.Namespace) -> list[str]:
     """The strings the user typed that a message may quote: never rewritten."""
     values = [args.input, args.output, args.model, args.cache, args.column]
-    if args.prompt not in ("auto", ""):  # the user's own text
-        values.append(args.prompt)
+    if args.prompt not in ("auto", ""):  # the user's own text, as messages quote it
+        values.append(repr(args.prompt))
     # "-" (standard input) is in every message's options and negative numbers
     return [str(v) for v in values if v is not None and str(v) != STDIN]
 
 
+# a Python str literal as repr() writes one, escapes included
+_STR_LITERAL = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
+
+
 def _in_cli_words(message: str, typed: Sequence[str] = ()) -> str:
     """``message`` with the estimator's parameters named as options; the
-    user's own paths and names in it (``typed``) are left as they are."""
-    kept = []
-    for value in sorted(set(typed), key=len, reverse=True):
-        if value and value in message:
-            message = message.replace(value, f"\x00{len(kept)}\x00")
-            kept.append(value)
-    for pattern, replacement in _CLI_WORDS:
-        message = pattern.sub(replacement, message)
-    for i, value in enumerate(kept):
-        message = message.replace(f"\x00{i}\x00", value)
-    return message
+    user's own paths, names and prompts in it (``typed``, and the values of
+    ``prompt=`` and ``prompt_name=``) are left as they are."""
+    original = message
+    kept: list[str] = []
+
+    def keep(text: str) -> str:
+        kept.append(text)
+        return f"\x00{len(kept) - 1}\x00"
+
+    def as_typed(literal: str) -> str:
+        try:
+            return shlex.quote(ast.literal_eval(literal))
+        except (ValueError, SyntaxError):  # pragma: no cover - repr's own form
+            return literal
+
+    try:
+        message = re.sub(
+            rf"\bprompt_name=({_STR_LITERAL})",
+            lambda m: "--prompt-name " + keep(as_typed(m[1])),
+            message,
+        )
+        message = re.sub(
+            rf"\bprompt=({_STR_LITERAL})", lambda m: "--prompt " + keep(m[1]), message
+        )
+        values = sorted({v for v in typed if v}, key=len, reverse=True)
+        if values:  # in one pass: a value is never looked for inside another's mark
+            message = re.sub(
+                "|".join(map(re.escape, values)), lambda m: keep(m[0]), message
+            )
+        for pattern, replacement in _CLI_WORDS:
+            message = pattern.sub(replacement, message)
+        return re.sub("\x00(\\d+)\x00", lambda m: kept[int(m[1])], message)
+    except Exception:  # noqa: BLE001 - a message is never lost to its rewording
+        return original
 
 
 def _fail(exc: BaseException, status: int, typed: Sequence[str] = ()) -> int:

@@ -150,7 +150,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         Most texts per forward pass. Texts are sorted by length first, so
         padding stays small; results do not depend on batching beyond float
         rounding. "auto" is 32 on the CPU and no limit on an accelerator,
-        where ``max_batch_tokens`` alone sizes the batches. With a limit, the
+        where ``max_batch_tokens`` alone sizes the batches (32 texts with
+        ``max_batch_tokens=None``). With a limit, the
         sorted texts are split where padding costs least (a batch counts as
         64 padded tokens); without one, batches are filled up to
         ``max_batch_tokens``.
@@ -433,13 +434,14 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         own = _pools_like_st(
             loaded, self.layers_, self.pooling_, self.include_special_tokens
         )
-        self.normalize_ = (
-            own and loaded.st_normalize
-            if self.normalize == "auto"
-            else bool(self.normalize)
-        )
         self.dense_ = bool(loaded.st_dense) and (
             own if self.dense == "auto" else bool(self.dense)
+        )
+        # encode's vectors need the config's Dense layers too
+        self.normalize_ = (
+            own and loaded.st_normalize and (self.dense_ or not loaded.st_dense)
+            if self.normalize == "auto"
+            else bool(self.normalize)
         )
         if self.dense is True and not loaded.st_dense:
             warn_user(
@@ -453,11 +455,15 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             own = _pools_like_st(
                 loaded, view["layers"], view["pooling"], view["include_special_tokens"]
             )
-            if isinstance(view["normalize"], str):  # "auto"
-                view["normalize"] = own and loaded.st_normalize
             view["dense"] = bool(loaded.st_dense) and (
                 own if self.dense == "auto" else bool(self.dense)
             )
+            if isinstance(view["normalize"], str):  # "auto"
+                view["normalize"] = (
+                    own
+                    and loaded.st_normalize
+                    and (view["dense"] or not loaded.st_dense)
+                )
             if (
                 self.views is not None
                 and view["pooling"] == "cls"
@@ -486,9 +492,10 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                         "" if view["name"] is None else f"The view {view['name']!r}: "
                     )
                     raise ValueError(
-                        f"{name}dense=True applies the model's Dense layers, which "
+                        f"{name}dense={self.dense!r} applies the model's Dense "
+                        "layers, which "
                         f"read {needs} features, to vectors of {width}; use "
-                        "dense='auto' or False, or layers and pooling that give "
+                        "dense=False, or layers and pooling that give "
                         f"{needs} features."
                     )
                 width = loaded.st_dense[-1].out_features

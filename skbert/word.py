@@ -97,7 +97,8 @@ default="mean"
         Most windows per forward pass. Windows are sorted by length first, so
         padding stays small; results do not depend on batching beyond float
         rounding. "auto" is 32 on the CPU and no limit on an accelerator,
-        where ``max_batch_tokens`` alone sizes the batches. With a limit, the
+        where ``max_batch_tokens`` alone sizes the batches (32 windows with
+        ``max_batch_tokens=None``). With a limit, the
         sorted windows are split where padding costs least (a batch counts as
         64 padded tokens); without one, batches are filled up to
         ``max_batch_tokens``.
@@ -106,7 +107,7 @@ default="mean"
         window longer than this runs alone. It keeps batches of long windows
         small enough to stay fast and bounded in memory. "auto" is 4,096 on
         the CPU and 16,384 on an accelerator; None sets no limit, and
-        ``batch_size="auto"`` is then 32 texts on every device.
+        ``batch_size="auto"`` is then 32 windows on every device.
     device : str, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
@@ -1028,7 +1029,7 @@ def _parse_sample(item: Any, i: int) -> _Target:
             f"{type(item).__name__}{shape}: {_short(item)}."
         )
     if all(isinstance(part, str) for part in item) and not (
-        len(item) == 3 and all(part.strip().lstrip("+-").isdigit() for part in item[1:])
+        len(item) == 3 and all(_looks_numeric(part) for part in item[1:])
     ):  # a text and its word, or words; "4", "8" are offsets read as str
         first, second = item[0], item[1]
         raise TypeError(
@@ -1116,6 +1117,16 @@ def _parse_marked(item: str, i: int) -> _Target:
 
 
 _FORMS_MARKED = "'the [bank] of the river'"
+
+
+def _looks_numeric(text: str) -> bool:
+    """Whether ``text`` reads as a number ("4", " -1", "4.0"): an offset
+    read as str, not a word."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _marked_example(text: str, word: str) -> str:

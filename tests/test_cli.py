@@ -1035,6 +1035,30 @@ def test_prompt_name_and_normalize_follow_a_sentence_transformers_model(
     assert "--prompt-name 'my query' is not a prompt" in stderr
     stderr = embed_stderr("--prompt", "device='cpu' ", "--prompt-name", "query")
     assert """got --prompt "device='cpu' " and --prompt-name query.""" in stderr
+    stderr = embed_stderr("--prompt-name", 'it\'s "x"')
+    assert "--prompt-name 'it'\"'\"'s \"x\"' is not a prompt" in stderr
+    stderr = embed_stderr("--prompt", " ", "--prompt-name", "query")
+    assert "either --prompt or --prompt-name, not both: got --prompt ' '" in stderr
     stderr = embed_stderr("--prompt", "q: ", "--prompt-name", "query")
     assert "either --prompt or --prompt-name, not both" in stderr
     assert "prompt_name" not in stderr and "prompt=" not in stderr
+
+
+def test_a_short_typed_value_never_garbles_a_message(tmp_path, capsys):
+    # "0" is inside the mark of every other typed value: marked in one pass
+    path = tmp_path / "texts.csv"
+    pd.DataFrame({"0": ["the cat sat", "a dog"]}).to_csv(path, index=False)
+    missing = tmp_path / "no-model-here"
+    status, _, stderr = _run(
+        capsys,
+        "embed",
+        path,
+        "-o",
+        tmp_path / "o.npy",
+        "--column",
+        "0",
+        "--model",
+        missing,
+    )
+    assert status != 0
+    assert str(missing) in stderr and "\x00" not in stderr

@@ -347,9 +347,13 @@ def test_dense_layers_of_a_sentence_transformers_model_are_applied(tiny_bert, tm
     np.testing.assert_array_equal(vectorizer.transform(texts), X)  # from the cache
     dense = st[2]
     weight, bias = dense.linear.weight.detach(), dense.linear.bias.detach()
-    # dense=False: the pooled vectors; other layers: not the config's vectors
-    pooled = BertSentenceVectorizer(model=directory, dense=False, normalize=False)
-    assert pooled.fit_transform(texts).shape == (3, 32) and not pooled.dense_
+    # dense=False: the pooled vectors, not encode's, so not normalised either;
+    # other layers: not the config's vectors
+    pooled = BertSentenceVectorizer(model=directory, dense=False)
+    rows = pooled.fit_transform(texts)
+    assert rows.shape == (3, 32) and not pooled.dense_ and not pooled.normalize_
+    plain = BertSentenceVectorizer(model=tiny_bert, layers=-1, pooling="mean")
+    np.testing.assert_allclose(rows, plain.fit_transform(texts), atol=1e-5)
     deep = BertSentenceVectorizer(model=directory, layers=-2, cache=None)
     assert deep.fit_transform(texts).shape == (3, 32) and not deep.dense_
     # dense=True applies them to any vectors of their input width
@@ -411,6 +415,7 @@ def test_dense_layers_skbert_cannot_apply_in_order_are_left_out_with_a_warning(
             r"Dense \(2_Dense: .*\), Dense \(3_Dense: a module before it is not",
         ),
         "corrupt": ([models.Dense(32, 8)], "corrupt", r"cannot be read"),
+        "bad-config": ([models.Dense(32, 8)], "bad-config", "config.json cannot be"),
         "no-config": ([models.Dense(32, 8)], "2_Dense/config.json", "no config.json"),
     }
     for name, (modules, broken, says) in cases.items():
@@ -422,6 +427,8 @@ def test_dense_layers_skbert_cannot_apply_in_order_are_left_out_with_a_warning(
         )
         if broken == "corrupt":
             (directory / "2_Dense" / "model.safetensors").write_bytes(b"\xff" * 64)
+        elif broken == "bad-config":
+            (directory / "2_Dense" / "config.json").write_text("{not json")
         elif broken:
             (directory / broken).unlink()
         with pytest.warns(UserWarning, match=says):
@@ -429,6 +436,27 @@ def test_dense_layers_skbert_cannot_apply_in_order_are_left_out_with_a_warning(
             X = vectorizer.fit_transform(texts)
         assert not vectorizer.dense_ and not vectorizer.normalize_, name
         np.testing.assert_allclose(X, pooled, atol=1e-5)
+
+
+def test_dense_weights_in_bfloat16_are_applied(tiny_bert, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from sentence_transformers import models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!"]
+    directory = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "st",
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 8),
+    )
+    weights = directory / "2_Dense" / "model.safetensors"
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights))
+    X = BertSentenceVectorizer(model=directory).fit_transform(texts)
+    pooled = BertSentenceVectorizer(model=directory, dense=False).fit_transform(texts)
+    w, b = (tensors[k].float() for k in ("linear.weight", "linear.bias"))
+    expected = torch.tanh(torch.from_numpy(pooled) @ w.T + b).numpy()
+    np.testing.assert_allclose(X, expected, atol=1e-5)
 
 
 def test_dense_weights_changed_on_disk_are_read_again(tiny_bert, tmp_path):

@@ -963,6 +963,7 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             "every word of a text, use transform_words",
         ),
         ([("the bank", "4", "8")], TypeError, r"start is str \('4'\), expected int"),
+        ([("the bank", "4.0", " 8")], TypeError, r"start is str \('4.0'\)"),
         ([({"a": 1}, 0)], TypeError, "Sample 0 of X is malformed.*first element dict"),
         ([{"text": "a", "begin": 0}], ValueError, "Sample 0 of X is a dict with keys"),
         (["the bank"], ValueError, "Sample 0 of X is a str with no marked target"),
