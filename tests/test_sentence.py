@@ -438,18 +438,25 @@ def test_dense_layers_skbert_cannot_apply_in_order_are_left_out_with_a_warning(
         np.testing.assert_allclose(X, pooled, atol=1e-5)
 
 
-def test_dense_weights_in_bfloat16_are_applied(tiny_bert, tmp_path):
-    from safetensors.torch import load_file, save_file
+def _mean_then_dense(tiny_bert, directory, out_features=8):
+    """``directory``: tiny_bert saved by sentence-transformers with mean pooling
+    and a Dense layer to ``out_features``; returns it and the Dense weights."""
     from sentence_transformers import models
 
-    texts = ["The cat sat.", "A longer sentence about embeddings!"]
-    directory = _saved_by_sentence_transformers(
+    _saved_by_sentence_transformers(
         tiny_bert,
-        tmp_path / "st",
+        directory,
         models.Pooling(32, pooling_mode="mean"),
-        models.Dense(32, 8),
+        models.Dense(32, out_features),
     )
-    weights = directory / "2_Dense" / "model.safetensors"
+    return directory, directory / "2_Dense" / "model.safetensors"
+
+
+def test_dense_weights_in_bfloat16_are_applied(tiny_bert, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!"]
+    directory, weights = _mean_then_dense(tiny_bert, tmp_path / "st")
     tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(weights)).items()}
     save_file(tensors, str(weights))
     X = BertSentenceVectorizer(model=directory).fit_transform(texts)
@@ -463,19 +470,13 @@ def test_dense_weights_changed_on_disk_are_read_again(tiny_bert, tmp_path):
     import pickle
 
     from safetensors.numpy import load_file, save_file
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
 
     texts = ["The cat sat.", "A longer sentence about embeddings!"]
-    directory = _saved_by_sentence_transformers(
-        tiny_bert,
-        tmp_path / "st",
-        models.Pooling(32, pooling_mode="mean"),
-        models.Dense(32, 8),
-    )
+    directory, weights = _mean_then_dense(tiny_bert, tmp_path / "st")
     fitted = BertSentenceVectorizer(model=directory, cache=None).fit(texts)
     before = fitted.transform(texts)
     saved = pickle.dumps(fitted)
-    weights = directory / "2_Dense" / "model.safetensors"
     tensors = load_file(str(weights))
     save_file({k: -v for k, v in tensors.items()}, str(weights))
     again = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
@@ -483,12 +484,7 @@ def test_dense_weights_changed_on_disk_are_read_again(tiny_bert, tmp_path):
     np.testing.assert_allclose(again, reference, atol=1e-5)
     assert np.abs(again - before).max() > 1e-3
     # another width than at fit: fit again, never a broadcasting error
-    _saved_by_sentence_transformers(
-        tiny_bert,
-        directory,
-        models.Pooling(32, pooling_mode="mean"),
-        models.Dense(32, 4),
-    )
+    _mean_then_dense(tiny_bert, directory, out_features=4)
     with pytest.raises(ValueError, match="Dense layers of .* have changed since"):
         pickle.loads(saved).transform(texts)
 
