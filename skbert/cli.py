@@ -164,10 +164,8 @@ def _token_limit(value: str) -> int | str | None:
     """Parse --max-batch-tokens: "auto", "none" (no limit) or a positive int."""
     if value.lower() == "none":
         return None
-    if value.lower() == "auto":
-        return "auto"
     try:
-        return _positive_int(value)
+        return _auto_or_int(value)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected 'auto', 'none' or an int >= 1, got {value!r}"

@@ -491,11 +491,16 @@ def test_occurrences_in_one_text_share_one_forward_pass(tiny, monkeypatch):
 # -- transform_words ----------------------------------------------------------------
 
 
-def test_transform_words_table(tiny, tiny_bert):
-    texts = pd.Series(
+def _raw_split_empty_and_repeated() -> pd.Series:
+    """Texts of every kind, labelled: raw, pre-tokenized, empty, repeated."""
+    return pd.Series(
         ["the bank vault", ["new", "york", "e-mail"], "", "the bank vault"],
         index=["a", "b", "c", "d"],
     )
+
+
+def test_transform_words_table(tiny, tiny_bert):
+    texts = _raw_split_empty_and_repeated()
     words = tiny.transform_words(texts)
     names = list(tiny.get_feature_names_out())
     assert list(words.columns) == ["sample", "position", "word", "start", "end"] + names
@@ -747,10 +752,7 @@ def test_transform_tokens_is_the_tutorials_token_matrix(bundled_model):
 
 
 def test_transform_tokens_rows_offsets_and_labels(tiny, tiny_bert):
-    texts = pd.Series(
-        ["the bank vault", ["new", "york", "e-mail"], "", "the bank vault"],
-        index=["a", "b", "c", "d"],
-    )
+    texts = _raw_split_empty_and_repeated()
     tokens = tiny.transform_tokens(texts)
     names = list(tiny.get_feature_names_out())
     columns = ["sample", "position", "token", "token_id", "special", "start", "end"]
