@@ -460,9 +460,17 @@ class DenseHead:
         return out.numpy()
 
 
-def _dense_head(config: dict, weights: Path | None) -> DenseHead | str:
-    """The :class:`DenseHead` of a Dense module's ``config`` and safetensors
-    ``weights``, or why skbert does not apply it."""
+def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | str:
+    """The :class:`DenseHead` of a Dense module's ``config.json`` and
+    ``model.safetensors`` files, or why skbert does not apply it."""
+    if config_file is None:
+        return "it has no config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        return f"its config.json cannot be read ({exc})"
+    if not isinstance(config, dict):
+        return "its config.json is not a dict"
     if config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
         return f"it reads {config['module_input_name']!r}"
     if config.get("module_output_name", "sentence_embedding") != "sentence_embedding":
@@ -564,25 +572,10 @@ def _read_st_config(
         if kind == "Dense":
             # skbert applies Dense modules right after the pooling, in order
             if pooled and blocked is None:
-                config_file = find(f"{module.get('path', '')}/config.json")
-                try:
-                    config = (
-                        json.loads(config_file.read_text()) if config_file else None
-                    )
-                except (OSError, ValueError) as exc:
-                    config = f"its config.json cannot be read ({exc})"
-                if config is None:
-                    head = "it has no config.json"
-                elif not isinstance(config, dict):
-                    head = (
-                        config
-                        if isinstance(config, str)
-                        else "its config.json is not a dict"
-                    )
-                else:
-                    head = _dense_head(
-                        config, find(f"{module.get('path', '')}/model.safetensors")
-                    )
+                folder = module.get("path", "")
+                head = _dense_head(
+                    find(f"{folder}/config.json"), find(f"{folder}/model.safetensors")
+                )
             else:
                 head = blocked or "it comes before the pooling"
             if isinstance(head, DenseHead):

@@ -431,17 +431,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"max_length={self.max_length_} hold {room} tokens of text; use "
                 f"stride < {room}."
             )
-        own = _pools_like_st(
-            loaded, self.layers_, self.pooling_, self.include_special_tokens
-        )
-        self.dense_ = bool(loaded.st_dense) and (
-            own if self.dense == "auto" else bool(self.dense)
-        )
-        # encode's vectors need the config's Dense layers too
-        self.normalize_ = (
-            own and loaded.st_normalize and (self.dense_ or not loaded.st_dense)
-            if self.normalize == "auto"
-            else bool(self.normalize)
+        self.dense_, self.normalize_ = self._resolve_head(
+            loaded,
+            self.layers_,
+            self.pooling_,
+            self.include_special_tokens,
+            self.normalize,
         )
         if self.dense is True and not loaded.st_dense:
             warn_user(
@@ -452,18 +447,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         for view in self.views_:
             if view["pooling"] == "auto":
                 view["pooling"] = self.pooling_
-            own = _pools_like_st(
-                loaded, view["layers"], view["pooling"], view["include_special_tokens"]
+            view["dense"], view["normalize"] = self._resolve_head(
+                loaded,
+                view["layers"],
+                view["pooling"],
+                view["include_special_tokens"],
+                view["normalize"],
             )
-            view["dense"] = bool(loaded.st_dense) and (
-                own if self.dense == "auto" else bool(self.dense)
-            )
-            if isinstance(view["normalize"], str):  # "auto"
-                view["normalize"] = (
-                    own
-                    and loaded.st_normalize
-                    and (view["dense"] or not loaded.st_dense)
-                )
             if (
                 self.views is not None
                 and view["pooling"] == "cls"
@@ -504,6 +494,24 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         # what transform reads: set_params changes them at the next fit
         self._long_text, self._pairs = self.long_text, self.pairs
         return self
+
+    def _resolve_head(
+        self,
+        loaded: LoadedModel,
+        layers: list[int],
+        pooling: str,
+        special: bool,
+        normalize: bool | str,
+    ) -> tuple[bool, bool]:
+        """Whether vectors pooled so get the model's Dense layers, and whether
+        they are scaled to unit norm: ``dense`` and ``normalize`` resolved."""
+        own = _pools_like_st(loaded, layers, pooling, special)
+        dense = bool(loaded.st_dense) and (
+            own if self.dense == "auto" else bool(self.dense)
+        )
+        if isinstance(normalize, str):  # "auto": encode's vectors, Dense applied
+            return dense, own and loaded.st_normalize and (dense or not loaded.st_dense)
+        return dense, bool(normalize)
 
     def _resolve_prompt(self, loaded: LoadedModel) -> None:
         """Set ``prompt_`` from ``prompt`` and ``prompt_name``, checked against

@@ -34,9 +34,9 @@ from ._validation import (
     warn_user,
 )
 
+_FORMS_MARKED = "'the [bank] of the river'"
 _FORMS = (
-    "(text, start, end), (tokens, index) or a marked-up str such as "
-    "'the [bank] of the river'"
+    f"(text, start, end), (tokens, index) or a marked-up str such as {_FORMS_MARKED}"
 )
 
 
@@ -1114,9 +1114,6 @@ def _parse_marked(item: str, i: int) -> _Target:
         f"marked target {item[left + 1 : right]!r}",
         shows_text=True,
     )
-
-
-_FORMS_MARKED = "'the [bank] of the river'"
 
 
 def _looks_numeric(text: str) -> bool:
