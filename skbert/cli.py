@@ -1018,8 +1018,6 @@ _CLI_WORDS = [
 def _typed(args: argparse.Namespace) -> list[str]:
     """The strings the user typed that a message may quote: never rewritten."""
     values = [args.input, args.output, args.model, args.cache, args.column]
-    if args.prompt not in ("auto", ""):  # the user's own text, as messages quote it
-        values.append(repr(args.prompt))
     # "-" (standard input) is in every message's options and negative numbers
     return [str(v) for v in values if v is not None and str(v) != STDIN]
 
@@ -1029,11 +1027,12 @@ _STR_LITERAL = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
 
 
 def _in_cli_words(message: str, typed: Sequence[str] = ()) -> str:
-    """``message`` with the estimator's parameters named as options; the
-    user's own paths, names and prompts in it (``typed``, and the values of
-    ``prompt=`` and ``prompt_name=``) are left as they are."""
-    original = message
-    kept: list[str] = []
+    """``message`` with the estimator's parameters named as options; what the
+    user wrote in it is left as it is: ``typed`` values (paths, names) and
+    quoted prompts and prompt names."""
+    if "\x00" in message:  # the mark below: never mistaken for one
+        return message
+    original, kept = message, []
 
     def keep(text: str) -> str:
         kept.append(text)
@@ -1045,20 +1044,30 @@ def _in_cli_words(message: str, typed: Sequence[str] = ()) -> str:
         except (ValueError, SyntaxError):  # pragma: no cover - repr's own form
             return literal
 
+    def mark(m: re.Match) -> str:
+        if m["name"] is not None:
+            return "--prompt-name " + keep(as_typed(m["name"]))
+        if m["prompt"] is not None:
+            return "--prompt " + keep(m["prompt"])
+        return keep(m[0])  # a quoted prompt, or a typed value
+
+    values = sorted({v for v in typed if v}, key=len, reverse=True)
+    # one pass over the message, leftmost match first: nothing is looked for
+    # inside what is already marked (a path that holds "prompt='x'", a prompt
+    # that holds "prompt_name='y'")
+    marks = re.compile(
+        "|".join(
+            [
+                rf"\bprompt_name=(?P<name>{_STR_LITERAL})",
+                rf"\bprompt=(?P<prompt>{_STR_LITERAL})",
+                rf"(?<=prompt )(?:{_STR_LITERAL})",
+                rf"(?<=prompt \()(?:{_STR_LITERAL})",
+                *(rf"(?<!\w){re.escape(v)}(?!\w)" for v in values),
+            ]
+        )
+    )
     try:
-        message = re.sub(
-            rf"\bprompt_name=({_STR_LITERAL})",
-            lambda m: "--prompt-name " + keep(as_typed(m[1])),
-            message,
-        )
-        message = re.sub(
-            rf"\bprompt=({_STR_LITERAL})", lambda m: "--prompt " + keep(m[1]), message
-        )
-        values = sorted({v for v in typed if v}, key=len, reverse=True)
-        if values:  # in one pass: a value is never looked for inside another's mark
-            message = re.sub(
-                "|".join(map(re.escape, values)), lambda m: keep(m[0]), message
-            )
+        message = marks.sub(mark, message)
         for pattern, replacement in _CLI_WORDS:
             message = pattern.sub(replacement, message)
         return re.sub("\x00(\\d+)\x00", lambda m: kept[int(m[1])], message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -1117,13 +1118,9 @@ def _parse_marked(item: str, i: int) -> _Target:
 
 
 def _looks_numeric(text: str) -> bool:
-    """Whether ``text`` reads as a number ("4", " -1", "4.0"): an offset
-    read as str, not a word."""
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """Whether ``text`` reads as a whole number ("4", " -1", "4.0"): an
+    offset read as str, not a word ("nan", "1e3" are words here)."""
+    return re.fullmatch(r"\s*[+-]?\d+(\.0*)?\s*", text) is not None
 
 
 def _marked_example(text: str, word: str) -> str:

@@ -1062,3 +1062,41 @@ def test_a_short_typed_value_never_garbles_a_message(tmp_path, capsys):
     )
     assert status != 0
     assert str(missing) in stderr and "\x00" not in stderr
+
+
+@pytest.mark.parametrize(
+    "message, typed, expected",
+    [
+        # a typed path that holds what looks like a parameter stays as typed
+        (
+            "input file \"no prompt='x'.txt\" does not exist.",
+            ["no prompt='x'.txt"],
+            "input file \"no prompt='x'.txt\" does not exist.",
+        ),
+        # a typed value never shows up inside a prompt's mark as NULs
+        (
+            "prompt='query' is put as it is; pass prompt_name='query' to use it.",
+            ["0", "query"],
+            "--prompt 'query' is put as it is; pass --prompt-name query to use it.",
+        ),
+        # a prompt's text is the user's: not reworded, whatever it holds
+        (
+            "got prompt=\"a prompt_name='b' device='cpu'\" and prompt_name='q'.",
+            [],
+            "got --prompt \"a prompt_name='b' device='cpu'\" and --prompt-name q.",
+        ),
+        (
+            "A prompt (\"device='cpu'\") stays at the head; or prompt=None.",
+            [],
+            "A prompt (\"device='cpu'\") stays at the head; or --prompt ''.",
+        ),
+        # a typed word does not stop the rest of the message being reworded
+        (
+            "device='cuda' was requested but is not available; use device='cpu'.",
+            ["cuda"],
+            "--device cuda was requested but is not available; use --device cpu.",
+        ),
+    ],
+)
+def test_messages_keep_what_the_user_wrote(message, typed, expected):
+    assert skbert.cli._in_cli_words(message, typed) == expected

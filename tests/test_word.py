@@ -966,6 +966,7 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
         ),
         ([("the bank", "4", "8")], TypeError, r"start is str \('4'\), expected int"),
         ([("the bank", "4.0", " 8")], TypeError, r"start is str \('4.0'\)"),
+        ([("pi or 1e3", "nan", "1e3")], TypeError, r"is 3 str: \('pi or 1e3'"),
         ([({"a": 1}, 0)], TypeError, "Sample 0 of X is malformed.*first element dict"),
         ([{"text": "a", "begin": 0}], ValueError, "Sample 0 of X is a dict with keys"),
         (["the bank"], ValueError, "Sample 0 of X is a str with no marked target"),
