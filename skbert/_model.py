@@ -438,6 +438,8 @@ class DenseHead:
     bias: np.ndarray | None
     activation: str  # a torch.nn module class, e.g. "Tanh"
     residual: bool = False
+    # the weights as tensors on each device used (read-only once made)
+    on_device: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def in_features(self) -> int:
@@ -447,17 +449,21 @@ class DenseHead:
     def out_features(self) -> int:
         return int(self.weight.shape[0])
 
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
-        weight = torch.from_numpy(self.weight)
-        bias = None if self.bias is None else torch.from_numpy(self.bias)
-        with torch.inference_mode():
-            out = getattr(torch.nn, self.activation)()(
-                torch.nn.functional.linear(x, weight, bias)
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        """The layer applied to ``rows`` in float32, on their device."""
+        found = self.on_device.get(rows.device)
+        if found is None:  # a race makes the same tensors twice: harmless
+            weight = torch.from_numpy(self.weight).to(rows.device)
+            bias = None if self.bias is None else torch.from_numpy(self.bias)
+            found = self.on_device[rows.device] = (
+                weight,
+                None if bias is None else bias.to(rows.device),
+                getattr(torch.nn, self.activation)(),
             )
-            if self.residual:
-                out = out + x
-        return out.numpy()
+        weight, bias, activation = found
+        x = rows.float()
+        out = activation(torch.nn.functional.linear(x, weight, bias))
+        return out + x if self.residual else out
 
 
 def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -569,12 +569,11 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"or {off}."
             )
 
-    def _apply_dense(self, pooled: np.ndarray) -> np.ndarray:
-        """The views' pooled blocks, each through the model's Dense layers
-        where it applies them, side by side."""
+    def _dense_heads(self) -> tuple:
+        """The model's Dense layers, checked against the widths at fit."""
         heads = self._loaded().st_dense
         for view in self.views_:
-            if view["dense"] and (
+            if view.get("dense") and (  # views fitted before Dense: none
                 not heads
                 or heads[0].in_features != view["pooled_features"]
                 or heads[-1].out_features != view["n_features"]
@@ -583,17 +582,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                     f"The Dense layers of {self.model_name_or_path_} have changed "
                     "since this estimator was fitted; fit it again."
                 )
-        out = np.empty((len(pooled), self._n_features_out), dtype=np.float32)
-        start = stop = 0
-        for view in self.views_:
-            block = pooled[:, start : start + view["pooled_features"]]
-            start += view["pooled_features"]
-            if view["dense"]:
-                for head in heads:
-                    block = head(block)
-            out[:, stop : stop + view["n_features"]] = block
-            stop += view["n_features"]
-        return out
+        return heads
 
     def _read_input(self, X: Any, pairs: bool) -> tuple[list, list | None]:
         """The texts of ``X`` (and the second texts of its pairs, else None),
@@ -730,13 +719,17 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"fitted with pairs={self._pairs!r}, which transform reads; call fit "
                 f"again to use pairs={self.pairs!r}."
             ) from None
+        heads = self._dense_heads()
         pool = concat_poolers(
             [
-                sentence_pooler(
-                    view["pooling"],
-                    view["include_special_tokens"],
-                    view["layers"],
-                    view["layer_combine"],
+                _then(
+                    sentence_pooler(
+                        view["pooling"],
+                        view["include_special_tokens"],
+                        view["layers"],
+                        view["layer_combine"],
+                    ),
+                    heads if view.get("dense") else (),
                 )
                 for view in self.views_
             ]
@@ -749,9 +742,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             layers=sorted({layer for view in self.views_ for layer in view["layers"]}),
             layer_combine=self.layer_combine,
             pool=pool,
-            n_features=sum(
-                view.get("pooled_features", view["n_features"]) for view in self.views_
-            ),
+            n_features=self._n_features_out,
             max_length=self.max_length_,
             long_text=self._long_text,
             stride=self.stride_,
@@ -767,13 +758,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                         view["include_special_tokens"],
                         tuple(view["layers"]),
                         view["layer_combine"],
+                        bool(view.get("dense")),  # the weights: in the model's key
                     )
                     for view in self.views_
                 ),
             ),
         )
-        if any(view.get("dense") for view in self.views_):
-            embeddings = self._apply_dense(embeddings)
         start = 0
         for view in self.views_:
             stop = start + view["n_features"]
@@ -800,6 +790,21 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             )
         self.transform_stats_ = {**stats, "seconds": time.perf_counter() - started}
         return embeddings
+
+
+def _then(pool: Callable, heads: tuple) -> Callable:
+    """``pool``, then the Dense ``heads`` on its rows (on their device, in
+    float32), batch by batch: never a second array of the whole output."""
+    if not heads:
+        return pool
+
+    def pooled(batch):
+        rows = pool(batch)
+        for head in heads:
+            rows = head(rows)
+        return rows
+
+    return pooled
 
 
 def _pools_like_st(
