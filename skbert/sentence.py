@@ -137,6 +137,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         not the layer's input width); False never. A model without such
         layers ignores it. Their weights are read from ``model.safetensors``;
         a Dense layer skbert cannot apply is named in a warning at ``fit``.
+        With the window options of ``long_text``, each window's vector goes
+        through them before the windows are combined, as averaging
+        ``encode``'s vectors of a text's chunks would.
     normalize : bool or "auto", default="auto"
         Scale each output row to unit L2 norm (all-zero rows stay zero).
         "auto" does so where the vectors are the ones
