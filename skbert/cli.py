@@ -1018,8 +1018,11 @@ _CLI_WORDS = [
 def _typed(args: argparse.Namespace) -> list[str]:
     """The strings the user typed that a message may quote: never rewritten."""
     values = [args.input, args.output, args.model, args.cache, args.column]
+    # messages may show a path as typed or normalised ("dir/" as "dir")
+    values = [str(v) for v in values if v is not None]
+    values += [os.path.normpath(v) for v in values]
     # "-" (standard input) is in every message's options and negative numbers
-    return [str(v) for v in values if v is not None and str(v) != STDIN]
+    return [v for v in dict.fromkeys(values) if v not in (STDIN, ".")]
 
 
 # a Python str literal as repr() writes one, escapes included
@@ -1058,11 +1061,17 @@ def _in_cli_words(message: str, typed: Sequence[str] = ()) -> str:
     marks = re.compile(
         "|".join(
             [
+                # a typed value first: a path that holds "prompt='x'" is a path
+                *(
+                    ("(?<!\\w)" if re.match(r"\w", v) else "")
+                    + re.escape(v)
+                    + ("(?![\\w=])" if re.search(r"\w$", v) else "")
+                    for v in values
+                ),
                 rf"\bprompt_name=(?P<name>{_STR_LITERAL})",
                 rf"\bprompt=(?P<prompt>{_STR_LITERAL})",
                 rf"(?<=prompt )(?:{_STR_LITERAL})",
                 rf"(?<=prompt \()(?:{_STR_LITERAL})",
-                *(rf"(?<!\w){re.escape(v)}(?!\w)" for v in values),
             ]
         )
     )

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
 
 from ._base import _BaseBertVectorizer, keeps_state_on_error
 from ._encode import (
@@ -137,9 +138,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         not the layer's input width); False never. A model without such
         layers ignores it. Their weights are read from ``model.safetensors``;
         a Dense layer skbert cannot apply is named in a warning at ``fit``.
-        With the window options of ``long_text``, each window's vector goes
-        through them before the windows are combined, as averaging
-        ``encode``'s vectors of a text's chunks would.
+        With the window options of ``long_text``, they run on each text's
+        combined windows (its pooled vector), as ``normalize`` does.
     normalize : bool or "auto", default="auto"
         Scale each output row to unit L2 norm (all-zero rows stay zero).
         "auto" does so where the vectors are the ones
@@ -572,6 +572,24 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"or {off}."
             )
 
+    def _apply_dense(self, pooled: np.ndarray, heads: tuple) -> np.ndarray:
+        """The views' pooled blocks side by side, each through the Dense
+        ``heads`` where the view applies them."""
+        out = np.empty((len(pooled), self._n_features_out), dtype=np.float32)
+        start = stop = 0
+        for view in self.views_:
+            block = pooled[:, start : start + view["pooled_features"]]
+            start += view["pooled_features"]
+            if view["dense"]:
+                rows = torch.from_numpy(np.ascontiguousarray(block))
+                with torch.inference_mode():
+                    for head in heads:
+                        rows = head(rows)
+                block = rows.numpy()
+            out[:, stop : stop + view["n_features"]] = block
+            stop += view["n_features"]
+        return out
+
     def _dense_heads(self) -> tuple:
         """The model's Dense layers, checked against the widths at fit."""
         heads = self._loaded().st_dense
@@ -723,6 +741,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"again to use pairs={self.pairs!r}."
             ) from None
         heads = self._dense_heads()
+        # Dense layers run inside the pooling, batch by batch; with windows
+        # they run on each text's combined windows, as its pooled vector
+        after_windows = bool(heads) and self._long_text.startswith("window")
         pool = concat_poolers(
             [
                 _then(
@@ -732,7 +753,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                         view["layers"],
                         view["layer_combine"],
                     ),
-                    heads if view.get("dense") else (),
+                    heads if view.get("dense") and not after_windows else (),
                 )
                 for view in self.views_
             ]
@@ -745,7 +766,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             layers=sorted({layer for view in self.views_ for layer in view["layers"]}),
             layer_combine=self.layer_combine,
             pool=pool,
-            n_features=self._n_features_out,
+            n_features=sum(
+                view.get("pooled_features", view["n_features"])
+                if after_windows
+                else view["n_features"]
+                for view in self.views_
+            ),
             max_length=self.max_length_,
             long_text=self._long_text,
             stride=self.stride_,
@@ -761,12 +787,15 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                         view["include_special_tokens"],
                         tuple(view["layers"]),
                         view["layer_combine"],
-                        bool(view.get("dense")),  # the weights: in the model's key
+                        # (the weights are in the model's key)
+                        bool(view.get("dense")) and not after_windows,
                     )
                     for view in self.views_
                 ),
             ),
         )
+        if after_windows:
+            embeddings = self._apply_dense(embeddings, heads)
         start = 0
         for view in self.views_:
             stop = start + view["n_features"]

@@ -1090,6 +1090,23 @@ def test_a_short_typed_value_never_garbles_a_message(tmp_path, capsys):
             [],
             "A prompt (\"device='cpu'\") stays at the head; or --prompt ''.",
         ),
+        # a column named like a parameter is not taken for the parameter
+        (
+            "Pass the text itself as prompt=..., or prompt_name=None.",
+            ["prompt"],
+            "Pass the text itself as --prompt TEXT, or no --prompt-name.",
+        ),
+        # a path as typed or normalised, whatever its edges
+        (
+            "Unrecognized model in mx/max_length=5. Cause: layers=[1, 2]/x",
+            ["mx/max_length=5/", "mx/max_length=5", "layers=[1, 2]/"],
+            "Unrecognized model in mx/max_length=5. Cause: layers=[1, 2]/x",
+        ),
+        (
+            "File prompt='x'/data.csv does not exist.",
+            ["prompt='x'/data.csv"],
+            "File prompt='x'/data.csv does not exist.",
+        ),
         # a typed word does not stop the rest of the message being reworded
         (
             "device='cuda' was requested but is not available; use device='cpu'.",
@@ -1100,3 +1117,11 @@ def test_a_short_typed_value_never_garbles_a_message(tmp_path, capsys):
 )
 def test_messages_keep_what_the_user_wrote(message, typed, expected):
     assert skbert.cli._in_cli_words(message, typed) == expected
+
+
+def test_typed_paths_are_kept_as_typed_and_normalised():
+    args = skbert.cli.build_parser().parse_args(
+        ["embed", "in.csv", "-o", "out.npy", "--model", "mx/max_length=5/"]
+    )
+    typed = skbert.cli._typed(args)
+    assert "mx/max_length=5/" in typed and "mx/max_length=5" in typed

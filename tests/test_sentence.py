@@ -466,30 +466,26 @@ def test_dense_weights_in_bfloat16_are_applied(tiny_bert, tmp_path):
     np.testing.assert_allclose(X, expected, atol=1e-5)
 
 
-def test_with_windows_each_window_goes_through_the_dense_layers(tiny_bert, tmp_path):
-    from sentence_transformers import SentenceTransformer
+@pytest.mark.parametrize("long_text", ["window", "window_max"])
+def test_with_windows_the_combined_windows_go_through_the_dense_layers(
+    tiny_bert, tmp_path, long_text
+):
+    from safetensors.numpy import load_file
 
+    # the text's pooled vector (its windows combined) gets the Dense layers,
+    # as normalize comes after the windows too: dense=True is exactly the
+    # Dense layers on what dense=False gives
     directory, _ = _mean_then_dense(tiny_bert, tmp_path / "st")
-    text = "the bank robber was seen fishing on the river bank after the money"
-    vectorizer = BertSentenceVectorizer(
-        model=directory, long_text="window", max_length=8, cache=None
-    )
-    X = vectorizer.fit_transform([text])
-    assert vectorizer.dense_
-    encoder = SentenceTransformer(str(directory), device="cpu")
-    windows = vectorizer.tokenize([text]).groupby("window")
-    vectors, weights = [], []
-    for _, window in windows:
-        ids = torch.tensor([window["token_id"].tolist()])
-        with torch.no_grad():
-            states = encoder[0].auto_model(input_ids=ids).last_hidden_state[0]
-            pooled = {"sentence_embedding": states.mean(0)[None]}
-            vectors.append(encoder[2](pooled)["sentence_embedding"])
-        weights.append((~window["special"]).sum())
-    assert len(vectors) > 1
-    stacked = torch.cat(vectors).numpy()
-    expected = np.average(stacked, axis=0, weights=weights)
-    np.testing.assert_allclose(X[0], expected, atol=1e-5)
+    texts = ["the bank robber was seen fishing on the river bank " * 3, "a cat"]
+    settings = dict(model=directory, long_text=long_text, max_length=8, cache=None)
+    dense = BertSentenceVectorizer(**settings, views={"st": {}, "deep": {"layers": 1}})
+    X = dense.fit_transform(texts)
+    assert dense.transform_stats_["n_windowed"] == 1
+    pooled = BertSentenceVectorizer(**settings, dense=False).fit_transform(texts)
+    deep = BertSentenceVectorizer(**settings, layers=1).fit_transform(texts)
+    weights = load_file(str(directory / "2_Dense" / "model.safetensors"))
+    expected = np.tanh(pooled @ weights["linear.weight"].T + weights["linear.bias"])
+    np.testing.assert_allclose(X, np.hstack([expected, deep]), atol=1e-5)
 
 
 def test_dense_weights_changed_on_disk_are_read_again(tiny_bert, tmp_path):
