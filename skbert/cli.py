@@ -283,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalize",
         action=argparse.BooleanOptionalAction,
         default="auto",
-        help="scale each vector to unit L2 norm; default: as the model's "
-        "sentence-transformers config does (a Normalize module), else not",
+        help="scale each vector to unit L2 norm; default: where the vectors are "
+        "the ones the model's sentence-transformers config gives and it ends in a "
+        "Normalize module",
     )
     embed.add_argument(
         "--dense",

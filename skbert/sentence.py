@@ -136,8 +136,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         where the vectors are the ones the config pools (as for
         ``normalize``); True on every view (an error where a view's width is
         not the layer's input width); False never. A model without such
-        layers ignores it. Their weights are read from ``model.safetensors``;
-        a Dense layer skbert cannot apply is named in a warning at ``fit``.
+        layers ignores it (with a warning for True). Their weights are read
+        from ``model.safetensors``; a Dense layer skbert cannot apply is
+        named in a warning at ``fit``.
         With the window options of ``long_text``, they run on each text's
         combined windows (its pooled vector), as ``normalize`` does.
     normalize : bool or "auto", default="auto"

@@ -496,15 +496,20 @@ def test_dense_weights_changed_on_disk_are_read_again(tiny_bert, tmp_path):
 
     texts = ["The cat sat.", "A longer sentence about embeddings!"]
     directory, weights = _mean_then_dense(tiny_bert, tmp_path / "st")
-    fitted = BertSentenceVectorizer(model=directory, cache=None).fit(texts)
+    cache = tmp_path / "cache"  # a disk cache: its entries are the model's
+    fitted = BertSentenceVectorizer(model=directory, cache=cache).fit(texts)
     before = fitted.transform(texts)
     saved = pickle.dumps(fitted)
     tensors = load_file(str(weights))
     save_file({k: -v for k, v in tensors.items()}, str(weights))
-    again = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
+    refitted = BertSentenceVectorizer(model=directory, cache=cache).fit(texts)
+    again = refitted.transform(texts)
+    assert refitted.transform_stats_["cache_hits"] == 0  # computed again, once
     reference = SentenceTransformer(str(directory), device="cpu").encode(texts)
     np.testing.assert_allclose(again, reference, atol=1e-5)
     assert np.abs(again - before).max() > 1e-3
+    np.testing.assert_array_equal(refitted.transform(texts), again)
+    assert refitted.transform_stats_["cache_hits"] == len(texts)
     # another width than at fit: fit again, never a broadcasting error
     _mean_then_dense(tiny_bert, directory, out_features=4)
     with pytest.raises(ValueError, match="Dense layers of .* have changed since"):

@@ -532,14 +532,27 @@ def test_transform_changes_only_its_statistics(tiny_bert):
 
 
 def test_a_pickle_from_before_a_parameter_existed_unpickles(tiny_bert):
-    vectorizer = BertSentenceVectorizer(model=tiny_bert, cache=None).fit()
-    expected = vectorizer.transform(["the cat sat"])
+    # normalize=False: the default before "auto"
+    vectorizer = BertSentenceVectorizer(model=tiny_bert, normalize=False, cache=None)
+    expected = vectorizer.fit(["x"]).transform(["the cat sat"])
     state = vectorizer.__getstate__()
-    del state["prompt"], state["prompt_"]  # as an older skbert pickled it
+    # as an older skbert pickled it
+    for name in ("prompt", "prompt_", "prompt_name", "dense", "dense_", "normalize_"):
+        del state[name]
+    state["views_"] = [
+        {k: v for k, v in view.items() if k not in ("dense", "pooled_features")}
+        for view in state["views_"]
+    ]
     old = BertSentenceVectorizer.__new__(BertSentenceVectorizer)
     old.__setstate__(state)
     np.testing.assert_array_equal(old.transform(["the cat sat"]), expected)
-    assert old.get_params()["prompt"] == "auto"
+    params = old.get_params()
+    assert (params["prompt"], params["prompt_name"], params["dense"]) == (
+        "auto",
+        None,
+        "auto",
+    )
+    assert params["normalize"] is False  # kept as it was made
     assert clone(old).get_params() == vectorizer.get_params()
 
 

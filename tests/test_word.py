@@ -1538,3 +1538,28 @@ def test_a_word_marker_of_its_own_is_pooled_with_its_word_wherever_it_is(
         np.testing.assert_allclose(row, expected, atol=1e-5)
     words = vectorizer.transform_words([text])
     np.testing.assert_allclose(words.iloc[0, 5:].to_numpy(), X[0], atol=1e-5)
+
+
+def test_layers_all_gives_every_hidden_state_to_word_vectors(tiny_bert):
+    text = "the bank vault"
+    vectorizer = BertWordVectorizer(
+        model=tiny_bert, layers="all", layer_combine="concat"
+    ).fit()
+    assert vectorizer.layers_ == [0, 1, 2]
+    states = hidden_states(tiny_bert, text)
+    expected = np.concatenate([state[2].numpy() for state in states])  # "bank"
+    np.testing.assert_allclose(
+        vectorizer.transform([(text, 4, 8)])[0], expected, atol=1e-5
+    )
+
+
+def test_tokenize_shows_the_tokenizers_offsets_transform_tokens_the_trimmed_ones(
+    tiny_sentencepiece,
+):
+    vectorizer = BertWordVectorizer(model=tiny_sentencepiece("deberta_v3")).fit()
+    text = "Bank the bank"
+    raw = vectorizer.tokenize([text])
+    trimmed = vectorizer.transform_tokens([text])
+    row = raw.index[raw["token"] == "\u2581th"][0]  # "▁th", "e"
+    assert (raw.loc[row, "start"], raw.loc[row, "end"]) == (4, 7)  # " th"
+    assert (trimmed.loc[row, "start"], trimmed.loc[row, "end"]) == (5, 7)  # "th"
