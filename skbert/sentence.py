@@ -578,10 +578,11 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``heads`` where the view applies them."""
         out = np.empty((len(pooled), self._n_features_out), dtype=np.float32)
         start = stop = 0
-        for view in self.views_:
-            block = pooled[:, start : start + view["pooled_features"]]
-            start += view["pooled_features"]
-            if view["dense"]:
+        for view in self.views_:  # (views fitted before Dense lack its keys)
+            width = view.get("pooled_features", view["n_features"])
+            block = pooled[:, start : start + width]
+            start += width
+            if view.get("dense"):
                 rows = torch.from_numpy(np.ascontiguousarray(block))
                 with torch.inference_mode():
                     for head in heads:
