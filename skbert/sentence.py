@@ -746,6 +746,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         # Dense layers run inside the pooling, batch by batch; with windows
         # they run on each text's combined windows, as its pooled vector
         after_windows = bool(heads) and self._long_text.startswith("window")
+        # per view: whether its pooling runs the Dense layers
+        inside = [bool(view.get("dense")) and not after_windows for view in self.views_]
         pool = concat_poolers(
             [
                 _then(
@@ -755,9 +757,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                         view["layers"],
                         view["layer_combine"],
                     ),
-                    heads if view.get("dense") and not after_windows else (),
+                    heads if dense else (),
                 )
-                for view in self.views_
+                for view, dense in zip(self.views_, inside, strict=True)
             ]
         )
         embeddings, stats = encode_texts(
@@ -789,10 +791,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                         view["include_special_tokens"],
                         tuple(view["layers"]),
                         view["layer_combine"],
-                        # (the weights are in the model's key)
-                        bool(view.get("dense")) and not after_windows,
+                        dense,  # (the weights are in the model's key)
                     )
-                    for view in self.views_
+                    for view, dense in zip(self.views_, inside, strict=True)
                 ),
             ),
         )
