@@ -50,6 +50,8 @@ __all__ = [
     "encode_texts",
     "encode_token_groups",
     "iter_batches",
+    "prompt_tokens",
+    "rows_keeping_prompt",
     "special_tokens_around",
     "tokenize",
     "tokenize_cached",
@@ -107,6 +109,7 @@ def tokenize(
     max_length: int,
     long_text: str = "truncate",
     stride: int = 0,
+    prompt_chars: int = 0,
 ) -> Tokenized:
     """Tokenize ``texts`` into rows of at most ``max_length`` tokens.
 
@@ -124,10 +127,14 @@ def tokenize(
         tokens (``"window"`` and ``"window_max"`` tokenize the same way).
     stride : int
         With windows, the number of tokens consecutive windows share.
+    prompt_chars : int
+        The length of the prompt that each text begins with (0 for none). Its
+        tokens stay at the head of every row (see :func:`rows_keeping_prompt`):
+        before a text's tail, and in every window.
     """
     if not texts:
         return Tokenized([], [], 0)
-    if long_text in ("truncate", "window", "window_max"):
+    if long_text == "truncate" or (long_text.startswith("window") and not prompt_chars):
         windows = long_text != "truncate"
         encoded = _encode_overflowing(
             tokenizer, texts, max_length, stride if windows else 0
@@ -161,17 +168,84 @@ def tokenize(
         truncation=False,
         return_attention_mask=False,
         return_token_type_ids=False,
+        return_offsets_mapping=bool(prompt_chars),
         verbose=False,
     )
-    input_ids, special = [], []
+    windows = long_text.startswith("window")
+    input_ids, special, text_of_row = [], [], []
+    rows_per_text = np.zeros(len(texts), dtype=np.int64)
     truncated = np.zeros(len(texts), dtype=bool)
     for i, ids in enumerate(encoded["input_ids"]):
-        if len(ids) > room:
-            truncated[i] = True
-            ids = cut_to_room(ids, room, long_text)
-        input_ids.append(prefix + ids + suffix)
-        special.append([1] * len(prefix) + [0] * len(ids) + [1] * len(suffix))
+        n_prompt = 0
+        if prompt_chars:
+            n_prompt = prompt_tokens(encoded["offset_mapping"][i], prompt_chars)
+        rows = rows_keeping_prompt(n_prompt, len(ids), room, long_text, stride)
+        rows_per_text[i] = len(rows)
+        truncated[i] = len(rows[0]) < len(ids) and not windows
+        for positions in rows:
+            if len(positions) < len(ids):
+                ids_row = [ids[k] for k in positions]
+            else:
+                ids_row = ids
+            input_ids.append(prefix + ids_row + suffix)
+            special.append([1] * len(prefix) + [0] * len(ids_row) + [1] * len(suffix))
+            text_of_row.append(i)
+    if windows:
+        return Tokenized(
+            input_ids=input_ids,
+            special_tokens_mask=special,
+            n_truncated=0,
+            text_of_row=np.asarray(text_of_row, dtype=np.int64),
+            n_windowed=int((rows_per_text > 1).sum()),
+            truncated=truncated,
+        )
     return Tokenized(input_ids, special, int(truncated.sum()), truncated=truncated)
+
+
+def prompt_tokens(offsets, prompt_chars: int) -> int:
+    """How many of a prompted text's first tokens (special tokens left out,
+    character ``offsets`` in order) begin inside its ``prompt_chars``-long
+    prompt."""
+    n = 0
+    for start, _ in offsets:
+        if start >= prompt_chars:
+            break
+        n += 1
+    return n
+
+
+def rows_keeping_prompt(
+    n_prompt: int, n_tokens: int, room: int, long_text: str, stride: int = 0
+) -> list[list[int]]:
+    """The positions of a text's tokens (special tokens left out) in each row
+    the model reads, with the text's first ``n_prompt`` tokens (its prompt)
+    at the head of every row.
+
+    A text of at most ``room`` tokens is one row. A longer one keeps its
+    prompt and, of the rest, what ``long_text`` keeps in ``room - n_prompt``
+    tokens: its head ("truncate"), its tail ("truncate_tail"), its first
+    quarter and last three quarters ("truncate_head_tail"), or overlapping
+    windows that share ``stride`` tokens ("window", "window_max"), laid out as
+    a fast tokenizer's overflowing rows are. A prompt that leaves no room for
+    text (``n_prompt >= room``) is read as text from its ``room``-th token on.
+    """
+    if n_tokens <= room:
+        return [list(range(n_tokens))]
+    n_prompt = min(n_prompt, room - 1)
+    head = list(range(n_prompt))
+    body = list(range(n_prompt, n_tokens))
+    width = room - n_prompt
+    if not long_text.startswith("window"):
+        if long_text == "truncate":
+            return [head + body[:width]]
+        return [head + cut_to_room(body, width, long_text)]
+    step = max(1, width - stride)
+    rows, start = [], 0
+    while True:
+        rows.append(head + body[start : start + width])
+        if start + width >= len(body):
+            return rows
+        start += step
 
 
 def cut_to_room(values: list, room: int, long_text: str) -> list:
@@ -330,6 +404,7 @@ def tokenize_cached(
     max_length: int,
     long_text: str = "truncate",
     stride: int = 0,
+    prompt_chars: int = 0,
 ) -> Tokenized:
     """:func:`tokenize` (or :func:`tokenize_pairs`) with a memo in ``cache``.
 
@@ -346,6 +421,7 @@ def tokenize_cached(
         "window" if windows else long_text,
         stride if windows else 0,
         pairs,
+        0 if long_text == "truncate" else prompt_chars,
     )
     # GridSearchCV hands every candidate the same folds: whole calls repeat
     call_key = (settings, tuple(texts))
@@ -361,7 +437,9 @@ def tokenize_cached(
                 loaded.tokenizer, [a for a, _ in new], [b for _, b in new], max_length
             )
         else:
-            part = tokenize(loaded.tokenizer, new, max_length, long_text, stride)
+            part = tokenize(
+                loaded.tokenizer, new, max_length, long_text, stride, prompt_chars
+            )
         part.row_keys = _row_keys(
             loaded,
             part.input_ids,
@@ -1072,6 +1150,7 @@ def encode_texts(
     progress_bar: bool | None = None,
     long_text: str = "truncate",
     stride: int = 0,
+    prompt_chars: int = 0,
     texts_b: list[str] | None = None,
     cache=None,
     pool_key: tuple | None = None,
@@ -1084,7 +1163,9 @@ def encode_texts(
     ``long_text="window"`` the windows of a text are averaged, weighted by
     their number of non-special tokens; with ``"window_max"`` their
     element-wise max is taken. ``texts_b`` makes each row the pair
-    ``(texts[i], texts_b[i])``, encoded as one input.
+    ``(texts[i], texts_b[i])``, encoded as one input. ``prompt_chars`` is
+    the length of a prompt each text begins with, kept at the head of every
+    row (see :func:`tokenize`).
 
     With a ``cache`` and a ``pool_key`` (a hashable description of everything
     ``pool`` does), pooled rows are memoised too: a row pooled before the same
@@ -1126,6 +1207,7 @@ def encode_texts(
                     max_length=max_length,
                     long_text=long_text,
                     stride=stride,
+                    prompt_chars=prompt_chars,
                 )
                 if keep is None and len(unique) > len(chunk):
                     # a call's states that could not all stay in memory keep none
@@ -1136,7 +1218,7 @@ def encode_texts(
                     keep = size <= cache.max_bytes
             elif texts_b is None:
                 tokenized = tokenize(
-                    loaded.tokenizer, chunk, max_length, long_text, stride
+                    loaded.tokenizer, chunk, max_length, long_text, stride, prompt_chars
                 )
             else:
                 tokenized = tokenize_pairs(

@@ -16,10 +16,11 @@ from ._encode import (
     LONG_TEXT,
     call_tokenizer,
     concat_poolers,
-    cut_to_room,
     encode_texts,
     pair_segments,
+    prompt_tokens,
     right_truncating,
+    rows_keeping_prompt,
     sentence_pooler,
     special_tokens_around,
 )
@@ -97,7 +98,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         texts truncated or windowed by the last call.
     stride : int or None, default=None
         With "window" and "window_max", the number of tokens consecutive
-        windows share. None uses a quarter of a window's room for text. The
+        windows share. None uses a quarter of a window's room for text (what
+        the special tokens and the prompt leave). The
         other ``long_text`` options read no windows: ``fit`` warns that a
         stride given with them is not used.
     pairs : bool, default=False
@@ -118,10 +120,10 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         with the text's (a model whose sentence-transformers pooling leaves
         them out, ``include_prompt=false``, is warned about at ``fit``);
         ``tokenize`` shows them, and its offsets point into the prompted
-        text. Not available with ``pairs=True``, and only with
-        ``long_text="truncate"``, which keeps the prompt at the head of a
-        long text: a prompt given with another ``long_text`` is a
-        ``ValueError`` at ``fit``, and "auto" then puts none, with a warning.
+        text. Every ``long_text`` keeps the prompt at the head of what the
+        model reads: before the kept tail of a long text, and in every
+        window; a prompt that leaves no room for text in ``max_length`` is a
+        ``ValueError`` at ``fit``. Not available with ``pairs=True``.
     prompt_name : str or None, default=None
         The name of one of the model's sentence-transformers prompts
         (``prompts`` in ``config_sentence_transformers.json``), as
@@ -415,6 +417,16 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 "first; use long_text='truncate'."
             )
         room = self.max_length_ - loaded.tokenizer.num_special_tokens_to_add()
+        # the prompt heads every row: the room for text is what it leaves
+        n_prompt = self._prompt_tokens(loaded.tokenizer)
+        if n_prompt and n_prompt >= room:
+            raise ValueError(
+                f"The prompt {self.prompt_!r} takes {n_prompt} tokens, which leaves "
+                f"no room for text in rows of max_length={self.max_length_} "
+                f"({room} tokens besides the special tokens); use a shorter prompt "
+                f"or max_length >= {self.max_length_ - room + n_prompt + 1}."
+            )
+        room -= n_prompt
         self.stride_ = room // 4 if self.stride is None else self.stride
         if self.stride is not None and not self.long_text.startswith("window"):
             warn_user(
@@ -430,10 +442,11 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
                 f"{self.max_length_ - room + 1}."
             )
         if self.long_text.startswith("window") and self.stride_ >= room:
+            after = f" after the prompt's {n_prompt}" if n_prompt else ""
             raise ValueError(
                 f"stride={self.stride_} leaves windows no new tokens: windows of "
-                f"max_length={self.max_length_} hold {room} tokens of text; use "
-                f"stride < {room}."
+                f"max_length={self.max_length_} hold {room} tokens of text{after}; "
+                f"use stride < {room}."
             )
         self.dense_, self.normalize_ = self._resolve_head(
             loaded,
@@ -519,7 +532,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
 
     def _resolve_prompt(self, loaded: LoadedModel) -> None:
         """Set ``prompt_`` from ``prompt`` and ``prompt_name``, checked against
-        ``pairs`` and ``long_text``."""
+        ``pairs``."""
         name = self.prompt_name
         if name is not None:
             if self.prompt != "auto":
@@ -540,15 +553,6 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             given, off = f"prompt_name={name!r}", "prompt_name=None"
         elif self.prompt == "auto":
             self.prompt_ = "" if self.pairs else loaded.st_prompt
-            if self.prompt_ and self.long_text != "truncate":
-                warn_user(
-                    f"The model's default prompt {self.prompt_!r} is not used with "
-                    f"long_text={self.long_text!r}, which would cut it off or leave "
-                    "it out of later windows; its vectors differ from what "
-                    "SentenceTransformer.encode gives. Pass prompt=None to silence "
-                    "this, or long_text='truncate' to use the prompt."
-                )
-                self.prompt_ = ""
             return
         else:
             self.prompt_ = self.prompt or ""
@@ -564,13 +568,6 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             raise ValueError(
                 f"{given} is put before single texts and is not available with "
                 f"pairs=True; put it in your texts, or pass {off}."
-            )
-        if self.prompt_ and self.long_text != "truncate":
-            raise ValueError(
-                f"A prompt ({self.prompt_!r}) stays at the head of a long text only "
-                f"with long_text='truncate': long_text={self.long_text!r} would cut "
-                "it off or leave it out of later windows. Use long_text='truncate', "
-                f"or {off}."
             )
 
     def _apply_dense(self, pooled: np.ndarray, heads: tuple) -> np.ndarray:
@@ -614,6 +611,20 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             texts, texts_b, _ = check_pairs(X, handle_missing=self.handle_missing)
             return texts, texts_b
         return self._prompted(self._check_texts(X)), None
+
+    def _prompt_tokens(self, tokenizer) -> int:
+        """How many tokens the fitted prompt takes at the head of a text."""
+        if not self.prompt_:
+            return 0
+        probe = self.prompt_ + "a"  # the prompt as it reads before a text
+        encoded = call_tokenizer(
+            tokenizer,
+            probe,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            verbose=False,
+        )
+        return prompt_tokens(encoded["offset_mapping"], len(self.prompt_))
 
     def _prompted(self, texts: list[str]) -> list[str]:
         """``texts`` with the fitted prompt before each."""
@@ -665,8 +676,12 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         windows = self._long_text.startswith("window")
         if not texts:  # the same columns as for texts
             return labels, [], ["window"] if windows else []
-        if self._long_text in ("truncate_tail", "truncate_head_tail"):
-            return labels, self._cut_records(tokenizer, texts), []
+        prompt_chars = len(getattr(self, "prompt_", ""))
+        if self._long_text in ("truncate_tail", "truncate_head_tail") or (
+            windows and prompt_chars
+        ):
+            records = self._cut_records(tokenizer, texts, prompt_chars)
+            return labels, records, ["window"] if windows else []
         encoded = call_tokenizer(
             tokenizer,
             texts,
@@ -692,10 +707,13 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             )
         return labels, records, ["window"] if windows else []
 
-    def _cut_records(self, tokenizer, texts: list[str]) -> list:
-        """Records of texts cut to their tail, or to their head and tail."""
+    def _cut_records(self, tokenizer, texts: list[str], prompt_chars: int) -> list:
+        """Records of texts cut to their tail, or to their head and tail, or
+        read in windows, a prompt of ``prompt_chars`` at the head of each row,
+        as :func:`skbert._encode.tokenize` cuts them."""
         prefix, suffix = special_tokens_around(tokenizer)
         room = self.max_length_ - len(prefix) - len(suffix)
+        windows = self._long_text.startswith("window")
         encoded = call_tokenizer(
             tokenizer,
             texts,
@@ -706,13 +724,26 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         records = []
         for i, ids in enumerate(encoded["input_ids"]):
             offsets = encoded["offset_mapping"][i]
-            if len(ids) > room:  # the rows skbert._encode.tokenize keeps
-                ids = cut_to_room(ids, room, self._long_text)
-                offsets = cut_to_room(offsets, room, self._long_text)
-            special = [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix)
-            ids = prefix + ids + suffix
-            offsets = [(0, 0)] * len(prefix) + list(offsets) + [(0, 0)] * len(suffix)
-            records.append((i, ids, special, offsets, []))
+            rows = rows_keeping_prompt(
+                prompt_tokens(offsets, prompt_chars),
+                len(ids),
+                room,
+                self._long_text,
+                self.stride_,
+            )
+            for window, positions in enumerate(rows):
+                row = prefix + [ids[k] for k in positions] + suffix
+                records.append(
+                    (
+                        i,
+                        row,
+                        [1] * len(prefix) + [0] * len(positions) + [1] * len(suffix),
+                        [(0, 0)] * len(prefix)
+                        + [offsets[k] for k in positions]
+                        + [(0, 0)] * len(suffix),
+                        [[window] * len(row)] if windows else [],
+                    )
+                )
         return records
 
     def transform(self, X: Any) -> np.ndarray:
@@ -779,6 +810,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             max_length=self.max_length_,
             long_text=self._long_text,
             stride=self.stride_,
+            prompt_chars=len(getattr(self, "prompt_", "")),
             device=self.device_,
             **self._batching(),
             progress_bar=self.progress_bar,

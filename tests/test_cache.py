@@ -788,6 +788,28 @@ def test_partly_memoised_call_equals_a_fresh_one(tiny_bert, monkeypatch, params)
     np.testing.assert_allclose(vectorizer.transform(new), expected[:2], atol=1e-5)
 
 
+def test_a_prompt_kept_in_every_window_is_part_of_the_memo_key(tiny_bert):
+    # the same prompted string reads as other windows with the prompt kept in
+    # each than with the same characters written into the text
+    document = "query: " + " ".join(["the cat sat on the river bank"] * 8)
+    params = dict(model=str(tiny_bert), long_text="window", max_length=12, stride=2)
+    prompted = BertSentenceVectorizer(prompt="query: ", **params).fit()
+    in_text = BertSentenceVectorizer(prompt=None, **params).fit()
+    first = prompted.transform([document[len("query: ") :]])
+    second = in_text.transform([document])  # after the first, in the same cache
+    # only the first window is the same row both ways (its states are reused)
+    assert in_text.transform_stats_["cache_hits"] == 1
+    fresh = BertSentenceVectorizer(prompt=None, cache=None, **params).fit()
+    np.testing.assert_allclose(second, fresh.transform([document]), atol=1e-6)
+    assert not np.allclose(first, second, atol=1e-3)
+    again = prompted.transform([document[len("query: ") :]])
+    assert (
+        prompted.transform_stats_["cache_hits"]
+        == prompted.transform_stats_["n_windows"]
+    )
+    np.testing.assert_array_equal(again, first)
+
+
 def test_a_call_not_kept_memoises_no_tokens(tiny_bert, memory_cache):
     texts = [f"the cat sat on the bank {i}" for i in range(50)]
     memory_cache.max_bytes = 10_000  # far too small for the call's states

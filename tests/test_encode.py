@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from skbert._encode import (
     BATCH_COST_TOKENS,
@@ -13,6 +14,8 @@ from skbert._encode import (
     TextCounter,
     batch_rows,
     encode_texts,
+    prompt_tokens,
+    rows_keeping_prompt,
     sentence_pooler,
     tokenize,
 )
@@ -207,6 +210,52 @@ def test_backend_encoding_equals_transformers(request, fixture, max_length, stri
         tokenizer.backend_tokenizer.padding,
     )
     assert after == before
+
+
+def test_rows_keeping_no_prompt_are_the_tokenizers_overflowing_rows(tiny_bert):
+    # with no prompt, rows_keeping_prompt lays windows out as the fast
+    # tokenizer's overflowing rows (the path skbert takes without a prompt)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a river bank embeddings".split()
+    for _ in range(200):
+        text = " ".join(rng.choice(words, size=rng.integers(1, 40)))
+        max_length = int(rng.integers(4, 20))
+        stride = int(rng.integers(0, max_length - 2))
+        encoded = tokenizer(
+            text,
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+        )
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        rows = rows_keeping_prompt(0, len(ids), max_length - 2, "window", stride)
+        assert [[ids[k] for k in row] for row in rows] == [
+            row[1:-1] for row in encoded["input_ids"]
+        ]
+
+
+def test_rows_keeping_prompt_keep_it_at_the_head_of_each_row():
+    assert rows_keeping_prompt(2, 5, 5, "window") == [[0, 1, 2, 3, 4]]  # fits
+    assert rows_keeping_prompt(2, 9, 5, "window", 1) == [
+        [0, 1, 2, 3, 4],
+        [0, 1, 4, 5, 6],
+        [0, 1, 6, 7, 8],
+    ]
+    assert rows_keeping_prompt(2, 9, 5, "truncate") == [[0, 1, 2, 3, 4]]
+    assert rows_keeping_prompt(2, 9, 5, "truncate_tail") == [[0, 1, 6, 7, 8]]
+    assert rows_keeping_prompt(1, 12, 9, "truncate_head_tail") == [
+        [0, 1, 2, 6, 7, 8, 9, 10, 11]
+    ]
+    # a prompt that fills the room is read as text from there on
+    assert rows_keeping_prompt(5, 7, 5, "window", 0) == [
+        [0, 1, 2, 3, 4],
+        [0, 1, 2, 3, 5],
+        [0, 1, 2, 3, 6],
+    ]
+    assert prompt_tokens([(0, 5), (5, 6), (7, 10)], 7) == 2
+    assert prompt_tokens([(0, 5), (5, 6), (7, 10)], 0) == 0
 
 
 @pytest.mark.parametrize(

@@ -308,22 +308,98 @@ def test_prompts_follow_sentence_transformers(tiny_bert, tmp_path):
     assert pairs.prompt_ == ""
     with pytest.raises(ValueError, match="not available with pairs=True"):
         BertSentenceVectorizer(model=directory, pairs=True, prompt="q: ").fit()
-    # only "truncate" keeps a prompt at the head of a long text: a prompt given
-    # with another long_text is an error, "auto" puts none there and says so
+    # every long_text keeps the prompt at the head of what the model reads, so
+    # texts that fit get encode's vectors under each, without a word said
     for long_text in ("truncate_tail", "truncate_head_tail", "window", "window_max"):
-        with pytest.raises(ValueError, match=r"A prompt \('q: '\) stays at the head"):
-            BertSentenceVectorizer(
-                model=directory, prompt="q: ", long_text=long_text
-            ).fit()
-        auto = BertSentenceVectorizer(model=directory, long_text=long_text)
-        with pytest.warns(UserWarning, match="default prompt 'query: ' is not used"):
-            auto.fit()
-        assert auto.prompt_ == ""
+        auto = BertSentenceVectorizer(model=directory, long_text=long_text, cache=None)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            BertSentenceVectorizer(
-                model=directory, prompt=None, long_text=long_text
-            ).fit()
+            got = auto.fit_transform(texts)
+        assert auto.prompt_ == "query: "
+        np.testing.assert_allclose(got, st.encode(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "long_text",
+    ["truncate", "truncate_tail", "truncate_head_tail", "window", "window_max"],
+)
+def test_a_prompt_heads_every_row_of_a_long_text(tiny_bert, long_text):
+    document = " ".join(["the cat sat on the river bank", "a dog barked"] * 6)
+    short = "a dog barked"
+    vectorizer = BertSentenceVectorizer(
+        model=tiny_bert,
+        prompt="the bank: ",
+        long_text=long_text,
+        max_length=16,
+        layers=-1,
+        pooling="mean",
+        include_special_tokens=False,
+        cache=None,
+    ).fit()
+    tokenizer = vectorizer.tokenizer_
+    prompt = tokenizer.tokenize("the bank: ")
+    words = tokenizer.tokenize(document)
+    assert len(prompt) == 3 and len(words) > 40
+    room = 16 - 2 - len(prompt)  # for text, besides [CLS], [SEP] and the prompt
+    windows = long_text.startswith("window")
+    assert vectorizer.stride_ == (room // 4 if windows else vectorizer.stride_)
+    tokens = vectorizer.tokenize([document, short])
+    rows = [
+        row for _, row in tokens.groupby(["sample", "window"] if windows else "sample")
+    ]
+    step = room - vectorizer.stride_
+    expected = {
+        "truncate": [words[:room]],
+        "truncate_tail": [words[-room:]],
+        "truncate_head_tail": [words[: room // 4] + words[-(room - room // 4) :]],
+    }.get(long_text) or [
+        words[k : k + room] for k in range(0, len(words) - room + step, step)
+    ]
+    expected.append(tokenizer.tokenize(short))
+    assert len(rows) == len(expected)
+    for row, text in zip(rows, expected, strict=True):
+        assert row["token"].tolist() == ["[CLS]", *prompt, *text, "[SEP]"]
+    if windows:  # the windows cover the text, and the last one ends it
+        assert expected[-2][-1] == words[-1] and len(expected[-2]) <= room
+    # the vectors are the model's on those rows, pooled as long_text says
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    pooled = []
+    for row in rows:
+        ids = torch.tensor([row["token_id"].tolist()])
+        with torch.no_grad():
+            states = model(input_ids=ids).last_hidden_state[0]
+        text = ~torch.tensor(row["special"].tolist())
+        pooled.append((states[text].mean(0).numpy(), int(text.sum())))
+    vectors = np.stack([vector for vector, _ in pooled])
+    weights = np.array([n for _, n in pooled], dtype=np.float64)
+    if long_text == "window":
+        long = (vectors[:-1] * weights[:-1, None]).sum(0) / weights[:-1].sum()
+    else:
+        long = vectors[:-1].max(0)  # one row, or window_max
+    X = vectorizer.transform([document, short])
+    np.testing.assert_allclose(X, np.stack([long, vectors[-1]]), atol=1e-5)
+    stats = vectorizer.transform_stats_
+    assert stats["n_windows"] == len(rows)
+    assert stats["n_truncated"] == (0 if windows else 1)
+
+
+def test_a_prompt_must_leave_room_for_text(tiny_bert):
+    # "the bank: " takes 3 tokens; [CLS] and [SEP] 2 more
+    with pytest.raises(
+        ValueError, match=r"takes 3 tokens, which leaves no room .*max_length >= 6"
+    ):
+        BertSentenceVectorizer(model=tiny_bert, prompt="the bank: ", max_length=5).fit()
+    BertSentenceVectorizer(model=tiny_bert, prompt="the bank: ", max_length=6).fit()
+    with pytest.raises(
+        ValueError, match=r"hold 5 tokens of text after the prompt's 3; use stride < 5"
+    ):
+        BertSentenceVectorizer(
+            model=tiny_bert,
+            prompt="the bank: ",
+            max_length=10,
+            long_text="window",
+            stride=5,
+        ).fit()
 
 
 def test_dense_layers_of_a_sentence_transformers_model_are_applied(tiny_bert, tmp_path):
@@ -542,10 +618,12 @@ def test_prompt_name_uses_the_models_named_prompts(tiny_bert, tmp_path):
         BertSentenceVectorizer(model=directory, prompt="q: ", prompt_name="query").fit()
     with pytest.raises(ValueError, match="prompt_name='query' is put before single"):
         BertSentenceVectorizer(model=directory, prompt_name="query", pairs=True).fit()
-    with pytest.raises(ValueError, match=r"A prompt \('query: '\) stays at the head"):
-        BertSentenceVectorizer(
-            model=directory, prompt_name="query", long_text="window"
-        ).fit()
+    windowed = BertSentenceVectorizer(
+        model=directory, prompt_name="query", long_text="window", cache=None
+    )
+    np.testing.assert_allclose(
+        windowed.fit_transform(texts), st.encode(texts, prompt_name="query"), atol=1e-5
+    )
     # a name given as prompt is put as written, with a pointer to prompt_name
     literal = BertSentenceVectorizer(model=directory, prompt="query", cache=None)
     with pytest.warns(UserWarning, match="pass prompt_name='query' to use that one"):
