@@ -6,6 +6,7 @@ import copy
 import functools
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,21 @@ class _BaseBertVectorizer(
     def tokenizer_(self):
         """The loaded fast tokenizer (shared per process; treat as read-only)."""
         return self._loaded().tokenizer
+
+    def __dir__(self):
+        # As scikit-learn's __dir__, the names hasattr finds (it hides methods
+        # that available_if turns off), but model_ and tokenizer_ only once
+        # loaded: hasattr would load the model, and so would scikit-learn's
+        # HTML repr, which reads every name dir() gives (inspect.getmembers).
+        # Showing an estimator never loads a model.
+        hidden = () if "_loaded_model" in self.__dict__ else ("model_", "tokenizer_")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return [
+                name
+                for name in object.__dir__(self)
+                if name not in hidden and hasattr(self, name)
+            ]
 
     def _loaded(self) -> LoadedModel:
         check_is_fitted(self)

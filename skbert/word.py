@@ -832,7 +832,15 @@ def _as_int(value: Any, what: str, i: int) -> int:
         return int(value)
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return int(value)  # an int column with a missing value turns float
-    raise TypeError(f"Sample {i} of X: {what} is {_describe(value)}, expected int.")
+    hint = ""
+    if isinstance(value, np.str_):  # numpy made a str array of texts and numbers
+        hint = (
+            " A numpy array that holds texts and numbers holds them all as str: "
+            "build it with dtype=object, or pass a list of tuples or a DataFrame."
+        )
+    raise TypeError(
+        f"Sample {i} of X: {what} is {_describe(value)}, expected int.{hint}"
+    )
 
 
 def _is_sequence(value: Any) -> bool:
@@ -1201,6 +1209,8 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
         items = texts.tolist()
     elif hasattr(texts, "to_pylist"):  # a pyarrow Array or ChunkedArray
         items = pyarrow_items(texts)
+    elif isinstance(texts, np.ndarray) and texts.ndim == 2 and texts.shape[1] == 1:
+        items = texts[:, 0].tolist()  # one column, as a ColumnTransformer gives it
     elif isinstance(texts, np.ndarray) and texts.ndim != 1:
         raise ValueError(
             f"Expected a 1-D sequence of texts, got an array of shape {texts.shape}; "

@@ -569,3 +569,17 @@ def test_pairs_in_one_column_of_strings_keep_the_two_columns_message(tiny_bert):
     vectorizer = BertSentenceVectorizer(model=tiny_bert, pairs=True).fit()
     with pytest.raises(ValueError, match="expects two text columns, got a DataFrame"):
         vectorizer.transform(pd.DataFrame({"text": ["the bank", "a cat"]}))
+
+
+def test_showing_a_fitted_estimator_never_loads_its_model(tiny_bert, tmp_path):
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_bert, directory)
+    fitted = pickle.dumps(BertSentenceVectorizer(model=directory, cache=None).fit())
+    vectorizer = pickle.loads(fitted)
+    html = vectorizer._repr_html_()  # what a notebook calls to show it
+    assert "n_layers_" in html and "_loaded_model" not in vectorizer.__dict__
+    assert vectorizer.model_ is not None  # loads when asked for
+    assert "model_" in dir(vectorizer)
+    shutil.rmtree(directory)  # unpickled where the model is not
+    pipeline = Pipeline([("bert", pickle.loads(fitted)), ("clf", LogisticRegression())])
+    assert "BertSentenceVectorizer" in pipeline._repr_html_()

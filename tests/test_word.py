@@ -964,7 +964,13 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             r"is 3 str: .*give the position of the word: \(words, index\); for "
             "every word of a text, use transform_words",
         ),
-        ([("the bank", "4", "8")], TypeError, r"start is str \('4'\), expected int"),
+        ([("the bank", "4", "8")], TypeError, r"start is str \('4'\), expected int\.$"),
+        (
+            np.array([["the bank", 4, 8]]),
+            TypeError,
+            r"start is str_ \(np.str_\('4'\)\), expected int\. A numpy array that "
+            "holds texts and numbers holds them all as str: build it with dtype=object",
+        ),
         ([("the bank", "4.0", " 8")], TypeError, r"start is str \('4.0'\)"),
         ([("pi or 1e3", "nan", "1e3")], TypeError, r"is 3 str: \('pi or 1e3'"),
         ([({"a": 1}, 0)], TypeError, "Sample 0 of X is malformed.*first element dict"),
@@ -1137,6 +1143,13 @@ def test_transform_words_reads_the_text_column_of_a_dataframe(tiny):
 def test_bad_texts_for_transform_words(tiny, texts, error, match):
     with pytest.raises(error, match=match):
         tiny.transform_words(texts)
+
+
+def test_transform_words_reads_a_one_column_array_as_texts(tiny):
+    texts = ["the river bank", "a dog barked"]
+    expected = tiny.transform_words(texts)
+    for column in (np.array(texts)[:, None], np.array(texts, dtype=object)[:, None]):
+        pd.testing.assert_frame_equal(tiny.transform_words(column), expected)
 
 
 def test_invalid_parameters(tiny_bert):
