@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -285,6 +286,27 @@ _ENTRY = re.compile(r"[0-9a-f]{32}" + re.escape(_SUFFIX))
 _TEMPORARY = re.compile(r"\.[0-9a-f]{32}" + re.escape(_SUFFIX) + r"\.\d+\.\d+\.tmp")
 
 
+# errors that say an entry's own path is taken (a file named like a folder of
+# entries, a folder named like an entry), not that the directory is unwritable
+_PATH_TAKEN = (FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+def _open_entry(path: Path):
+    """``path`` opened for reading if it is a regular file: a named pipe (or a
+    device) in an entry's place would block the read or never end."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{str(path)!r} is not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _digest(key: bytes, shape: tuple[int, ...], payload) -> bytes:
     """What an entry's header holds to check it: a file that holds another
     key's entry (a sync or a restore gone wrong) or a changed shape fails too."""
@@ -337,6 +359,7 @@ class DiskCache:
         self._on_disk: set[bytes] = set()
         self._lock = threading.Lock()
         self._writable = True
+        self._blocked_warned = False  # an entry's path taken by something else
         self.n_corrupt = 0
 
     @property
@@ -346,6 +369,7 @@ class DiskCache:
     def begin_call(self) -> None:
         """Retry writing (a full or read-only directory may have been fixed)."""
         self._writable = True
+        self._blocked_warned = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -427,6 +451,16 @@ class DiskCache:
             )
         self._writable = False
 
+    def _blocked(self, path: Path, error: OSError) -> None:
+        if not self._blocked_warned:
+            warn_user(
+                f"skbert cannot write a token-state cache entry to {str(path)!r} "
+                f"({error.strerror or error}): something else is in its place in "
+                f"{str(self.directory)!r}. That entry is not written; the others "
+                "are. Results are not affected."
+            )
+        self._blocked_warned = True
+
     def _path(self, key: bytes) -> Path:
         name = key.hex()
         return self.directory / name[:2] / (name + _SUFFIX)
@@ -494,7 +528,7 @@ class DiskCache:
             return self.get(key, n_layers, keep=keep)
         path = self._path(key)
         try:
-            with open(path, "rb") as file:
+            with _open_entry(path) as file:
                 header = file.read(_HEADER.size)
                 size = os.fstat(file.fileno()).st_size
             magic, seq_len, layers, hidden, n_bytes, _ = _HEADER.unpack(header)
@@ -517,7 +551,7 @@ class DiskCache:
     def _read(self, key: bytes) -> torch.Tensor | None:
         path = self._path(key)
         try:
-            with open(path, "rb") as file:
+            with _open_entry(path) as file:
                 data = file.read()
         except OSError:
             return None
@@ -582,7 +616,10 @@ class DiskCache:
                 pass
             if not isinstance(error, OSError):
                 raise
-            self._fail(error)
+            if isinstance(error, _PATH_TAKEN) and self.directory.is_dir():
+                self._blocked(path, error)  # this entry only; write the others
+            else:
+                self._fail(error)
             return
         with self._lock:
             self._on_disk.add(key)

@@ -1,4 +1,7 @@
+import os
 import shutil
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -1073,3 +1076,57 @@ def test_texts_found_pooled_in_the_cache_advance_the_progress_bar(
     vectorizer.transform(texts)  # every vector from the pooled memo
     assert vectorizer.transform_stats_["cache_hits"] == 3
     assert bar_counts(capsys.readouterr().err)[-1] == (4, 4)
+
+
+def test_an_entry_path_taken_by_something_else_skips_that_entry_only(
+    tiny_bert, tmp_path, monkeypatch
+):
+    texts = [f"the cat sat on the bank {i}" for i in range(40)]
+    expected = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit_transform(
+        texts
+    )
+    BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path / "a").fit_transform(
+        texts
+    )
+    entries = [path.relative_to(tmp_path / "a") for path in _entries(tmp_path / "a")]
+    assert len(entries) == len(texts)
+    # in a fresh directory: a file where 3 entries' folders go (an output
+    # folder's "00", "01", ...), a folder where another entry goes
+    directory = tmp_path / "b"
+    taken = sorted({str(entry.parent) for entry in entries})[:3]
+    for name in taken:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text("not skbert's")
+    free = [entry for entry in entries if str(entry.parent) not in taken]
+    (directory / free[0]).mkdir(parents=True)
+    _new_process(monkeypatch)
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=directory)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        np.testing.assert_allclose(vectorizer.fit_transform(texts), expected, atol=1e-5)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "something else is in its place" in messages[0]
+    written = [p.relative_to(directory) for p in _entries(directory) if p.is_file()]
+    assert sorted(written) == sorted(free[1:])  # every other entry
+    _new_process(monkeypatch)
+    np.testing.assert_allclose(vectorizer.transform(texts), expected, atol=1e-5)
+    assert vectorizer.transform_stats_["cache_hits"] == len(free) - 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_in_an_entrys_place_is_not_read(tiny_bert, tmp_path, monkeypatch):
+    texts = ["the cat sat", "a dog barked"]
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path)
+    expected = vectorizer.fit_transform(texts)
+    entry = _entries(tmp_path)[0]
+    entry.unlink()
+    os.mkfifo(entry)  # a read would wait for a writer forever
+    _new_process(monkeypatch)
+    result = []
+    thread = threading.Thread(
+        target=lambda: result.append(vectorizer.transform(texts)), daemon=True
+    )
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "reading the cache hung on a named pipe"
+    np.testing.assert_allclose(result[0], expected, atol=1e-5)
