@@ -776,19 +776,28 @@ class VectorWriter:
                 self._parquet.write_table(
                     pa.Table.from_arrays(columns, schema=self._schema)
                 )
-        except OSError as error:  # say which file: "No space left" alone does not
-            raise OSError(
-                error.errno, f"cannot write {str(self.path)!r}: {error.strerror}"
-            ) from error
+        except OSError as error:
+            raise self._cannot_write(error) from error
         self.written += len(vectors)
+
+    def _cannot_write(self, error: OSError) -> OSError:
+        """``error`` saying which file: "No space left on device" alone does not."""
+        said = OSError(f"cannot write {str(self.path)!r}: {error.strerror or error}")
+        said.errno = error.errno
+        return said
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self._parquet is not None:
-                if self.n_rows == 0:  # keep the schema of an empty output
-                    self._parquet.write_table(self._schema.empty_table())
-                self._parquet.close()
-            self._file.close()
+            try:  # closing writes what is buffered: it can fail as a write does
+                if self._parquet is not None:
+                    if self.n_rows == 0:  # keep the schema of an empty output
+                        self._parquet.write_table(self._schema.empty_table())
+                    self._parquet.close()
+                self._file.close()
+            except OSError as error:
+                if exc_type is not None:  # the first error is the one to tell
+                    return
+                raise self._cannot_write(error) from error
             if exc_type is None:
                 if self.written != self.n_rows:
                     raise ValueError(
@@ -827,6 +836,20 @@ def _embed(args: argparse.Namespace) -> int:
         )
     column = "text" if args.column is None else args.column
 
+    if args.prompt != "auto" and args.prompt_name is not None:
+        raise CLIError(
+            f"Pass either --prompt or --prompt-name, not both: got --prompt "
+            f"{args.prompt!r} and --prompt-name {shlex.quote(args.prompt_name)}. "
+            "--prompt-name uses the model's prompt of that name."
+        )
+    if args.model is not None and not str(args.model).strip():
+        raise CLIError("--model is empty; leave it out to use the bundled model.")
+    repeated = sorted({i for i in args.layers or () if args.layers.count(i) > 1})
+    if repeated:
+        raise CLIError(
+            f"--layers {' '.join(map(str, args.layers))} names hidden state "
+            f"{', '.join(map(str, repeated))} more than once; name each once."
+        )
     layers: str | int | list[int] = "auto"
     if args.layers is not None:
         layers = args.layers[0] if len(args.layers) == 1 else list(args.layers)
@@ -909,12 +932,27 @@ def _embed(args: argparse.Namespace) -> int:
                 print(f"skbert: warning: {message}", file=sys.stderr)
     seconds = time.perf_counter() - start
     rate = n_texts / seconds if seconds > 0 else float("inf")
-    print(
-        f"Embedded {n_texts} texts -> shape {(n_texts, len(names))} float32 in "
-        f"{seconds:.2f} s ({rate:.1f} texts/s, model loading included); "
-        f"wrote {args.output}"
-    )
+    try:
+        print(
+            f"Embedded {n_texts} texts -> shape {(n_texts, len(names))} float32 in "
+            f"{seconds:.2f} s ({rate:.1f} texts/s, model loading included); "
+            f"wrote {args.output}",
+            flush=True,
+        )
+    except BrokenPipeError:  # nobody reads the summary (| head): no failure
+        _quiet_stdout()
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point a closed standard output at the null device, so that Python's
+    flush at exit does not fail on it."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (tests)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -987,9 +1025,13 @@ class _stopped_by_sigterm:
 
 
 # the estimator's messages name its parameters; here they are options
+_EMPTY = "''"  # an empty value, as a shell takes it
 _CLI_WORDS = [
-    (re.compile(r"device='([^']*)' or '([^']*)'"), r"--device \1 or \2"),
-    (re.compile(r"device='([^']*)'"), r"--device \1"),
+    (
+        re.compile(r"device='([^']*)' or '([^']*)'"),
+        lambda m: f"--device {m[1] or _EMPTY} or {m[2] or _EMPTY}",
+    ),
+    (re.compile(r"device='([^']*)'"), lambda m: f"--device {m[1] or _EMPTY}"),
     (re.compile(r"model=None"), "no --model"),
     (
         re.compile(r"use max_length <= (\d+), or None"),
@@ -1001,6 +1043,7 @@ _CLI_WORDS = [
         re.compile(r"The parameter 'include_special_tokens'"),
         "--exclude-special-tokens",
     ),
+    (re.compile(r"The parameter 'dense'"), "--dense"),
     (re.compile(r"handle_missing='([^']*)'"), r"--handle-missing \1"),
     (re.compile(r"either prompt or prompt_name"), "either --prompt or --prompt-name"),
     (re.compile(r"prompt_name=None"), "no --prompt-name"),

@@ -959,7 +959,7 @@ def test_a_failed_write_names_the_output(tmp_path):
 
     out = tmp_path / "o.npy"
     with pytest.raises(
-        OSError, match=r"cannot write '.*o\.npy': No space left on device"
+        OSError, match=r"^cannot write '.*o\.npy': No space left on device$"
     ):
         with skbert.cli.VectorWriter(out, 1, ["a"]) as writer:
             writer._file = Full()
@@ -1125,3 +1125,90 @@ def test_typed_paths_are_kept_as_typed_and_normalised():
     )
     typed = skbert.cli._typed(args)
     assert "mx/max_length=5/" in typed and "mx/max_length=5" in typed
+
+
+def test_a_summary_nobody_reads_is_no_failure(tiny_bert, csv_file, tmp_path):
+    # `skbert embed ... | head -0`: stdout closed before the summary is printed
+    out = tmp_path / "vectors.npy"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skbert", "embed", str(csv_file), "-o", str(out)]
+        + ["--model", str(tiny_bert)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    process.stdout.close()  # long before the model is loaded
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 0, stderr
+    assert "error" not in stderr.lower()
+    assert np.load(out).shape == (len(TEXTS), 32)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--prompt", "q: ", "--prompt-name", "query"], "either --prompt or --prompt"),
+        (
+            ["--layers", "-1", "-2", "-1"],
+            "--layers -1 -2 -1 names hidden state -1 more",
+        ),
+        (["--model", ""], "--model is empty; leave it out"),
+        (["--device", ""], "--device '' is not a valid torch device"),
+    ],
+)
+def test_conflicting_options_are_usage_errors(
+    csv_file, tmp_path, capsys, options, message
+):
+    # found on the command line alone: exit 2 before any model is loaded
+    status, _, stderr = _run(
+        capsys, "embed", csv_file, "-o", tmp_path / "o.npy", *options
+    )
+    assert status == 2 and message in stderr, stderr
+    assert stderr.count("\n") == 1
+
+
+def test_dense_without_dense_layers_is_said_in_option_words(
+    tiny_bert, csv_file, tmp_path, capsys
+):
+    status, _, stderr = _run(
+        capsys,
+        "embed",
+        csv_file,
+        "-o",
+        tmp_path / "o.npy",
+        "--model",
+        tiny_bert,
+        "--dense",
+    )
+    assert status == 0
+    assert "skbert: warning: --dense will not be used since" in stderr
+    assert "'dense'" not in stderr
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_a_failed_close_names_the_output(tmp_path, suffix):
+    import errno
+
+    class Full:
+        def write_table(self, table):
+            pass
+
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        write = write_table
+
+    out = tmp_path / f"o{suffix}"
+    with pytest.raises(OSError) as raised:
+        with skbert.cli.VectorWriter(out, 1, ["a"]) as writer:
+            writer.write(np.zeros((1, 1), dtype=np.float32))
+            if writer._parquet is None:
+                writer._file.close()
+                writer._file = Full()
+            else:
+                writer._parquet.close()
+                writer._parquet = Full()
+    assert str(raised.value) == f"cannot write {str(out)!r}: No space left on device"
+    assert raised.value.errno == errno.ENOSPC
+    assert not out.exists() and _leftovers(tmp_path) == []
