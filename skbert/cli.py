@@ -79,7 +79,9 @@ inputs:
   .txt      one text per line (UTF-8; \\n, \\r\\n or \\r line ends); only the
             line end is removed, and blank lines are kept as '' texts, so
             row i of the output is line i+1 of the file
-  -         standard input, read as .txt
+  -         standard input, read as .txt, or as --input-format says
+  --input-format csv|tsv|parquet|txt reads INPUT in that format, whatever
+  its extension.
 
 outputs:
   .npy      float32 array of shape (n_texts, n_features), for numpy.load
@@ -100,6 +102,7 @@ exit status:
 examples:
   skbert embed reviews.csv --column text --output reviews.parquet
   zcat texts.txt.gz | skbert embed - --output vectors.npy
+  zcat texts.csv.gz | skbert embed - --input-format csv --output vectors.npy
 """
 
 
@@ -213,7 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         "input",
         metavar="INPUT",
         help="file of texts: .csv, .tsv, .parquet (one text per row) or .txt (per "
-        "line); - reads standard input as .txt",
+        "line); - reads standard input (as .txt unless --input-format says)",
+    )
+    embed.add_argument(
+        "--input-format",
+        choices=[suffix[1:] for suffix in INPUT_FORMATS],
+        default=None,
+        help="read INPUT in this format, whatever its extension: e.g. "
+        "`cat texts.csv | skbert embed - --input-format csv ...` (default: "
+        "INPUT's extension; txt for -)",
     )
     embed.add_argument(
         "-o",
@@ -379,18 +390,25 @@ def _suffix(path: Path | str) -> str:
     return ".txt" if path == STDIN else path.suffix.lower()
 
 
+def _input_format(path: Path | str, input_format: str | None) -> str:
+    """The format INPUT is read in: ``input_format`` ("csv", ...) if given,
+    else from its extension, as ".csv", ".tsv", ".parquet" or ".txt"."""
+    return f".{input_format}" if input_format else _suffix(path)
+
+
 def _shown(path: Path | str) -> str:
     """How messages name an input: quoted as typed, or standard input."""
     return "standard input" if path == STDIN else repr(str(path))
 
 
-def _check_input(path: Path) -> None:
+def _check_input(path: Path, input_format: str | None = None) -> None:
     if path == STDIN:
         return
-    if _suffix(path) not in INPUT_FORMATS:
+    if _input_format(path, input_format) not in INPUT_FORMATS:
         raise CLIError(
             f"cannot read {str(path)!r}: unknown input extension "
-            f"{path.suffix or '(none)'!r}; use one of {', '.join(INPUT_FORMATS)}."
+            f"{path.suffix or '(none)'!r}; use one of {', '.join(INPUT_FORMATS)}, "
+            "or say the format with --input-format."
         )
     if not path.exists():
         raise CLIError(f"input file {str(path)!r} does not exist.")
@@ -479,26 +497,29 @@ def _check_output(path: Path, input_path: Path) -> None:
         ) from None
 
 
-def _missing_column(path: Path, column: str, columns: Sequence[str]) -> CLIError:
+def _missing_column(path: Path | str, column: str, columns: Sequence[str]) -> CLIError:
     names = ", ".join(repr(str(name)) for name in list(columns)[:10])
     if len(columns) > 10:
         names += f", ... ({len(columns)} columns)"
+    shown = _shown(path)
     return CLIError(
-        f"{str(path)!r} has no column {column!r}; its columns are [{names}]. "
-        "Choose one with --column."
+        f"{shown[0].upper() + shown[1:]} has no column {column!r}; its columns are "
+        f"[{names}]. Choose one with --column."
     )
 
 
-def read_texts(path: Path | str, column: str) -> Any:
+def read_texts(path: Path | str, column: str, input_format: str | None = None) -> Any:
     """Read the texts of a .csv, .tsv, .parquet or .txt file.
 
     Parameters
     ----------
     path : Path or "-"
         The input file; its extension picks the format. The str ``"-"`` reads
-        standard input as .txt.
+        standard input, as .txt unless ``input_format`` says otherwise.
     column : str
         The column holding the texts (.csv, .tsv and .parquet only).
+    input_format : {"csv", "tsv", "parquet", "txt"} or None, default=None
+        The format to read, whatever the extension; None: from the extension.
 
     Returns
     -------
@@ -523,18 +544,18 @@ def read_texts(path: Path | str, column: str) -> Any:
         opened = functools.partial(io.BytesIO, data)
     else:
         opened = functools.partial(open, path, "rb")
+    suffix = _input_format(path, input_format)
     try:
-        texts = _read_texts(path, column, opened)
+        texts = _read_texts(path, column, opened, suffix)
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"cannot read {_shown(path)} as {_suffix(path)}: "
+            f"cannot read {_shown(path)} as {suffix}: "
             f"{_bad_utf8(opened, exc)}; the {'input' if path == STDIN else 'file'} "
             "must be UTF-8."
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException) as exc:
         raise ValueError(
-            f"cannot read {_shown(path)} as {_suffix(path)}: "
-            f"{_first_line(exc).rstrip('.')}."
+            f"cannot read {_shown(path)} as {suffix}: {_first_line(exc).rstrip('.')}."
         ) from None
     if hasattr(texts, "map"):  # a column of another type than text
         kinds = texts.map(_text_or_missing)
@@ -545,7 +566,7 @@ def read_texts(path: Path | str, column: str) -> Any:
             shown = repr(value)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise ValueError(
-                f"column {column!r} of {str(path)!r} holds {type(value).__name__} "
+                f"column {column!r} of {_shown(path)} holds {type(value).__name__} "
                 f"values ({shown} in row {position}, counted from 0), not texts; "
                 "choose a column of strings with --column, or convert it."
             )
@@ -593,57 +614,64 @@ def _line_ends(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
-def _read_texts(path: Path | str, column: str, opened: Callable[[], BinaryIO]) -> Any:
+def _read_texts(
+    path: Path | str, column: str, opened: Callable[[], BinaryIO], suffix: str
+) -> Any:
     import pandas as pd
 
-    suffix = _suffix(path)
     if suffix == ".txt":
         with io.TextIOWrapper(opened(), encoding="utf-8-sig", newline=None) as f:
             return [line[:-1] if line.endswith("\n") else line for line in f]
     if suffix in (".csv", ".tsv"):
         sep = "\t" if suffix == ".tsv" else ","
         quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
-        header = pd.read_csv(path, nrows=0, sep=sep, quoting=quoting).columns
+        with opened() as file:
+            header = pd.read_csv(file, nrows=0, sep=sep, quoting=quoting).columns
         if column not in header:
             raise _missing_column(path, column, header)
-        _check_fields(path, sep, quoting)
-        frame = pd.read_csv(
-            path,
-            sep=sep,
-            # TSV has no quoting: a cell that starts with '"' is read as written
-            quoting=quoting,
-            usecols=[column],
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            # an empty line is an empty cell of a one-column file: keep its
-            # row; with several columns it is no row, as pandas reads it
-            skip_blank_lines=len(header) > 1,
-            # but not the blank lines above the header
-            skiprows=_blank_lines_at_start(path),
-            # a row with a trailing comma must not turn its first cell into
-            # the index and shift every column
-            index_col=False,
-        )
+        _check_fields(path, opened, sep, quoting)
+        with opened() as file:
+            frame = pd.read_csv(
+                file,
+                sep=sep,
+                # TSV has no quoting: a cell that starts with '"' is read as written
+                quoting=quoting,
+                usecols=[column],
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                # an empty line is an empty cell of a one-column file: keep its
+                # row; with several columns it is no row, as pandas reads it
+                skip_blank_lines=len(header) > 1,
+                # but not the blank lines above the header
+                skiprows=_blank_lines_at_start(opened),
+                # a row with a trailing comma must not turn its first cell into
+                # the index and shift every column
+                index_col=False,
+            )
         return frame[column]
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+    with opened() as file:
+        names = pq.read_schema(file).names
     if column not in names:
         raise _missing_column(path, column, names)
     # from arrow, ignoring the pandas metadata, which would make a column
     # that was a DataFrame's index the index again
-    table = pq.read_table(path, columns=[column])
+    with opened() as file:
+        table = pq.read_table(file, columns=[column])
     return table.to_pandas(ignore_metadata=True)[column]
 
 
-def _check_fields(path: Path, sep: str, quoting: int) -> None:
+def _check_fields(
+    path: Path | str, opened: Callable[[], BinaryIO], sep: str, quoting: int
+) -> None:
     """Refuse a row with more cells than the header (pandas would drop the
     extra ones without a word) or with fewer (it would fill in '')."""
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # a text may be longer than 128 KiB
     try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
+        with io.TextIOWrapper(opened(), encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file, delimiter=sep, quoting=quoting)
             n_header = n_named = 0
             for fields in reader:
@@ -669,19 +697,22 @@ def _check_fields(path: Path, sep: str, quoting: int) -> None:
                 else:
                     reason = "a .tsv text cannot hold a tab (use .csv, quoted)"
                 expected = n_header if n > n_header else n_named
+                kind = ".csv" if sep == "," else ".tsv"
                 raise ValueError(
-                    f"cannot read {str(path)!r} as {_suffix(path)}: line "
-                    f"{reader.line_num} has {n} cell{'s' * (n != 1)} and the header "
-                    f"{expected}; {reason}."
+                    f"cannot read {_shown(path)} as {kind}: line {reader.line_num} "
+                    f"has {n} cell{'s' * (n != 1)} and the header {expected}; "
+                    f"{reason}."
                 )
     finally:
         csv.field_size_limit(limit)
 
 
-def _blank_lines_at_start(path: Path) -> int:
+def _blank_lines_at_start(opened: Callable[[], BinaryIO]) -> int:
     """The number of blank lines before the first line with text."""
     n_blank = 0
-    with open(path, encoding="utf-8-sig", errors="replace", newline=None) as f:
+    with io.TextIOWrapper(
+        opened(), encoding="utf-8-sig", errors="replace", newline=None
+    ) as f:
         for line in f:
             if line.strip():
                 break
@@ -826,9 +857,9 @@ def _embed(args: argparse.Namespace) -> int:
     from .sentence import BertSentenceVectorizer
 
     source = STDIN if args.input == STDIN else Path(args.input)
-    _check_input(source)
+    _check_input(source, args.input_format)
     _check_output(args.output, source)
-    if args.column is not None and _suffix(source) == ".txt":
+    if args.column is not None and _input_format(source, args.input_format) == ".txt":
         raise CLIError(
             "--column applies to .csv, .tsv and .parquet inputs; "
             f"{'standard input' if source == STDIN else 'a .txt input'} has one "
@@ -886,7 +917,7 @@ def _embed(args: argparse.Namespace) -> int:
             "skbert: reading texts from standard input, one per line; end with Ctrl-D",
             file=sys.stderr,
         )
-    texts = read_texts(source, column)
+    texts = read_texts(source, column, args.input_format)
     if args.handle_missing == "error" and hasattr(texts, "isna"):
         missing = np.flatnonzero(texts.isna().to_numpy()).tolist()
         if missing:  # said in the command line's words, not the estimator's

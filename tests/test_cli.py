@@ -715,7 +715,7 @@ def test_a_damaged_weights_file_is_one_line(tiny_bert, csv_file, tmp_path, capsy
 
 
 def test_any_other_failure_is_one_line(csv_file, tmp_path, capsys, monkeypatch):
-    def broken(path, column):
+    def broken(path, column, input_format=None):
         raise RuntimeError("something unexpected\nwith a second line")
 
     monkeypatch.setattr(skbert.cli, "read_texts", broken)
@@ -1212,3 +1212,75 @@ def test_a_failed_close_names_the_output(tmp_path, suffix):
     assert str(raised.value) == f"cannot write {str(out)!r}: No space left on device"
     assert raised.value.errno == errno.ENOSPC
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def _stdin(monkeypatch, data: bytes):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+@pytest.mark.parametrize("input_format", ["csv", "tsv", "parquet"])
+def test_input_format_reads_standard_input_as_a_table(
+    tiny_bert, tmp_path, capsys, monkeypatch, input_format
+):
+    texts = ['the bank, "of" the river\nin two lines', "", "a dog barked"]
+    if input_format == "tsv":
+        texts[0] = texts[0].replace("\n", " ").replace('"', "")  # TSV has no quoting
+    frame = pd.DataFrame({"id": [3, 1, 2], "text": texts})
+    if input_format == "parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        data = buffer.getvalue()
+    else:
+        sep = "\t" if input_format == "tsv" else ","
+        data = b"\xef\xbb\xbf" + frame.to_csv(index=False, sep=sep).encode()
+    _stdin(monkeypatch, data)
+    out = tmp_path / "o.npy"
+    status, _, stderr = _run(
+        capsys, "embed", "-", "-o", out, "--model", tiny_bert,
+        "--input-format", input_format,
+    )  # fmt: skip
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, texts)
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+def test_input_format_overrides_the_extension(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "texts.dat"
+    path.write_text("text\tid\nthe river bank\t1\na dog\t2\n")
+    out = tmp_path / "o.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--model", tiny_bert)
+    assert status == 2 and "or say the format with --input-format" in stderr
+    status, _, stderr = _run(
+        capsys, "embed", path, "-o", out, "--model", tiny_bert, "--input-format", "tsv"
+    )
+    assert status == 0, stderr
+    expected, _ = _expected(tiny_bert, ["the river bank", "a dog"])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+    # a .csv read as txt: one text a line, the header too
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("text\nthe river bank\n")
+    status, _, _ = _run(
+        capsys, "embed", csv_path, "-o", out, "--model", tiny_bert,
+        "--input-format", "txt",
+    )  # fmt: skip
+    assert status == 0 and np.load(out).shape == (2, 32)
+
+
+def test_input_format_errors_name_standard_input(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.npy"
+    _stdin(monkeypatch, b"id,words\n1,the bank\n")
+    status, _, stderr = _run(capsys, "embed", "-", "-o", out, "--input-format", "csv")
+    assert status == 2
+    assert "Standard input has no column 'text'; its columns are ['id', 'words']" in (
+        stderr
+    )
+    _stdin(monkeypatch, b"text\nthe bank\nthe bank, a river\n")
+    status, _, stderr = _run(capsys, "embed", "-", "-o", out, "--input-format", "csv")
+    assert status == 1
+    assert "cannot read standard input as .csv: line 3 has 2 cells" in stderr
+    status, _, stderr = _run(
+        capsys, "embed", "-", "-o", out, "--input-format", "txt", "--column", "x"
+    )
+    assert status == 2 and "--column applies to .csv" in stderr
+    status, _, stderr = _run(capsys, "embed", "-", "-o", out, "--input-format", "xls")
+    assert status == 2 and "invalid choice: 'xls'" in stderr
