@@ -820,11 +820,13 @@ class VectorWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             try:  # closing writes what is buffered: it can fail as a write does
-                if self._parquet is not None:
-                    if self.n_rows == 0:  # keep the schema of an empty output
-                        self._parquet.write_table(self._schema.empty_table())
-                    self._parquet.close()
-                self._file.close()
+                try:
+                    if self._parquet is not None:
+                        if self.n_rows == 0:  # keep the schema of an empty output
+                            self._parquet.write_table(self._schema.empty_table())
+                        self._parquet.close()
+                finally:
+                    self._file.close()
             except OSError as error:
                 if exc_type is not None:  # the first error is the one to tell
                     return
