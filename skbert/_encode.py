@@ -1,7 +1,8 @@
 """The batching engine: from texts to pooled ``float32`` arrays.
 
-Texts are deduplicated, tokenized once with the fast tokenizer, sorted by
-token length and cut into batches padded only to their own longest member.
+Texts are deduplicated, tokenized once with the fast tokenizer (rows that
+tokenize alike run once), sorted by token length and cut into batches padded
+only to their own longest member.
 Each batch runs under ``torch.inference_mode``, stops after the deepest
 requested layer and is pooled on the device; from a GPU the pooled rows are
 copied to the host without waiting (:class:`HostCopies`). Rows come back in
@@ -204,11 +205,12 @@ def tokenize(
 
 def prompt_tokens(offsets, prompt_chars: int) -> int:
     """How many of a prompted text's first tokens (special tokens left out,
-    character ``offsets`` in order) begin inside its ``prompt_chars``-long
-    prompt."""
+    character ``offsets`` in order) lie inside its ``prompt_chars``-long
+    prompt. A token that runs past the prompt's end is the text's (byte-level
+    BPE may join the prompt's last space to the text's first word, "Ġbank")."""
     n = 0
-    for start, _ in offsets:
-        if start >= prompt_chars:
+    for _, end in offsets:
+        if end > prompt_chars:
             break
         n += 1
     return n
@@ -231,6 +233,8 @@ def rows_keeping_prompt(
     """
     if n_tokens <= room:
         return [list(range(n_tokens))]
+    if room <= 0:  # the special tokens alone fill max_length
+        return [[]]
     n_prompt = min(n_prompt, room - 1)
     head = list(range(n_prompt))
     body = list(range(n_prompt, n_tokens))
@@ -1283,6 +1287,30 @@ def _pool_layouts(tokenized: Tokenized) -> list[bytes]:
     ]
 
 
+def _first_same_row(tokenized: Tokenized, layouts: list[bytes] | None) -> np.ndarray:
+    """Per row, the first row with the same inputs: token ids, token types,
+    special tokens and segments (everything the model and pooling read).
+
+    Distinct texts can tokenize alike ("The cat" and "the cat" for an uncased
+    model, other spacing), and so can windows: such rows run once.
+    """
+    n_rows = len(tokenized.input_ids)
+    first: dict = {}
+    if layouts is not None:  # row keys: ids and token types, hashed already
+        identities = zip(tokenized.row_keys, layouts, strict=True)
+    else:
+        columns = [tokenized.input_ids, tokenized.special_tokens_mask]
+        for values in (tokenized.token_type_ids, tokenized.segment_ids):
+            if values is not None:
+                columns.append(values)
+        identities = zip(*(map(tuple, column) for column in columns), strict=True)
+    return np.fromiter(
+        (first.setdefault(identity, r) for r, identity in enumerate(identities)),
+        dtype=np.int64,
+        count=n_rows,
+    )
+
+
 def _encode_tokenized(
     loaded: LoadedModel,
     tokenized: Tokenized,
@@ -1307,14 +1335,15 @@ def _encode_tokenized(
     ``out`` has shape (n_texts, n_features). Unless long texts run in windows
     (a row per window, aggregated at the end), rows are texts and pool
     straight into ``out``: no chunk buffer. ``progress`` advances as rows
-    are pooled or found pooled in the cache.
+    are pooled or found pooled in the cache. Rows with the same inputs run
+    once (see :func:`_first_same_row`).
     """
     n_rows = len(tokenized.input_ids)
     if tokenized.text_of_row is None:
         rows_out = out
     else:
         rows_out = np.empty((n_rows, n_features), dtype=np.float32)
-    todo = None  # rows still to pool, when some come from the pooled memo
+    todo = None  # rows still to pool, when not all of them are
     memo = cache is not None and pool_key is not None
     if memo:
         layouts = _pool_layouts(tokenized)
@@ -1325,11 +1354,21 @@ def _encode_tokenized(
             stats["cache_hits"] += int(done.sum())
             todo = np.flatnonzero(~done)
             progress.rows_done(np.flatnonzero(done))
+    # rows alike: the first still to pool runs, the others follow it
+    first = _first_same_row(tokenized, layouts if memo else None)
+    pending = np.arange(n_rows) if todo is None else todo
+    is_pending = np.zeros(n_rows, dtype=bool)
+    is_pending[pending] = True
+    follows = (first != np.arange(n_rows)) & is_pending[first]
+    followers: dict[int, list[int]] = {}
+    if follows[pending].any():
+        for r in pending[follows[pending]]:
+            followers.setdefault(int(first[r]), []).append(int(r))
+        todo = pending[~follows[pending]]
 
     def store(rows: np.ndarray, pooled: np.ndarray) -> None:
         rows = rows if todo is None else todo[rows]
         rows_out[rows] = pooled
-        progress.rows_done(rows)
         if memo and stats.get("cache_kept", True):
             cache.put_pooled(
                 [tokenized.row_keys[r] for r in rows],
@@ -1337,6 +1376,12 @@ def _encode_tokenized(
                 pooled,
                 [layouts[r] for r in rows],
             )
+        alike = [(r, followers[r]) for r in rows.tolist() if r in followers]
+        for r, same in alike:  # the rows like these get the same vectors
+            rows_out[same] = rows_out[r]
+        if alike:
+            rows = np.concatenate([rows, *(same for _, same in alike)])
+        progress.rows_done(rows)
 
     copies = HostCopies(lambda rows, host: store(rows, host.numpy()))
     for batch in iter_batches(

@@ -263,7 +263,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
 
     Notes
     -----
-    Identical texts are embedded once per call. Empty and whitespace-only
+    Identical texts are embedded once per call, and so are texts that
+    tokenize alike (for an uncased model, "The cat" and "the cat"), and the
+    alike windows of long texts. Empty and whitespace-only
     texts are embedded as [CLS] [SEP]; with ``include_special_tokens=False``
     they have no token left and pool to a vector of zeros.
 

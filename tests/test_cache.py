@@ -1130,3 +1130,43 @@ def test_a_named_pipe_in_an_entrys_place_is_not_read(tiny_bert, tmp_path, monkey
     thread.join(timeout=60)
     assert not thread.is_alive(), "reading the cache hung on a named pipe"
     np.testing.assert_allclose(result[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_texts_that_tokenize_alike_run_once(tiny_bert, forward_calls, cache):
+    # an uncased model reads these three texts as the same tokens
+    texts = ["The cat sat", "a dog", "the  cat sat", "THE CAT SAT", "a dog barked"]
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), cache=cache).fit()
+    X = vectorizer.transform(texts)
+    assert sum(forward_calls) == 3
+    assert vectorizer.transform_stats_["n_distinct"] == 5
+    alone = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit()
+    expected = np.concatenate([alone.transform([text]) for text in texts])
+    np.testing.assert_allclose(X, expected, atol=1e-6)
+    # pairs alike, and the alike windows of a long text
+    forward_calls.clear()
+    pairs = BertSentenceVectorizer(model=str(tiny_bert), cache=cache, pairs=True).fit()
+    Y = pairs.transform([("The cat", "a dog"), ("the cat", "a DOG"), ("a dog", "x")])
+    assert sum(forward_calls) == 2 and np.array_equal(Y[0], Y[1])
+    forward_calls.clear()
+    windows = BertSentenceVectorizer(
+        model=str(tiny_bert), cache=cache, long_text="window", max_length=8, stride=0
+    ).fit()
+    Z = windows.transform([" ".join(["the cat sat on the bank"] * 6), "the robber"])
+    assert windows.transform_stats_["n_windows"] == 7  # 6 alike
+    assert sum(forward_calls) == 2
+    unique = BertSentenceVectorizer(model=str(tiny_bert), cache=None, max_length=8)
+    np.testing.assert_allclose(
+        Z, unique.fit().transform(["the cat sat on the bank", "the robber"]), atol=1e-6
+    )
+
+
+def test_rows_alike_follow_the_pooled_memo(tiny_bert, forward_calls):
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    first = vectorizer.transform(["the cat sat"])
+    forward_calls.clear()
+    X = vectorizer.transform(["The cat sat", "a dog", "THE CAT SAT", "A DOG"])
+    assert sum(forward_calls) == 1  # "a dog" only
+    assert vectorizer.transform_stats_["cache_hits"] == 2
+    np.testing.assert_array_equal(X[[0, 2]], np.repeat(first, 2, axis=0))
+    np.testing.assert_array_equal(X[1], X[3])

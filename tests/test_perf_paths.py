@@ -117,7 +117,7 @@ def _record_batches(monkeypatch):
 def test_auto_batching_on_cpu_caps_texts_and_tokens(bundled_model, monkeypatch):
     shapes = _record_batches(monkeypatch)
     short = [f"short text number {i}" for i in range(70)]
-    long = [" ".join(["word"] * 300) + f" {i}" for i in range(20)]
+    long = [f"{i} " + " ".join(["word"] * 300) for i in range(20)]  # distinct heads
     vectorizer = BertSentenceVectorizer(device="cpu", cache=None).fit()
     auto = vectorizer.transform(short + long)
     # long texts: at most 4,096 padded tokens; short ones: at most 32 texts

@@ -1571,3 +1571,40 @@ def test_without_a_token_limit_auto_rows_bound_batches_on_every_device(tiny_bert
     assert vectorizer._batching() == {"batch_size": 32, "max_batch_tokens": None}
     vectorizer.set_params(batch_size=8)
     assert vectorizer._batching() == {"batch_size": 8, "max_batch_tokens": None}
+
+
+@pytest.mark.parametrize("long_text", ["window", "truncate_tail"])
+def test_a_prompt_keeps_only_its_own_tokens_with_untrimmed_offsets(
+    tiny_roberta, tmp_path, long_text
+):
+    # byte-level BPE without trimmed offsets puts the prompt's last space in
+    # the text's first token ("Ġbank" starts inside "the cat: "): text, not prompt
+    import shutil
+
+    directory = tmp_path / "untrimmed"
+    shutil.copytree(tiny_roberta, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trim_offsets=False)
+    tokenizer.save_pretrained(directory)
+    prompt, text = "the cat: ", " ".join(["bank vault robber river"] * 4)
+    encoded = tokenizer(
+        prompt + text, add_special_tokens=False, return_offsets_mapping=True
+    )
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    n_prompt = len(tokenizer.tokenize(prompt.rstrip()))
+    assert tokens[n_prompt] == "Ġbank"
+    assert encoded["offset_mapping"][n_prompt][0] < len(prompt)  # untrimmed
+    vectorizer = BertSentenceVectorizer(
+        model=directory, prompt=prompt, long_text=long_text, max_length=10, cache=None
+    ).fit()
+    room = 10 - 2 - n_prompt
+    rows = vectorizer.tokenize([text])
+    rows = [row for _, row in rows.groupby("window")] if "window" in rows else [rows]
+    body = tokens[n_prompt:]
+    if long_text == "window":
+        step = room - vectorizer.stride_
+        expected = [body[k : k + room] for k in range(0, len(body) - room + step, step)]
+    else:
+        expected = [body[-room:]]
+    assert [row["token"].tolist() for row in rows] == [
+        ["<s>", *tokens[:n_prompt], *part, "</s>"] for part in expected
+    ]
