@@ -332,6 +332,23 @@ def check_unicode(texts: list, what: str) -> None:
                 ) from None
 
 
+def as_pandas_frame(X: Any) -> Any:
+    """A polars DataFrame (what scikit-learn passes from a polars table) as a
+    pandas DataFrame of the same columns, so every check reads it as one;
+    anything else as it is. Nulls stay None."""
+    if hasattr(X, "iloc") or not (hasattr(X, "get_column") and hasattr(X, "columns")):
+        return X
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            name: pd.Series(X.get_column(name).to_list(), dtype=object)
+            for name in X.columns
+        },
+        index=pd.RangeIndex(X.shape[0]),
+    )
+
+
 def pyarrow_items(X: Any) -> list:
     """The items of a pyarrow Array or ChunkedArray; a Table or RecordBatch
     is refused with the way to select its column."""
@@ -383,6 +400,7 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
+    X = as_pandas_frame(X)
     index = getattr(X, "index", None) if hasattr(X, "iloc") else None
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
         if X.shape[1] != 1:
@@ -492,6 +510,7 @@ def check_pairs(
         raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over (text_a, text_b) pairs expected, string object received."
         )
+    X = as_pandas_frame(X)
     index = X.index if hasattr(X, "iloc") else None
     if (
         hasattr(X, "iloc")

@@ -28,6 +28,7 @@ from ._pooling import SUBWORD_POOLINGS
 from ._validation import (
     Options,
     _is_missing,
+    as_pandas_frame,
     check_unicode,
     missing_message,
     pyarrow_items,
@@ -854,6 +855,7 @@ def _rows(X: Any) -> list:
             "Iterable over samples expected, string object received. Wrap a "
             "single sample in a list, e.g. ['the [bank] of the river']."
         )
+    X = as_pandas_frame(X)
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
         columns = list(X.columns)
         spans, words = {"text", "start", "end"}, {"tokens", "index"}
@@ -1191,6 +1193,7 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
+    texts = as_pandas_frame(texts)
     labels = None
     if hasattr(texts, "iloc"):
         if getattr(texts, "ndim", 1) == 2:

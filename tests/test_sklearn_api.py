@@ -583,3 +583,38 @@ def test_showing_a_fitted_estimator_never_loads_its_model(tiny_bert, tmp_path):
     shutil.rmtree(directory)  # unpickled where the model is not
     pipeline = Pipeline([("bert", pickle.loads(fitted)), ("clf", LogisticRegression())])
     assert "BertSentenceVectorizer" in pipeline._repr_html_()
+
+
+def test_polars_input_reads_as_pandas_does(tiny_bert):
+    pl = pytest.importorskip("polars")  # in the test extra
+    texts = ["the cat sat", "a dog barked", None]
+    frame = pl.DataFrame({"text": texts, "n": [1, 2, 3]})
+    vectorizer = BertSentenceVectorizer(
+        model=tiny_bert, handle_missing="empty", cache=None
+    ).fit()
+    expected = vectorizer.transform(["the cat sat", "a dog barked", ""])
+    for X in (frame["text"], frame.select("text")):
+        np.testing.assert_array_equal(vectorizer.transform(X), expected)
+    with pytest.raises(ValueError, match=r"2 columns \['text', 'n'\]; select the"):
+        vectorizer.transform(frame)
+    # a ColumnTransformer hands over a polars table of the columns it names
+    features = ColumnTransformer(
+        [("bert", clone(vectorizer), ["text"]), ("n", "passthrough", ["n"])]
+    ).fit_transform(frame)
+    np.testing.assert_array_equal(features[:, :-1], expected)
+    out = clone(vectorizer).set_output(transform="polars").fit_transform(frame["text"])
+    assert isinstance(out, pl.DataFrame) and out.columns[0] == "bertsentencevectorizer0"
+    pairs = BertSentenceVectorizer(model=tiny_bert, pairs=True, cache=None).fit()
+    np.testing.assert_array_equal(
+        pairs.transform(pl.DataFrame({"a": ["the cat"], "b": ["a dog"]})),
+        pairs.transform([("the cat", "a dog")]),
+    )
+    words = BertWordVectorizer(model=tiny_bert, cache=None).fit()
+    spans = pl.DataFrame({"text": ["the river bank"], "start": [10], "end": [14]})
+    np.testing.assert_array_equal(
+        words.transform(spans), words.transform([("the river bank", 10, 14)])
+    )
+    pd.testing.assert_frame_equal(
+        words.transform_words(pl.DataFrame({"text": ["the river bank"]})),
+        words.transform_words(["the river bank"]),
+    )
