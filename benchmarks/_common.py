@@ -238,6 +238,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_features() -> dict[str, Any]:
+    """What the CPU offers matrix multiplies: torch's kernel level (AVX2,
+    AVX512, ...) and the /proc/cpuinfo flags that tell fp32, bf16 and int8
+    hardware apart; the CPU model name alone does not say which host ran."""
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - an older torch, or none
+        capability = None
+    return {"capability": capability, "flags": [f for f in wanted if f in flags]}
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, core counts, OS and Python of this machine."""
     try:
@@ -252,6 +275,7 @@ def machine_info() -> dict[str, Any]:
         memory_gib = None
     return {
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gib": memory_gib,
