@@ -1178,9 +1178,11 @@ def encode_texts(
     Returns the array and counts for the call: ``n_texts``, ``n_distinct``,
     ``n_tokens`` (in all inputs, read from the cache or not), ``n_truncated``,
     ``n_windowed``, ``n_windows``, ``cache_hits`` (inputs whose states or
-    pooled vectors came from ``cache``), ``cache_kept`` (whether the
-    computed ones were kept in memory), ``n_batches`` (model runs) and
-    ``n_padded_tokens`` (the tokens those runs computed, padding included).
+    pooled vectors came from ``cache``), ``n_alike`` (inputs that took the
+    vector of another input of the call that tokenized alike),
+    ``cache_kept`` (whether the computed ones were kept in memory),
+    ``n_batches`` (model runs) and ``n_padded_tokens`` (the tokens those runs
+    computed, padding included).
     """
     keys = texts if texts_b is None else list(zip(texts, texts_b, strict=True))
     first_of: dict = {}
@@ -1194,7 +1196,7 @@ def encode_texts(
         cache.begin_call()
     out = np.empty((len(unique), n_features), dtype=np.float32)
     stats = {"cache_hits": 0, "n_tokens": 0, "n_truncated": 0}
-    stats.update(n_windowed=0, n_windows=0, n_batches=0, n_padded_tokens=0)
+    stats.update(n_windowed=0, n_windows=0, n_batches=0, n_padded_tokens=0, n_alike=0)
     keep = None
     copies = np.bincount(inverse, minlength=len(unique))  # per distinct text
     # chunks of texts bound what tokenization holds at once (~0.4 GiB for
@@ -1365,6 +1367,7 @@ def _encode_tokenized(
         for r in pending[follows[pending]]:
             followers.setdefault(int(first[r]), []).append(int(r))
         todo = pending[~follows[pending]]
+        stats["n_alike"] += int(follows[pending].sum())
 
     def store(rows: np.ndarray, pooled: np.ndarray) -> None:
         rows = rows if todo is None else todo[rows]

@@ -401,9 +401,49 @@ def _shown(path: Path | str) -> str:
     return "standard input" if path == STDIN else repr(str(path))
 
 
+# what files of other formats begin with (none of them UTF-8 text but Parquet
+# and bzip2, checked further below): named in the error for an input that is
+# read as another format
+_DECOMPRESS = "decompress it first: {} FILE | skbert embed -"
+_MAGIC = {
+    b"PAR1": "a Parquet file (read it with --input-format parquet)",
+    b"\x1f\x8b": f"gzip-compressed data ({_DECOMPRESS.format('zcat')})",
+    b"BZh": f"bzip2-compressed data ({_DECOMPRESS.format('bzcat')})",
+    b"\xfd7zXZ\x00": f"xz-compressed data ({_DECOMPRESS.format('xzcat')})",
+    b"(\xb5/\xfd": f"zstd-compressed data ({_DECOMPRESS.format('zstdcat')})",
+    b"PK\x03\x04": "a zip archive (unzip it first)",
+}
+_COMPRESSED = {".gz": "zcat", ".bz2": "bzcat", ".xz": "xzcat", ".zst": "zstdcat"}
+
+
+def _looks_like(opened: Callable[[], BinaryIO], suffix: str) -> str | None:
+    """What the input seems to be, when its first bytes say it is not
+    ``suffix`` (a Parquet file read as CSV, a compressed file); else None."""
+    with opened() as file:
+        head = file.read(10)
+        if head.startswith(b"PAR1"):  # a text may begin so; a Parquet file ends so
+            file.seek(-4, os.SEEK_END)
+            if file.read(4) != b"PAR1" or suffix == ".parquet":
+                return None
+    if head.startswith(b"BZh") and head[4:10] != b"1AY&SY":  # its first block
+        return None
+    return next(
+        (what for magic, what in _MAGIC.items() if head.startswith(magic)), None
+    )
+
+
 def _check_input(path: Path, input_format: str | None = None) -> None:
     if path == STDIN:
         return
+    tool = _COMPRESSED.get(path.suffix.lower())
+    if tool is not None:
+        inner = Path(path.stem).suffix.lower()
+        fmt = f" --input-format {inner[1:]}" if inner in INPUT_FORMATS else ""
+        raise CLIError(
+            f"cannot read {str(path)!r}: it is compressed ({path.suffix}); "
+            f"decompress it through a pipe: {tool} {shlex.quote(str(path))} | "
+            f"skbert embed -{fmt} ..."
+        )
     if _input_format(path, input_format) not in INPUT_FORMATS:
         raise CLIError(
             f"cannot read {str(path)!r}: unknown input extension "
@@ -545,6 +585,11 @@ def read_texts(path: Path | str, column: str, input_format: str | None = None) -
     else:
         opened = functools.partial(open, path, "rb")
     suffix = _input_format(path, input_format)
+    seems = _looks_like(opened, suffix)
+    if seems is not None:
+        raise ValueError(
+            f"cannot read {_shown(path)} as {suffix}: it looks like {seems}."
+        )
     try:
         texts = _read_texts(path, column, opened, suffix)
     except UnicodeDecodeError as exc:
@@ -915,8 +960,10 @@ def _embed(args: argparse.Namespace) -> int:
     if source == STDIN and sys.stdin is None:  # started with stdin closed
         raise CLIError("INPUT is -, but there is no standard input to read.")
     if source == STDIN and sys.stdin.isatty():
+        fmt = _input_format(source, args.input_format)
+        what = "one per line" if fmt == ".txt" else f"as {fmt}"
         print(
-            "skbert: reading texts from standard input, one per line; end with Ctrl-D",
+            f"skbert: reading texts from standard input, {what}; end with Ctrl-D",
             file=sys.stderr,
         )
     texts = read_texts(source, column, args.input_format)

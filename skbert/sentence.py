@@ -251,11 +251,14 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         ``n_tokens`` (in the inputs: texts, pairs or windows),
         ``n_truncated``, ``n_windowed``, ``n_windows``,
         ``cache_hits`` (inputs whose token states or pooled vectors came
-        from the cache), ``cache_kept`` (whether the states computed stayed
-        in the memory cache; False when the call's states would not fit in
-        its budget, or without a cache), ``n_batches`` (forward passes run),
-        ``n_padded_tokens`` (the tokens they computed, padding included; over
-        ``n_tokens`` it shows what padding costs) and ``seconds``.
+        from the cache), ``n_alike`` (inputs that tokenized as another input
+        of the call and took its vector without running), ``cache_kept``
+        (whether the states computed stayed in the memory cache; False when
+        the call's states would not fit in its budget, or without a cache),
+        ``n_batches`` (forward passes run),
+        ``n_padded_tokens`` (the tokens they computed, padding included;
+        against the tokens of the inputs that ran, neither cache hits nor
+        alike, it shows what padding costs) and ``seconds``.
 
     See Also
     --------

@@ -1140,6 +1140,7 @@ def test_texts_that_tokenize_alike_run_once(tiny_bert, forward_calls, cache):
     X = vectorizer.transform(texts)
     assert sum(forward_calls) == 3
     assert vectorizer.transform_stats_["n_distinct"] == 5
+    assert vectorizer.transform_stats_["n_alike"] == 2
     alone = BertSentenceVectorizer(model=str(tiny_bert), cache=None).fit()
     expected = np.concatenate([alone.transform([text]) for text in texts])
     np.testing.assert_allclose(X, expected, atol=1e-6)
@@ -1154,6 +1155,7 @@ def test_texts_that_tokenize_alike_run_once(tiny_bert, forward_calls, cache):
     ).fit()
     Z = windows.transform([" ".join(["the cat sat on the bank"] * 6), "the robber"])
     assert windows.transform_stats_["n_windows"] == 7  # 6 alike
+    assert windows.transform_stats_["n_alike"] == 5
     assert sum(forward_calls) == 2
     unique = BertSentenceVectorizer(model=str(tiny_bert), cache=None, max_length=8)
     np.testing.assert_allclose(

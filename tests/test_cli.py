@@ -1284,3 +1284,44 @@ def test_input_format_errors_name_standard_input(tmp_path, capsys, monkeypatch):
     assert status == 2 and "--column applies to .csv" in stderr
     status, _, stderr = _run(capsys, "embed", "-", "-o", out, "--input-format", "xls")
     assert status == 2 and "invalid choice: 'xls'" in stderr
+
+
+def test_compressed_or_misnamed_inputs_are_named_for_what_they_are(
+    tiny_bert, tmp_path, capsys, monkeypatch
+):
+    import gzip
+
+    out = tmp_path / "o.npy"
+    table = pd.DataFrame({"text": ["the river bank", "a dog"]})
+    packed = tmp_path / "texts.csv.gz"
+    packed.write_bytes(gzip.compress(table.to_csv(index=False).encode()))
+    status, _, stderr = _run(capsys, "embed", packed, "-o", out)
+    assert status == 2
+    assert f"zcat {packed} | skbert embed - --input-format csv ..." in stderr
+    _stdin(monkeypatch, packed.read_bytes())
+    status, _, stderr = _run(capsys, "embed", "-", "-o", out, "--input-format", "csv")
+    assert status == 1 and "looks like gzip-compressed data (decompress" in stderr
+    parquet = tmp_path / "texts.parquet"
+    table.to_parquet(parquet)
+    status, _, stderr = _run(
+        capsys, "embed", parquet, "-o", out, "--input-format", "csv"
+    )
+    assert status == 1
+    assert "as .csv: it looks like a Parquet file (read it with --input-format" in (
+        stderr
+    )
+    # texts that merely begin like those formats are texts
+    lines = tmp_path / "lines.txt"
+    lines.write_text("PAR1 is a code\nBZh1 and PK too\n")
+    status, _, stderr = _run(capsys, "embed", lines, "-o", out, "--model", tiny_bert)
+    assert status == 0, stderr
+    assert np.load(out).shape == (2, 32)
+
+
+def test_the_terminal_hint_says_the_input_format(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.npy"
+    for options, said in (([], "one per line"), (["--input-format", "tsv"], "as .tsv")):
+        _stdin(monkeypatch, b"")
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+        _, _, stderr = _run(capsys, "embed", "-", "-o", out, *options)
+        assert f"reading texts from standard input, {said}; end with Ctrl-D" in stderr
