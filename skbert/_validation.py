@@ -333,13 +333,18 @@ def check_unicode(texts: list, what: str) -> None:
 
 
 def as_pandas_frame(X: Any) -> Any:
-    """A polars DataFrame (what scikit-learn passes from a polars table) as a
-    pandas DataFrame of the same columns, so every check reads it as one;
-    anything else as it is. Nulls stay None."""
-    if hasattr(X, "iloc") or not (hasattr(X, "get_column") and hasattr(X, "columns")):
+    """A polars DataFrame (what scikit-learn passes from a polars table) or
+    Series as a pandas one, so every check reads it as pandas' (a polars
+    Series of lists holds its items as Series); anything else as it is.
+    Nulls stay None."""
+    if not type(X).__module__.startswith("polars"):
         return X
     import pandas as pd
 
+    if not hasattr(X, "get_column"):  # a Series (a LazyFrame is refused later)
+        if not hasattr(X, "to_list"):
+            return X
+        return pd.Series(X.to_list(), dtype=object, name=X.name)
     return pd.DataFrame(
         {
             name: pd.Series(X.get_column(name).to_list(), dtype=object)

@@ -402,41 +402,56 @@ def _shown(path: Path | str) -> str:
 
 
 # what files of other formats begin with (none of them UTF-8 text but Parquet
-# and bzip2, checked further below): named in the error for an input that is
-# read as another format
-_DECOMPRESS = "decompress it first: {} FILE | skbert embed -"
+# and bzip2, checked further in _looks_like): named in the error for an input
+# that is read as another format, with the tool that decompresses it
 _MAGIC = {
-    b"PAR1": "a Parquet file (read it with --input-format parquet)",
-    b"\x1f\x8b": f"gzip-compressed data ({_DECOMPRESS.format('zcat')})",
-    b"BZh": f"bzip2-compressed data ({_DECOMPRESS.format('bzcat')})",
-    b"\xfd7zXZ\x00": f"xz-compressed data ({_DECOMPRESS.format('xzcat')})",
-    b"(\xb5/\xfd": f"zstd-compressed data ({_DECOMPRESS.format('zstdcat')})",
-    b"PK\x03\x04": "a zip archive (unzip it first)",
+    b"PAR1": ("a Parquet file", None),
+    b"\x1f\x8b": ("gzip-compressed data", "zcat"),
+    b"BZh": ("bzip2-compressed data", "bzcat"),
+    b"\xfd7zXZ\x00": ("xz-compressed data", "xzcat"),
+    b"(\xb5/\xfd": ("zstd-compressed data", "zstdcat"),
+    b"PK\x03\x04": ("a zip archive", None),
+    b"PK\x05\x06": ("an empty zip archive", None),
 }
 _COMPRESSED = {".gz": "zcat", ".bz2": "bzcat", ".xz": "xzcat", ".zst": "zstdcat"}
 
 
 def _looks_like(opened: Callable[[], BinaryIO], suffix: str) -> str | None:
-    """What the input seems to be, when its first bytes say it is not
-    ``suffix`` (a Parquet file read as CSV, a compressed file); else None."""
+    """What the input seems to be, and what to do, when its first bytes say it
+    is not ``suffix`` (a Parquet file read as CSV, a compressed file); else
+    None."""
     with opened() as file:
         head = file.read(10)
-        if head.startswith(b"PAR1"):  # a text may begin so; a Parquet file ends so
-            file.seek(-4, os.SEEK_END)
-            if file.read(4) != b"PAR1" or suffix == ".parquet":
+        if head.startswith(b"PAR1"):  # a text may begin so; a Parquet file ends
+            size = file.seek(0, os.SEEK_END)  # with its footer's length and PAR1
+            file.seek(max(size - 8, 0))
+            tail = file.read(8)
+            footer = int.from_bytes(tail[:4], "little")
+            if suffix == ".parquet" or tail[4:] != b"PAR1" or footer + 12 > size:
                 return None
-    if head.startswith(b"BZh") and head[4:10] != b"1AY&SY":  # its first block
+    # bzip2: a first block, or the end of an empty stream
+    if head.startswith(b"BZh") and head[4:10] not in (b"1AY&SY", b"\x17rE8P\x90"):
         return None
-    return next(
-        (what for magic, what in _MAGIC.items() if head.startswith(magic)), None
-    )
+    for magic, (what, tool) in _MAGIC.items():
+        if head.startswith(magic):
+            fmt = f" --input-format {suffix[1:]}"
+            if what == "a Parquet file":
+                return f"{what} (read it with --input-format parquet)"
+            if tool is None:
+                return f"{what} (unpack it first)"
+            return f"{what} (decompress it first: {tool} FILE | skbert embed -{fmt})"
+    return None
 
 
 def _check_input(path: Path, input_format: str | None = None) -> None:
     if path == STDIN:
         return
+    if not path.exists():
+        raise CLIError(f"input file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise CLIError(f"input {str(path)!r} is not a file.")
     tool = _COMPRESSED.get(path.suffix.lower())
-    if tool is not None:
+    if tool is not None and input_format is None:
         inner = Path(path.stem).suffix.lower()
         fmt = f" --input-format {inner[1:]}" if inner in INPUT_FORMATS else ""
         raise CLIError(
@@ -450,10 +465,6 @@ def _check_input(path: Path, input_format: str | None = None) -> None:
             f"{path.suffix or '(none)'!r}; use one of {', '.join(INPUT_FORMATS)}, "
             "or say the format with --input-format."
         )
-    if not path.exists():
-        raise CLIError(f"input file {str(path)!r} does not exist.")
-    if not path.is_file():
-        raise CLIError(f"input {str(path)!r} is not a file.")
 
 
 # the temporary name holds this much of the output's name at most, so that an

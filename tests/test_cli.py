@@ -1301,6 +1301,9 @@ def test_compressed_or_misnamed_inputs_are_named_for_what_they_are(
     _stdin(monkeypatch, packed.read_bytes())
     status, _, stderr = _run(capsys, "embed", "-", "-o", out, "--input-format", "csv")
     assert status == 1 and "looks like gzip-compressed data (decompress" in stderr
+    assert "zcat FILE | skbert embed - --input-format csv)" in stderr  # as read
+    status, _, stderr = _run(capsys, "embed", tmp_path / "none.csv.gz", "-o", out)
+    assert status == 2 and "does not exist" in stderr
     parquet = tmp_path / "texts.parquet"
     table.to_parquet(parquet)
     status, _, stderr = _run(
@@ -1312,10 +1315,23 @@ def test_compressed_or_misnamed_inputs_are_named_for_what_they_are(
     )
     # texts that merely begin like those formats are texts
     lines = tmp_path / "lines.txt"
-    lines.write_text("PAR1 is a code\nBZh1 and PK too\n")
-    status, _, stderr = _run(capsys, "embed", lines, "-o", out, "--model", tiny_bert)
+    for text in (
+        "PAR1 is a code\nBZh1 and PK too\n",
+        "PAR1 is a part code\nso is PAR1",
+    ):
+        lines.write_text(text)
+        status, _, stderr = _run(
+            capsys, "embed", lines, "-o", out, "--model", tiny_bert
+        )
+        assert status == 0, stderr
+        assert np.load(out).shape == (2, 32)
+    # a name that says compressed, with --input-format saying what it is
+    named = tmp_path / "plain.gz"
+    named.write_text("the river bank\n")
+    status, _, stderr = _run(
+        capsys, "embed", named, "-o", out, "--model", tiny_bert, "--input-format", "txt"
+    )
     assert status == 0, stderr
-    assert np.load(out).shape == (2, 32)
 
 
 def test_the_terminal_hint_says_the_input_format(tmp_path, capsys, monkeypatch):

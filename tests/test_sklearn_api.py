@@ -609,7 +609,16 @@ def test_polars_input_reads_as_pandas_does(tiny_bert):
         pairs.transform(pl.DataFrame({"a": ["the cat"], "b": ["a dog"]})),
         pairs.transform([("the cat", "a dog")]),
     )
+    # a polars column of pairs, or of pre-tokenized texts, holds its rows as Series
+    pair_column = pl.DataFrame({"pair": [["the cat", "a dog"]]})["pair"]
+    np.testing.assert_array_equal(
+        pairs.transform(pair_column), pairs.transform([("the cat", "a dog")])
+    )
     words = BertWordVectorizer(model=tiny_bert, cache=None).fit()
+    tokens = pl.DataFrame({"tokens": [["the", "river", "bank"]]})["tokens"]
+    pd.testing.assert_frame_equal(
+        words.transform_words(tokens), words.transform_words([["the", "river", "bank"]])
+    )
     spans = pl.DataFrame({"text": ["the river bank"], "start": [10], "end": [14]})
     np.testing.assert_array_equal(
         words.transform(spans), words.transform([("the river bank", 10, 14)])
