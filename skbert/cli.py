@@ -403,17 +403,18 @@ def _shown(path: Path | str) -> str:
 
 # what files of other formats begin with (none of them UTF-8 text but Parquet
 # and bzip2, checked further in _looks_like): named in the error for an input
-# that is read as another format, with the tool that decompresses it
+# that is read as another format, with what to do (or the tool that
+# decompresses it)
+_COMPRESSED = {".gz": "zcat", ".bz2": "bzcat", ".xz": "xzcat", ".zst": "zstdcat"}
 _MAGIC = {
-    b"PAR1": ("a Parquet file", None),
+    b"PAR1": ("a Parquet file", "read it with --input-format parquet"),
     b"\x1f\x8b": ("gzip-compressed data", "zcat"),
     b"BZh": ("bzip2-compressed data", "bzcat"),
     b"\xfd7zXZ\x00": ("xz-compressed data", "xzcat"),
     b"(\xb5/\xfd": ("zstd-compressed data", "zstdcat"),
-    b"PK\x03\x04": ("a zip archive", None),
-    b"PK\x05\x06": ("an empty zip archive", None),
+    b"PK\x03\x04": ("a zip archive", "unpack it first"),
+    b"PK\x05\x06": ("an empty zip archive", "unpack it first"),
 }
-_COMPRESSED = {".gz": "zcat", ".bz2": "bzcat", ".xz": "xzcat", ".zst": "zstdcat"}
 
 
 def _looks_like(opened: Callable[[], BinaryIO], suffix: str) -> str | None:
@@ -432,14 +433,14 @@ def _looks_like(opened: Callable[[], BinaryIO], suffix: str) -> str | None:
     # bzip2: a first block, or the end of an empty stream
     if head.startswith(b"BZh") and head[4:10] not in (b"1AY&SY", b"\x17rE8P\x90"):
         return None
-    for magic, (what, tool) in _MAGIC.items():
+    for magic, (what, how) in _MAGIC.items():
         if head.startswith(magic):
-            fmt = f" --input-format {suffix[1:]}"
-            if what == "a Parquet file":
-                return f"{what} (read it with --input-format parquet)"
-            if tool is None:
-                return f"{what} (unpack it first)"
-            return f"{what} (decompress it first: {tool} FILE | skbert embed -{fmt})"
+            if how in _COMPRESSED.values():
+                how = (
+                    f"decompress it first: {how} FILE | skbert embed - "
+                    f"--input-format {suffix[1:]}"
+                )
+            return f"{what} ({how})"
     return None
 
 
