@@ -615,6 +615,12 @@ def test_polars_input_reads_as_pandas_does(tiny_bert):
         pairs.transform(pair_column), pairs.transform([("the cat", "a dog")])
     )
     words = BertWordVectorizer(model=tiny_bert, cache=None).fit()
+    np.testing.assert_array_equal(
+        words.transform(
+            pl.DataFrame({"tokens": [["the", "river", "bank"]], "index": [2]})
+        ),
+        words.transform([(["the", "river", "bank"], 2)]),
+    )
     tokens = pl.DataFrame({"tokens": [["the", "river", "bank"]]})["tokens"]
     pd.testing.assert_frame_equal(
         words.transform_words(tokens), words.transform_words([["the", "river", "bank"]])
