@@ -459,9 +459,10 @@ class _BaseBertVectorizer(
 
         Parameters
         ----------
-        X : texts (or pairs, with ``pairs=True``), as for ``transform``
-            ``BertWordVectorizer`` takes texts here, raw or pre-tokenized, as
-            ``transform_words`` does.
+        X : texts
+            ``BertSentenceVectorizer`` takes what its ``transform`` takes
+            (pairs, with ``pairs=True``). ``BertWordVectorizer`` takes texts
+            here, raw or pre-tokenized, as ``transform_words`` does.
 
         Returns
         -------

@@ -15,6 +15,7 @@ __all__ = [
     "POOLINGS",
     "SUBWORD_POOLINGS",
     "combine_layers",
+    "pool_pieces",
     "pool_subwords",
     "pool_segments",
     "pool_tokens",
@@ -236,3 +237,56 @@ def pool_subwords(
     pick = pick[1:].clamp(0, max(n_tokens - 1, 0))
     picked = flat[pick] if n_tokens else flat.new_zeros((n_words, hidden))
     return picked.masked_fill(empty, 0.0)
+
+
+def pool_pieces(
+    pooled: torch.Tensor,
+    piece_word: torch.Tensor,
+    n_tokens: torch.Tensor,
+    how: str,
+    n_words: int,
+) -> torch.Tensor:
+    """Join the pooled pieces of words into one vector per word.
+
+    A word too long for one window is read in consecutive pieces, each pooled
+    alone by :func:`pool_subwords` with ``how``. This joins them into what
+    ``pool_subwords`` gives for all the word's tokens at once: the mean
+    weighted by each piece's token count, the sum, the max, the first
+    piece's first token, the last piece's last, or both for "first_last".
+
+    Parameters
+    ----------
+    pooled : Tensor of shape (n_pieces, width)
+        Each piece pooled alone, pieces of a word in order.
+    piece_word : Tensor of int of shape (n_pieces,)
+        The word of each piece, in ``[0, n_words)``.
+    n_tokens : Tensor of int of shape (n_pieces,)
+        The tokens each piece pooled; a piece with none is left out.
+    how : {"mean", "first", "last", "sum", "max", "first_last"}
+    n_words : int
+
+    Returns
+    -------
+    joined : Tensor of shape (n_words, width), in the dtype of ``pooled``.
+        A word with no token in any piece is zeros.
+    """
+    if how not in SUBWORD_POOLINGS:
+        raise ValueError(f"how must be one of {SUBWORD_POOLINGS}, got {how!r}.")
+    keep = n_tokens > 0
+    pooled, piece_word, n_tokens = pooled[keep], piece_word[keep], n_tokens[keep]
+    if how == "first_last":
+        half = pooled.shape[-1] // 2
+        return torch.cat(
+            (
+                pool_pieces(pooled[:, :half], piece_word, n_tokens, "first", n_words),
+                pool_pieces(pooled[:, half:], piece_word, n_tokens, "last", n_words),
+            ),
+            dim=-1,
+        )
+    if how != "mean":  # the sum of sums, max of maxes, first of firsts...
+        return pool_subwords(pooled, piece_word, how, n_words)
+    weights = n_tokens.to(pooled.dtype)
+    summed = pool_subwords(pooled * weights.unsqueeze(-1), piece_word, "sum", n_words)
+    total = torch.zeros(n_words, dtype=pooled.dtype, device=pooled.device)
+    total = total.index_add_(0, piece_word.to(torch.long), weights)
+    return summed / total.clamp(min=1).unsqueeze(-1)

@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="longest input in tokens, special tokens included; longer texts are "
-        "cut to their head, with a warning; default: the model's",
+        "cut to their head, with a warning; default: the model's sentence-transformers "
+        "max_seq_length (256 for the bundled model), else its limit",
     )
     embed.add_argument(
         "--normalize",
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the texts not finished, and later runs with other --layers (no deeper), "
         "--pooling or --[no-]normalize skip the model (default: no cache). It holds "
         "every layer's states up to the deepest one used, 4 bytes per number: "
-        "about 135 MB for 1,000 SICK sentences with the bundled model; DIR is "
+        "about 226 MiB for 2,000 SICK sentences with the bundled model; DIR is "
         "bounded by SKBERT_DISK_CACHE_MB, default 10240 MB, least recently used first",
     )
     embed.set_defaults(run=_embed, parser=embed)

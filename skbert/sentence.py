@@ -54,7 +54,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         written by ``save_pretrained``. Only safetensors weights are loaded.
         The model is loaded in ``fit`` and shared by every estimator in the
         process that uses the same weights, device and dtype.
-    layers : "auto", "all", int or list of int, default="auto"
+    layers : "auto", "all", int or sequence of int, default="auto"
         Indices into the model's hidden states: 0 is the embedding output,
         1..L the encoder layers, negatives count from the top (-1 is the
         last layer); a list names each at most once. "auto" uses the model's
@@ -78,7 +78,9 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         each text of a pair, concatenated (twice the width).
     include_special_tokens : bool, default=True
         Whether [CLS] and [SEP] take part in "mean", "max", "mean_max", "max_mean",
-        "mean_sqrt_len" and "last" pooling. "cls" always uses [CLS].
+        "mean_sqrt_len", "last" and "segment_mean" pooling (with special tokens,
+        text A's segment is [CLS] A [SEP] and text B's is B [SEP]). "cls" always
+        uses [CLS].
     max_length : int or None, default=None
         Longest input in tokens, special tokens included; what happens to a
         longer text is set by ``long_text``. None uses the model's
@@ -167,7 +169,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         small enough to stay fast and bounded in memory. "auto" is 4,096 on
         the CPU and 16,384 on an accelerator; None sets no limit, and
         ``batch_size="auto"`` is then 32 texts on every device.
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
     dtype : {"float32", "bfloat16", "float16"}, default="float32"

@@ -24,7 +24,7 @@ from ._encode import (
     windows_for_words,
 )
 from ._model import LoadedModel
-from ._pooling import SUBWORD_POOLINGS
+from ._pooling import SUBWORD_POOLINGS, pool_pieces
 from ._validation import (
     Options,
     _is_missing,
@@ -65,7 +65,7 @@ class BertWordVectorizer(_BaseBertVectorizer):
         The model is loaded in ``fit`` and shared by every estimator in the
         process that uses the same weights, device and dtype. It needs a
         fast tokenizer, whose character offsets align words and pieces.
-    layers : "auto", "all", int or list of int, default="auto"
+    layers : "auto", "all", int or sequence of int, default="auto"
         Indices into the model's hidden states: 0 is the embedding output
         (the non-contextual input embeddings), 1..L the encoder layers,
         negatives count from the top (-1 is the last layer); a list names
@@ -110,7 +110,7 @@ default="mean"
         small enough to stay fast and bounded in memory. "auto" is 4,096 on
         the CPU and 16,384 on an accelerator; None sets no limit, and
         ``batch_size="auto"`` is then 32 windows on every device.
-    device : str, default="auto"
+    device : str or torch.device, default="auto"
         "auto" picks cuda, then mps, then cpu. An explicit device ("cpu",
         "cuda", "cuda:1", "mps") that is not available is a ValueError at fit.
     dtype : {"float32", "bfloat16", "float16"}, default="float32"
@@ -235,7 +235,11 @@ default="mean"
 
     **Long texts.** When a text has more than ``max_length`` tokens, a target
     is embedded from the window of ``max_length`` tokens centred on it, so
-    it is never cut away; a target longer than the window is an error.
+    it is never cut away. A target (or, in ``transform_words``, a word)
+    with more tokens than a window holds is read in the fewest pieces that
+    fit, each centred in a window of its own, and pooled over all its
+    tokens as one (``subword_pooling`` "first" takes its first piece's
+    first token, and so on), with a warning that counts them.
     ``transform_words`` reads long texts in windows that overlap by half
     and takes each word from the window where it has the most context on
     its shorter side, never from a fragment cut at a window's edge.
@@ -406,6 +410,7 @@ default="mean"
         group_of_sample = np.full(len(targets), -1, dtype=np.int64)
         long_docs = set()
         cuts = []  # samples whose span starts or ends inside a token
+        too_long = []  # samples whose target does not fit in one window
         for i, target in enumerate(targets):
             if target is None:
                 continue
@@ -417,21 +422,23 @@ default="mean"
                     "token: the tokenizer drops every character of it. Point it "
                     "at a word the model can read."
                 )
-            if stop - first > width:
-                raise ValueError(
-                    f"Sample {i} of X: the target {target.describe()} has "
-                    f"{stop - first} tokens, more than fit in a window of "
-                    f"max_length={self.max_length_} ({width} besides the special "
-                    "tokens); shorten the target or raise max_length."
-                )
             touched = docs[d].starts[first], docs[d].ends[stop - 1]
             if touched[0] < target.start or touched[1] > target.end:
                 cuts.append((i, target, touched))
             if len(docs[d]) > width:
                 long_docs.add(d)
+            if stop - first > width:  # read in pieces, below
+                too_long.append((i, d, first, stop))
+                continue
             start = window_around(len(docs[d]), first, stop, width)
             w = windows.setdefault((d, start), len(windows))
             group_of_sample[i] = groups.setdefault((w, first, stop), len(groups))
+        piece_keys, piece_target, piece_tokens = _pieces(
+            docs, [target[1:] for target in too_long], windows, width
+        )
+        piece_group = np.array(
+            [groups.setdefault(key, len(groups)) for key in piece_keys], dtype=np.int64
+        )
 
         window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
         group_keys = np.array(list(groups), dtype=np.int64).reshape(-1, 3)
@@ -440,6 +447,11 @@ default="mean"
         out = np.zeros((len(targets), self._n_features_out), dtype=np.float32)
         present = group_of_sample >= 0
         out[present] = pooled[group_of_sample[present]]
+        if too_long:
+            out[[target[0] for target in too_long]] = self._join_pieces(
+                pooled[piece_group], piece_target, piece_tokens, len(too_long)
+            )
+            self._warn_pieces(len(too_long), width, "targets")
         self._warn_windowed(len(long_docs), len(docs))
         if cuts and loaded.notes_to_warn(("a span cut into a token",)):
             # once per loaded model: a grid search's fits would repeat it
@@ -532,17 +544,8 @@ default="mean"
         n_words = np.bincount(table.source, minlength=len(sources))
         offset = np.cumsum(n_words) - n_words
 
-        too_long = np.flatnonzero(table.stop - table.first > width)
-        if len(too_long):
-            k = int(too_long[0])
-            source = int(table.source[k])
-            raise ValueError(
-                f"Text {source_of_item.index(source)}: word {k - offset[source]} "
-                f"({table.words[k]!r}) has {table.stop[k] - table.first[k]} tokens, "
-                f"more than fit in a window of max_length={self.max_length_} "
-                f"({width} besides the special tokens); raise max_length or split "
-                "the word."
-            )
+        # a word longer than a window is read in pieces, each in its own window
+        too_long = table.stop - table.first > width
 
         # windows: one per short text, overlapping ones for each long text
         n_tokens = np.array([len(doc) for doc in docs], dtype=np.int64)
@@ -557,7 +560,7 @@ default="mean"
         for source in np.unique(table.source[is_long]):
             t = int(text_of_source[source])
             words = offset[source] + np.arange(n_words[source])
-            words = words[table.stop[words] > table.first[words]]
+            words = words[(table.stop[words] > table.first[words]) & ~too_long[words]]
             starts, window_of_word = windows_for_words(
                 len(docs[t]), table.first[words], table.stop[words], width
             )
@@ -566,10 +569,30 @@ default="mean"
                 dtype=np.int64,
             )
             group_windows[words] = ids[window_of_word]
+        long_words = np.flatnonzero(too_long)
+        piece_keys, piece_target, piece_tokens = _pieces(
+            docs,
+            [
+                (int(text_of_word[k]), int(table.first[k]), int(table.stop[k]))
+                for k in long_words
+            ],
+            windows,
+            width,
+        )
         window_keys = np.array(list(windows), dtype=np.int64).reshape(-1, 2)
-        group_keys = np.column_stack((group_windows, table.first, table.stop))
+        group_keys = np.column_stack(
+            (group_windows, table.first, np.where(too_long, table.first, table.stop))
+        )
+        group_keys = np.concatenate(
+            (group_keys, np.array(piece_keys, dtype=np.int64).reshape(-1, 3))
+        )
         stats = {}
         pooled = self._encode(loaded, docs, window_keys, group_keys, width, stats)
+        if len(long_words):
+            pooled[long_words] = self._join_pieces(
+                pooled[len(too_long) :], piece_target, piece_tokens, len(long_words)
+            )
+            self._warn_pieces(len(long_words), width, "words of the distinct texts")
 
         # expand the distinct texts back to the caller's texts, in order
         item_source = np.asarray(source_of_item, dtype=np.int64)
@@ -792,6 +815,35 @@ default="mean"
         )
         warn_if_not_finite(pooled, self.dtype_, "distinct words or tokens")
         return pooled
+
+    def _join_pieces(
+        self,
+        pooled: np.ndarray,
+        piece_target: np.ndarray,
+        piece_tokens: np.ndarray,
+        n_targets: int,
+    ) -> np.ndarray:
+        """Each view's pooled pieces of long targets, joined per target."""
+        import torch
+
+        target = torch.from_numpy(piece_target)
+        n_tokens = torch.from_numpy(piece_tokens)
+        blocks, column = [], 0
+        for view in self.views_:
+            block = torch.from_numpy(pooled[:, column : column + view["n_features"]])
+            blocks.append(
+                pool_pieces(block, target, n_tokens, view["subword_pooling"], n_targets)
+            )
+            column += view["n_features"]
+        return torch.cat(blocks, dim=1).numpy()
+
+    def _warn_pieces(self, n_long: int, width: int, what: str) -> None:
+        warn_user(
+            f"{n_long} {what} had more tokens than fit in a window of "
+            f"max_length={self.max_length_} ({width} besides the special tokens): "
+            "each was read in pieces, each piece in a window of its own, and pooled "
+            "over all its tokens; raise max_length to read them whole."
+        )
 
     def _warn_windowed(self, n_long: int, n_texts: int, what: str = "words") -> None:
         if n_long:
@@ -1033,6 +1085,17 @@ def _parse_sample(item: Any, i: int) -> _Target:
         item = _dict_sample(item, i)
     if isinstance(item, str):
         return _parse_marked(item, i)
+    if (
+        _is_sequence(item)
+        and len(item) > 3
+        and all(isinstance(part, str) for part in item)
+    ):  # the words of a text, without the position of one
+        raise TypeError(
+            f"Sample {i} of X is {len(item)} str: {_short(tuple(item))}; expected "
+            f"{_FORMS}. For a word of a list of words, give its position: "
+            f"(words, index), such as (words, 1) for {_short(item[1])}; for every "
+            "word of a text, use transform_words."
+        )
     if not _is_sequence(item) or len(item) not in (2, 3):
         shape = f" of length {len(item)}" if _is_sequence(item) else ""
         raise ValueError(
@@ -1169,6 +1232,39 @@ def _check_span(
     if not shows_text:
         label = f"{label} {text[start:end]!r}"
     return _Target(text, start, end, label)
+
+
+def _pieces(
+    docs: list[DocTokens],
+    targets: list[tuple[int, int, int]],
+    windows: dict,
+    width: int,
+) -> tuple[list[tuple[int, int, int]], np.ndarray, np.ndarray]:
+    """Targets ``(doc, first, stop)`` longer than a window, cut in pieces.
+
+    Each target becomes the fewest pieces of at most ``width`` tokens, of
+    near-equal length, each centred in a window of its own (added to
+    ``windows``, keyed ``(doc, start)`` as the callers key theirs).
+
+    Returns
+    -------
+    keys : list of ``(window, first, stop)``, one group per piece.
+    target : ndarray of int64, the target of each piece.
+    n_tokens : ndarray of int64, the tokens of a word in each piece (those
+        the pooling counts).
+    """
+    keys, target, n_tokens = [], [], []
+    for j, (d, first, stop) in enumerate(targets):
+        n_pieces = -(-(stop - first) // width)
+        bounds = (first + np.arange(n_pieces + 1) * (stop - first) // n_pieces).tolist()
+        for piece_first, piece_stop in zip(bounds[:-1], bounds[1:], strict=True):
+            start = window_around(len(docs[d]), piece_first, piece_stop, width)
+            keys.append(
+                (windows.setdefault((d, start), len(windows)), piece_first, piece_stop)
+            )
+            target.append(j)
+            n_tokens.append(int((docs[d].word_ids[piece_first:piece_stop] >= 0).sum()))
+    return keys, np.array(target, dtype=np.int64), np.array(n_tokens, dtype=np.int64)
 
 
 def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:

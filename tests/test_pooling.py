@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from skbert._pooling import combine_layers, pool_tokens, select_layers
+from skbert._pooling import (
+    combine_layers,
+    pool_pieces,
+    pool_subwords,
+    pool_tokens,
+    select_layers,
+)
 
 
 @pytest.fixture
@@ -109,3 +115,29 @@ def test_pool_tokens_empty_mask_gives_zeros_in_half_precision(embeddings, how, d
 def test_pool_tokens_rejects_unknown(embeddings, mask):
     with pytest.raises(ValueError, match="how must be one of"):
         pool_tokens(embeddings, mask, "avg")
+
+
+@pytest.mark.parametrize("how", ["mean", "first", "last", "sum", "max", "first_last"])
+def test_pool_pieces_equals_pooling_every_token_at_once(how):
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(11, 4, generator=generator)
+    # word 0: tokens 0-4 in pieces of 2, 0 (a piece of no word's token) and 3;
+    # word 1: tokens 5-6 in one piece; word 2: none; word 3: 7-10 in pieces of 1, 3
+    word_of_token = torch.tensor([0, 0, 0, 0, 0, 1, 1, 3, 3, 3, 3])
+    bounds = [(0, 2, 0), (2, 2, 0), (2, 5, 0), (5, 7, 1), (7, 8, 3), (8, 11, 3)]
+    pooled = torch.cat(
+        [
+            pool_subwords(tokens[a:b], torch.zeros(b - a, dtype=torch.long), how, 1)
+            for a, b, _ in bounds
+        ]
+    )
+    joined = pool_pieces(
+        pooled,
+        torch.tensor([word for _, _, word in bounds]),
+        torch.tensor([b - a for a, b, _ in bounds]),
+        how,
+        n_words=4,
+    )
+    expected = pool_subwords(tokens, word_of_token, how, n_words=4)
+    torch.testing.assert_close(joined, expected)
+    assert joined[2].eq(0).all()

@@ -832,19 +832,64 @@ def test_transform_tokens_with_views_and_first_last(tiny_bert):
     np.testing.assert_allclose(features[:, 64:], summed, atol=1e-5)
 
 
-def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
-    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=4, device="cpu")
-    vectorizer.fit()
-    text = "the embeddings"  # em ##bed ##ding ##s: 4 tokens, 2 fit
-    with pytest.raises(
-        ValueError,
-        match=r"Sample 0 of X: the target span \(4, 14\) 'embeddings' has 4 ",
-    ):
-        vectorizer.transform([(text, 4, 14)])
-    with pytest.raises(
-        ValueError, match=r"Text 0: word 1 \('embeddings'\) has 4 tokens"
-    ):
-        vectorizer.transform_words([text])
+@pytest.mark.parametrize("how", ["mean", "first", "last", "sum", "max", "first_last"])
+def test_a_word_longer_than_the_window_is_read_in_pieces(tiny_bert, how):
+    # "embeddings" is em ##bed ##ding ##s; max_length=4 leaves 2 tokens a window
+    tokenizer, _ = _reference(str(tiny_bert))
+    text = "the embeddings"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 5
+    # two pieces of 2 tokens, each centred in a window of its own
+    pieces = [
+        last_two_summed(
+            tiny_bert,
+            input_ids=[tokenizer.cls_token_id, *ids[a:b], tokenizer.sep_token_id],
+        )[1:-1]
+        for a, b in ((1, 3), (3, 5))
+    ]
+    expected = hand_pool(np.concatenate(pieces), how)
+    vectorizer = BertWordVectorizer(
+        model=str(tiny_bert), max_length=4, subword_pooling=how, device="cpu"
+    ).fit()
+    with pytest.warns(UserWarning, match=r"1 targets had more tokens than fit"):
+        X = vectorizer.transform([(text, 4, 14), (text, 0, 3)])
+    np.testing.assert_allclose(X[0], expected, atol=1e-5)
+    the = last_two_summed(
+        tiny_bert, input_ids=[tokenizer.cls_token_id, *ids[:2], tokenizer.sep_token_id]
+    )[1]
+    np.testing.assert_allclose(X[1], hand_pool(the[None], how), atol=1e-5)
+    with pytest.warns(UserWarning, match=r"1 words of the distinct texts had more"):
+        words = vectorizer.transform_words([text, "the"])
+    assert words["word"].tolist() == ["the", "embeddings", "the"]
+    np.testing.assert_allclose(words.iloc[1, 5:].to_numpy(), expected, atol=1e-5)
+
+
+def test_a_long_word_of_a_long_text_is_pooled_from_its_pieces(tiny_bert):
+    # a word of 4 tokens in a text of 33, windows of 3 tokens: 2 pieces of 2
+    text = " ".join(LONG_WORDS[:20]) + " embeddings " + " ".join(LONG_WORDS[20:])
+    tokenizer, _ = _reference(str(tiny_bert))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 33
+    pieces = []
+    for a, b in ((20, 22), (22, 24)):
+        start = window_around(33, a, b, 3)
+        window = [tokenizer.cls_token_id, *ids[start : start + 3]]
+        states = last_two_summed(tiny_bert, input_ids=[*window, tokenizer.sep_token_id])
+        pieces.append(states[1 + a - start : 1 + b - start])
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=5, device="cpu")
+    with pytest.warns(UserWarning, match="had more tokens than fit"):
+        words = vectorizer.fit().transform_words([text])
+    assert words["word"][20] == "embeddings"
+    np.testing.assert_allclose(
+        words.iloc[20, 5:].to_numpy(), np.concatenate(pieces).mean(0), atol=1e-5
+    )
+    # the same from transform, with the word as a span
+    with pytest.warns(UserWarning, match="1 targets had more tokens"):
+        X = vectorizer.transform([(text.split(), 20)])
+    np.testing.assert_allclose(X[0], words.iloc[20, 5:].to_numpy(), atol=1e-6)
+
+
+def test_max_length_must_leave_room_for_a_word(tiny_bert):
     with pytest.raises(ValueError, match="leaves no room for a word"):
         BertWordVectorizer(model=str(tiny_bert), max_length=2, device="cpu").fit()
 
@@ -963,6 +1008,12 @@ def test_a_target_longer_than_the_window_is_an_error(tiny_bert):
             TypeError,
             r"is 3 str: .*give the position of the word: \(words, index\); for "
             "every word of a text, use transform_words",
+        ),
+        (
+            [["the", "bank", "of", "the", "river"]],
+            TypeError,
+            r"is 5 str: .*give its position: \(words, index\), such as \(words, 1\) "
+            "for 'bank'; for every word of a text, use transform_words",
         ),
         ([("the bank", "4", "8")], TypeError, r"start is str \('4'\), expected int\.$"),
         (
