@@ -33,13 +33,33 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-# The shared data folder sits next to the repository: ../shared/data/sick.tsv
-SICK_PATH = REPO_ROOT.parent / "shared" / "data" / "sick.tsv"
+# The shared data folder sits next to the repository (../shared/data/sick.tsv);
+# SKBERT_DATA names another folder that holds sick.tsv and wic_train.tsv.
+DATA_DIR = Path(os.environ.get("SKBERT_DATA") or REPO_ROOT.parent / "shared" / "data")
+SICK_PATH = DATA_DIR / "sick.tsv"
+WIC_PATH = DATA_DIR / "wic_train.tsv"
 
 PACKAGES = ("torch", "transformers", "sentence-transformers", "skbert", "numpy")
 
 
 # -- texts -----------------------------------------------------------------
+
+
+def read_tsv(path: str | os.PathLike):
+    """A data file of the shared folder (SICK, WiC) as a DataFrame of str.
+
+    A missing file ends the script with a message that says where the data
+    is looked for, rather than a traceback.
+    """
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise SystemExit(
+            f"{path} not found: the benchmarks read the shared data folder next to "
+            "the repository (../shared/data); set SKBERT_DATA to a folder that "
+            "holds sick.tsv and wic_train.tsv, or pass the file with --data."
+        )
+    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
 
 
 def load_sick_sentences(path: str | os.PathLike = SICK_PATH) -> list[str]:
@@ -48,9 +68,7 @@ def load_sick_sentences(path: str | os.PathLike = SICK_PATH) -> list[str]:
     Empty and whitespace-only cells are dropped; only the first occurrence of
     a sentence is kept.
     """
-    import pandas as pd
-
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+    frame = read_tsv(path)
     pairs = zip(frame["sentence_a"], frame["sentence_b"], strict=True)
     ordered = (s.strip() for pair in pairs for s in pair)
     return list(dict.fromkeys(s for s in ordered if s))

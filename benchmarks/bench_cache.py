@@ -41,7 +41,6 @@ Needs ``pip install -e .`` and ``../shared/data/sick.tsv``. Rows go to
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
@@ -55,11 +54,8 @@ GRID = {
 
 
 def load(n_texts: int):
-    import pandas as pd
 
-    frame = pd.read_csv(
-        _common.SICK_PATH, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False
-    )
+    frame = _common.read_tsv(_common.SICK_PATH)
     frame = frame[frame["split"] != "test"].drop_duplicates("sentence_a")
     frame = frame.iloc[:n_texts]
     return frame["sentence_a"].tolist(), frame["entailment"].tolist()

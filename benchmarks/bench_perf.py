@@ -325,11 +325,8 @@ def l2_normalize(x):
 
 def sick_test_pairs(path: Path, n_pairs: int):
     """The first ``n_pairs`` pairs of SICK's test split: (a, b, relatedness)."""
-    import csv
 
-    import pandas as pd
-
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+    frame = _common.read_tsv(path)
     test = frame[frame["split"] == "test"].head(n_pairs)
     return (
         test["sentence_a"].str.strip().tolist(),

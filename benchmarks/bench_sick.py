@@ -22,7 +22,6 @@ on 2 CPU cores). Rows go to ``benchmarks/results/bench_sick.jsonl``.
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import random
 import sys
@@ -47,9 +46,8 @@ ENTAILMENT_JOINT = [("-1", -1, "mean"), ("-1", -1, "cls"), ("-1", -1, "segment_m
 
 
 def _load(path: Path):
-    import pandas as pd
 
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+    frame = _common.read_tsv(path)
     return frame[frame["split"] == "test"], frame[frame["split"] != "test"]
 
 

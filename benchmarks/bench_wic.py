@@ -93,7 +93,6 @@ Usage
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import sys
 import tempfile
@@ -106,7 +105,7 @@ import _common
 import numpy as np
 import pandas as pd
 
-WIC_PATH = _common.REPO_ROOT.parent / "shared" / "data" / "wic_train.tsv"
+WIC_PATH = _common.WIC_PATH
 RESULTS = _common.RESULTS_DIR / "bench_wic.jsonl"
 TOLERANCE = 1e-5
 MAX_RATIO = 1.2
@@ -141,7 +140,7 @@ PROFILES = {
 
 def load_wic(path: Path, n_pairs: int, seed: int) -> pd.DataFrame:
     """WiC pairs as tokens and indices; ``n_pairs`` drawn at random (0: all)."""
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+    frame = _common.read_tsv(path)
     if n_pairs and n_pairs < len(frame):
         frame = frame.sample(n=n_pairs, random_state=seed).sort_index()
     return pd.DataFrame(
@@ -463,9 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     # -- throughput ---------------------------------------------------------
-    frame = pd.read_csv(
-        args.data, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False
-    )
+    frame = _common.read_tsv(args.data)
     sentences = list(
         dict.fromkeys(frame["sentence_a"].tolist() + frame["sentence_b"].tolist())
     )
