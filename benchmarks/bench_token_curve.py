@@ -360,6 +360,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # before the run, not after it
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "bench_token_curve draws its plot with matplotlib, which is not "
+            "installed: pip install -e '.[bench]'."
+        ) from None
     from skbert import BertSentenceVectorizer
 
     vectorizer = BertSentenceVectorizer(

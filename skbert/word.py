@@ -92,7 +92,8 @@ default="mean"
         window of ``max_length`` tokens centred on the target, and
         ``transform_words`` overlapping windows from which each word is
         taken where it has the most context (one warning per call gives the
-        count of such texts). None uses the model's sentence-transformers
+        count of such texts); a target or word longer than a window is read
+        in pieces (see Notes). None uses the model's sentence-transformers
         ``max_seq_length`` if it has one (256 for the bundled model), else
         the model's limit.
     batch_size : int or "auto", default="auto"
@@ -451,7 +452,8 @@ default="mean"
             out[[target[0] for target in too_long]] = self._join_pieces(
                 pooled[piece_group], piece_target, piece_tokens, len(too_long)
             )
-            self._warn_pieces(len(too_long), width, "targets")
+            n_distinct = len({target[1:] for target in too_long})
+            self._warn_pieces(n_distinct, width, "distinct target(s)")
         self._warn_windowed(len(long_docs), len(docs))
         if cuts and loaded.notes_to_warn(("a span cut into a token",)):
             # once per loaded model: a grid search's fits would repeat it
@@ -592,7 +594,10 @@ default="mean"
             pooled[long_words] = self._join_pieces(
                 pooled[len(too_long) :], piece_target, piece_tokens, len(long_words)
             )
-            self._warn_pieces(len(long_words), width, "words of the distinct texts")
+            n_distinct = len(
+                set(zip(text_of_word[long_words], table.first[long_words], strict=True))
+            )
+            self._warn_pieces(n_distinct, width, "distinct word(s)")
 
         # expand the distinct texts back to the caller's texts, in order
         item_source = np.asarray(source_of_item, dtype=np.int64)
@@ -1089,9 +1094,11 @@ def _parse_sample(item: Any, i: int) -> _Target:
         _is_sequence(item)
         and len(item) > 3
         and all(isinstance(part, str) for part in item)
+        and not _looks_numeric(item[1])
     ):  # the words of a text, without the position of one
         raise TypeError(
-            f"Sample {i} of X is {len(item)} str: {_short(tuple(item))}; expected "
+            f"Sample {i} of X is {len(item)} str: {_short(tuple(map(str, item)))}; "
+            "expected "
             f"{_FORMS}. For a word of a list of words, give its position: "
             f"(words, index), such as (words, 1) for {_short(item[1])}; for every "
             "word of a text, use transform_words."
@@ -1492,14 +1499,21 @@ def _word_table(
         first = np.searchsorted(token_start, char_start + char_offset[text], "left")
         stop = np.searchsorted(token_start, char_end + char_offset[text], "left")
         stop = np.maximum(stop, first)
-        # a word's first tokens may be whitespace the tokenizer keeps (a bare
-        # "Ġ" before a word it splits): they belong to no word
+        # a word's first or last tokens may be whitespace the tokenizer keeps
+        # (a bare "Ġ" before a word it splits, "Ċ" of a newline in a given
+        # word): they belong to no word, and do not count in its length
         while True:
             move = first < stop
             move[move] = word_ids[first[move]] < 0
             if not move.any():
                 break
             first[move] += 1
+        while True:
+            move = first < stop
+            move[move] = word_ids[stop[move] - 1] < 0
+            if not move.any():
+                break
+            stop[move] -= 1
         parts.append(
             (
                 source,

@@ -851,16 +851,18 @@ def test_a_word_longer_than_the_window_is_read_in_pieces(tiny_bert, how):
     vectorizer = BertWordVectorizer(
         model=str(tiny_bert), max_length=4, subword_pooling=how, device="cpu"
     ).fit()
-    with pytest.warns(UserWarning, match=r"1 targets had more tokens than fit"):
-        X = vectorizer.transform([(text, 4, 14), (text, 0, 3)])
+    with pytest.warns(UserWarning, match=r"1 distinct target\(s\) had more tokens"):
+        X = vectorizer.transform([(text, 4, 14), (text, 0, 3), (text.split(), 1)])
     np.testing.assert_allclose(X[0], expected, atol=1e-5)
+    np.testing.assert_array_equal(X[2], X[0])
     the = last_two_summed(
         tiny_bert, input_ids=[tokenizer.cls_token_id, *ids[:2], tokenizer.sep_token_id]
     )[1]
     np.testing.assert_allclose(X[1], hand_pool(the[None], how), atol=1e-5)
-    with pytest.warns(UserWarning, match=r"1 words of the distinct texts had more"):
-        words = vectorizer.transform_words([text, "the"])
-    assert words["word"].tolist() == ["the", "embeddings", "the"]
+    with pytest.warns(UserWarning, match=r"1 distinct word\(s\) had more tokens"):
+        words = vectorizer.transform_words([text, "the", text.split()])
+    assert words["word"].tolist() == ["the", "embeddings", "the", "the", "embeddings"]
+    np.testing.assert_array_equal(words.iloc[4, 5:], words.iloc[1, 5:])
     np.testing.assert_allclose(words.iloc[1, 5:].to_numpy(), expected, atol=1e-5)
 
 
@@ -884,9 +886,22 @@ def test_a_long_word_of_a_long_text_is_pooled_from_its_pieces(tiny_bert):
         words.iloc[20, 5:].to_numpy(), np.concatenate(pieces).mean(0), atol=1e-5
     )
     # the same from transform, with the word as a span
-    with pytest.warns(UserWarning, match="1 targets had more tokens"):
+    with pytest.warns(UserWarning, match=r"1 distinct target\(s\) had more tokens"):
         X = vectorizer.transform([(text.split(), 20)])
     np.testing.assert_allclose(X[0], words.iloc[20, 5:].to_numpy(), atol=1e-6)
+
+
+def test_whitespace_tokens_at_a_given_word_s_end_do_not_count(tiny_roberta):
+    # byte-level BPE keeps "\n" as tokens of no word: "cat\n\n\n\n" is one word of
+    # one token and four of whitespace, which fits in a window of 3 tokens
+    words = ["the", "bank", "cat\n\n\n\n", "sat", "on", "the", "river", "bank"]
+    vectorizer = BertWordVectorizer(model=str(tiny_roberta), max_length=5, cache=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no word is read in pieces
+        warnings.filterwarnings("ignore", message=".*distinct texts were longer")
+        table = vectorizer.fit().transform_words([words])
+        X = vectorizer.transform([(words, 2)])
+    np.testing.assert_allclose(table.iloc[2, 5:].to_numpy(), X[0], atol=1e-6)
 
 
 def test_max_length_must_leave_room_for_a_word(tiny_bert):
