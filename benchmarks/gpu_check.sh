@@ -19,6 +19,12 @@
 #
 # MODEL=<directory> replaces the bundled model (both tools load it) and
 # SICK=<file> the SICK data (default ../shared/data/sick.tsv).
+#
+# CPU_PERF=1 adds a step (about a minute more): bench_perf.py --profile fast
+# on the mixed workload, on this host's CPU, which may have the bfloat16
+# hardware (AMX, AVX512-BF16) that the 2-core development machine lacks; its
+# rows say whether dtype="bfloat16" is the fast CPU path there. They go to
+# $OUT/bench_perf_gpu_host.jsonl (else benchmarks/results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,5 +61,12 @@ echo "== peer comparison on cuda"
 timeout 240 "$PYTHON" benchmarks/bench_gpu.py --n-texts "$N_TEXTS" \
     --repeats "$REPEATS" ${MODEL:+--model "$MODEL"} ${SICK:+--sick "$SICK"} \
     || status=$?
+if [ "${CPU_PERF:-0}" = 1 ]; then
+    echo "== CPU paths on this host's CPU (bench_perf, mixed, fast profile)"
+    "$PYTHON" -c "import torch; print('cpu capability', torch.backends.cpu.get_cpu_capability(), 'threads', torch.get_num_threads())"
+    timeout 240 "$PYTHON" benchmarks/bench_perf.py --profile fast --workloads mixed \
+        ${SICK:+--data "$SICK"} \
+        --output "${OUT:-benchmarks/results}/bench_perf_gpu_host.jsonl" || status=$?
+fi
 echo "== done (status $status)"
 exit "$status"
