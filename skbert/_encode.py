@@ -756,6 +756,10 @@ HIT_TOKENS = 4096
 # device-to-host copies in flight at most before the oldest is waited for: each
 # holds a batch's pooled rows or states in pinned memory
 MAX_COPIES_IN_FLIGHT = 4
+# and the pinned bytes they may hold together: a batch's states of every layer
+# (for the cache) take hundreds of MB for a base-sized model, and pinned memory
+# that torch has allocated stays allocated; one copy is always let through
+MAX_BYTES_IN_FLIGHT = 256 * 2**20
 
 
 class HostCopies:
@@ -764,7 +768,8 @@ class HostCopies:
     ``put(key, tensor)``: from CUDA, ``tensor`` is copied into pinned host
     memory with ``non_blocking=True`` and ``deliver(key, host)`` is called once
     the copy's event has completed: checked at each ``put``, waited for when
-    more than ``MAX_COPIES_IN_FLIGHT`` copies are pending, and at ``finish``.
+    more than ``MAX_COPIES_IN_FLIGHT`` copies, or more than one copy and
+    ``MAX_BYTES_IN_FLIGHT`` bytes, are pending, and at ``finish``.
     From other devices the copy is made and delivered at once, even ahead
     of CUDA copies still in flight; CUDA copies are delivered in the order
     they were put.
@@ -773,6 +778,7 @@ class HostCopies:
     def __init__(self, deliver: Callable[[object, torch.Tensor], None]):
         self.deliver = deliver
         self.pending: deque = deque()  # (key, pinned host tensor, event)
+        self.pending_bytes = 0
 
     def put(self, key, tensor: torch.Tensor) -> None:
         if not tensor.is_cuda:
@@ -783,8 +789,11 @@ class HostCopies:
         event = torch.cuda.Event()
         event.record(torch.cuda.current_stream(tensor.device))
         self.pending.append((key, host, event))
+        self.pending_bytes += host.nbytes
         while self.pending and (
-            len(self.pending) > MAX_COPIES_IN_FLIGHT or self.pending[0][2].query()
+            len(self.pending) > MAX_COPIES_IN_FLIGHT
+            or (len(self.pending) > 1 and self.pending_bytes > MAX_BYTES_IN_FLIGHT)
+            or self.pending[0][2].query()
         ):
             self._deliver_oldest()
 
@@ -795,6 +804,7 @@ class HostCopies:
 
     def _deliver_oldest(self) -> None:
         key, host, event = self.pending.popleft()
+        self.pending_bytes -= host.nbytes
         event.synchronize()  # returns at once when the copy has completed
         self.deliver(key, host)
 

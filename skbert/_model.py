@@ -438,6 +438,8 @@ class DenseHead:
     bias: np.ndarray | None
     activation: str  # a torch.nn module class, e.g. "Tanh"
     residual: bool = False
+    # the activation's own weights (PReLU's slope), by their state_dict name
+    activation_state: dict = field(default_factory=dict, compare=False)
     # the weights as tensors on each device used (read-only once made)
     on_device: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -455,10 +457,15 @@ class DenseHead:
         if found is None:  # a race makes the same tensors twice: harmless
             weight = torch.from_numpy(self.weight).to(rows.device)
             bias = None if self.bias is None else torch.from_numpy(self.bias)
+            activation = getattr(torch.nn, self.activation)()
+            if self.activation_state:
+                activation.load_state_dict(
+                    {k: torch.from_numpy(v) for k, v in self.activation_state.items()}
+                )
             found = self.on_device[rows.device] = (
                 weight,
                 None if bias is None else bias.to(rows.device),
-                getattr(torch.nn, self.activation)(),
+                activation.to(rows.device),
             )
         weight, bias, activation = found
         x = rows.float()
@@ -502,6 +509,14 @@ def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | s
     if weight is None or weight.ndim != 2:
         return "its model.safetensors has no linear.weight"
     bias = tensors.get("linear.bias")
+    prefix = "activation_function."
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:  # as sentence-transformers builds it: no arguments, its weights loaded
+        activation().load_state_dict(
+            {k: torch.from_numpy(v) for k, v in state.items()}
+        )
+    except Exception as exc:  # noqa: BLE001 - any module's own complaint
+        return f"its activation {name} cannot be built from its file ({exc})"
     residual = bool(config.get("use_residual", False))
     if residual and weight.shape[0] != weight.shape[1]:
         return "its residual connection has a projection of its own"
@@ -510,6 +525,7 @@ def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | s
         bias=None if bias is None else bias.astype(np.float32),
         activation=name,
         residual=residual,
+        activation_state={k: v.astype(np.float32) for k, v in state.items()},
     )
 
 

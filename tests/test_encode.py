@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+import skbert._encode
 from skbert._encode import (
     BATCH_COST_TOKENS,
     MAX_COPIES_IN_FLIGHT,
@@ -364,10 +365,12 @@ class _OnFakeGpu(torch.Tensor):
         return True
 
 
-def test_host_copies_deliver_in_order_and_bound_the_copies_in_flight(monkeypatch):
+def _fake_cuda_copies(monkeypatch) -> list:
+    """CUDA events that complete only when the test says so, and pinned
+    memory from the CPU: HostCopies runs its CUDA path without a GPU."""
     events = []
 
-    class Event:  # a CUDA event that completes only when the test says so
+    class Event:
         def __init__(self):
             self.done = False
             events.append(self)
@@ -385,6 +388,11 @@ def test_host_copies_deliver_in_order_and_bound_the_copies_in_flight(monkeypatch
     monkeypatch.setattr(torch, "empty", lambda *a, pin_memory, **k: empty(*a, **k))
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    return events
+
+
+def test_host_copies_deliver_in_order_and_bound_the_copies_in_flight(monkeypatch):
+    events = _fake_cuda_copies(monkeypatch)
     delivered = []
     copies = HostCopies(lambda key, host: delivered.append((key, host.tolist())))
     n = MAX_COPIES_IN_FLIGHT + 2
@@ -405,6 +413,22 @@ def test_host_copies_deliver_in_order_and_bound_the_copies_in_flight(monkeypatch
     # a tensor already on the host is delivered at once, with no event
     copies.put("cpu", torch.ones(1))
     assert delivered[-1] == ("cpu", [1.0]) and len(events) == n + 2
+
+
+def test_host_copies_bound_the_pinned_bytes_in_flight(monkeypatch):
+    _fake_cuda_copies(monkeypatch)
+    monkeypatch.setattr(skbert._encode, "MAX_BYTES_IN_FLIGHT", 100)
+    delivered = []
+    copies = HostCopies(lambda key, host: delivered.append(key))
+    for key in range(4):  # 64 bytes each: two would pass the bound
+        copies.put(key, torch.full((16,), float(key)).as_subclass(_OnFakeGpu))
+        assert len(copies.pending) == 1 and copies.pending_bytes == 64
+    assert delivered == [0, 1, 2]
+    # a copy larger than the bound alone is let through, not waited for at once
+    copies.put("big", torch.zeros(64).as_subclass(_OnFakeGpu))
+    assert delivered == [0, 1, 2, 3] and copies.pending_bytes == 256
+    copies.finish()
+    assert delivered == [0, 1, 2, 3, "big"] and copies.pending_bytes == 0
 
 
 class _Bar:

@@ -1,3 +1,4 @@
+import json
 import time
 import warnings
 
@@ -467,6 +468,32 @@ def test_a_dense_layer_skbert_cannot_read_is_named(tiny_bert, tmp_path):
     with pytest.warns(UserWarning, match=r"Dense \(2_Dense: its weights are not in"):
         X = BertSentenceVectorizer(model=tmp_path / "bin").fit_transform(texts)
     assert X.shape == (2, 32)
+
+
+def test_a_dense_activation_with_weights_of_its_own_is_read(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    texts = ["The cat sat.", "A longer sentence about embeddings!"]
+    prelu = torch.nn.PReLU()
+    with torch.no_grad():
+        prelu.weight.fill_(-0.7)  # not its default 0.25
+    dense = models.Dense(32, 16, activation_function=prelu)
+    directory = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "prelu", models.Pooling(32, pooling_mode="mean"), dense
+    )
+    st = SentenceTransformer(str(directory), device="cpu")
+    assert st[2].activation_function.weight.item() == pytest.approx(-0.7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
+    np.testing.assert_allclose(X, st.encode(texts), atol=1e-5)
+    # an activation that cannot be built without arguments is left out, named
+    config = directory / "2_Dense" / "config.json"
+    settings = json.loads(config.read_text())
+    settings["activation_function"] = "torch.nn.modules.activation.Threshold"
+    config.write_text(json.dumps(settings))
+    with pytest.warns(UserWarning, match=r"its activation Threshold cannot be built"):
+        BertSentenceVectorizer(model=directory, cache=None).fit()
 
 
 def test_dense_layers_skbert_cannot_apply_in_order_are_left_out_with_a_warning(
