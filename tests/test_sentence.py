@@ -1635,3 +1635,50 @@ def test_a_prompt_keeps_only_its_own_tokens_with_untrimmed_offsets(
     assert [row["token"].tolist() for row in rows] == [
         ["<s>", *tokens[:n_prompt], *part, "</s>"] for part in expected
     ]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_matches_cpu_across_the_options(tiny_bert, tmp_path, dtype):
+    # windows, pairs, views, a Dense layer, token rows and long words on CUDA,
+    # each against the same estimator on the CPU in float32
+    from sentence_transformers import models
+
+    dense = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "dense",
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 16, activation_function=torch.nn.PReLU()),
+    )
+    texts = [LONG, "the cat sat", "", LONG[:40]]
+    pairs = [(LONG, "a dog barked"), ("the cat", "sat")]
+    cases = [
+        (BertSentenceVectorizer, {"long_text": "window", "max_length": 12}, texts),
+        (BertSentenceVectorizer, {"long_text": "window_max", "max_length": 9}, texts),
+        (BertSentenceVectorizer, {"long_text": "truncate_head_tail"}, texts),
+        (BertSentenceVectorizer, {"pairs": True, "pooling": "segment_mean"}, pairs),
+        (
+            BertSentenceVectorizer,
+            {"views": {"a": {"layers": [0, 1], "layer_combine": "concat"}, "b": {}}},
+            texts,
+        ),
+        (BertSentenceVectorizer, {"model": dense, "long_text": "window"}, texts),
+        (BertWordVectorizer, {"max_length": 4}, [("the embeddings", 4, 14)]),
+    ]
+    atol = 1e-4 if dtype == "float32" else 5e-2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for cls, params, X in cases:
+            params = {"model": str(tiny_bert), "cache": None, **params}
+            expected = cls(device="cpu", **params).fit_transform(X)
+            got = cls(device="cuda", dtype=dtype, **params).fit_transform(X)
+            np.testing.assert_allclose(got, expected, atol=atol, err_msg=str(params))
+        word = {"model": str(tiny_bert), "max_length": 6, "cache": None}
+        expected = BertWordVectorizer(device="cpu", **word).fit()
+        got = BertWordVectorizer(device="cuda", dtype=dtype, **word).fit()
+        np.testing.assert_allclose(
+            got.transform_tokens([LONG]).iloc[:, 5:],
+            expected.transform_tokens([LONG]).iloc[:, 5:],
+            atol=atol,
+        )
