@@ -1,13 +1,16 @@
 """The second half of ``make demo``: what the embeddings in demo-output/ give.
 
-Reads the vectors ``skbert embed`` wrote, shows each text's nearest
-neighbour, and runs the tutorial's recipes as one-liners on the bundled model.
+Reads the vectors ``skbert embed`` wrote (demo-output/demo.parquet, or the
+file given as the first argument), shows each text's nearest neighbour, and
+runs the tutorial's recipes as one-liners on the bundled model.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +18,14 @@ import pandas as pd
 from skbert import BertSentenceVectorizer
 
 texts = pd.read_csv("examples/demo.csv", keep_default_na=False)["text"].tolist()
-vectors = pd.read_parquet("demo-output/demo.parquet").to_numpy()
-print(
-    f"demo-output/demo.parquet: {vectors.shape[0]} texts x {vectors.shape[1]} features"
-)
+path = Path(sys.argv[1] if len(sys.argv) > 1 else "demo-output/demo.parquet")
+if not path.is_file():
+    sys.exit(
+        f"{path} not found: write it first with skbert embed examples/demo.csv "
+        f"--column text --output {path} (or run make demo)."
+    )
+vectors = pd.read_parquet(path).to_numpy()
+print(f"{path}: {vectors.shape[0]} texts x {vectors.shape[1]} features")
 
 unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 similarity = unit @ unit.T
@@ -29,9 +36,12 @@ for i in range(3):
     print(f"  {similarity[i, j]:.2f}  {texts[i][:50]!r} -> {texts[j][:50]!r}")
 
 sentence = "Here is the sentence I want embeddings for."
-print("\nThe tutorial's recipes, one line each (bundled model, hidden size 384):")
+print(
+    "\nThe tutorial's layer choices as sentence vectors (mean over the tokens), one "
+    "line each\n(bundled model, hidden size 384; the first call loads the model):"
+)
 recipes = {
-    "second-to-last layer, mean": BertSentenceVectorizer(layers=-2, pooling="mean"),
+    "second-to-last layer": BertSentenceVectorizer(layers=-2, pooling="mean"),
     "last four layers, concatenated": BertSentenceVectorizer(
         layers=[-1, -2, -3, -4], layer_combine="concat", pooling="mean"
     ),
