@@ -79,8 +79,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
     include_special_tokens : bool, default=True
         Whether [CLS] and [SEP] take part in "mean", "max", "mean_max", "max_mean",
         "mean_sqrt_len", "last" and "segment_mean" pooling (with special tokens,
-        text A's segment is [CLS] A [SEP] and text B's is B [SEP]). "cls" always
-        uses [CLS].
+        text A's segment runs from [CLS] up to B's first token, [CLS] A [SEP] for
+        BERT, and B's holds B and its final [SEP]). "cls" always uses [CLS].
     max_length : int or None, default=None
         Longest input in tokens, special tokens included; what happens to a
         longer text is set by ``long_text``. None uses the model's
@@ -94,7 +94,8 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         call that cuts texts warns once with their count. "window" reads the
         whole text in overlapping windows of ``max_length`` tokens, each with
         its own special tokens, pools each window and averages the windows
-        weighted by their number of tokens; "window_max" takes the
+        weighted by their number of tokens besides the special tokens (the
+        prompt's included); "window_max" takes the
         element-wise max of the windows instead. A text that fits gives the
         same vector under every option. ``transform_stats_`` counts the
         texts truncated or windowed by the last call.
