@@ -55,9 +55,11 @@ def read_tsv(path: str | os.PathLike):
 
     if not Path(path).is_file():
         raise SystemExit(
-            f"{path} not found: the benchmarks read the shared data folder next to "
-            "the repository (../shared/data); set SKBERT_DATA to a folder that "
-            "holds sick.tsv and wic_train.tsv, or pass the file with --data."
+            f"{path} not found: the benchmarks read their data from the folder "
+            "SKBERT_DATA names, else from the shared data folder next to the "
+            "repository (../shared/data); point SKBERT_DATA at a folder that holds "
+            "sick.tsv and wic_train.tsv, or pass the file itself where the script "
+            "takes one (--data; bench_gpu.py: --sick)."
         )
     return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
 

@@ -63,7 +63,8 @@ timeout 240 "$PYTHON" benchmarks/bench_gpu.py --n-texts "$N_TEXTS" \
     || status=$?
 if [ "${CPU_PERF:-0}" = 1 ]; then
     echo "== CPU paths on this host's CPU (bench_perf, mixed, fast profile)"
-    "$PYTHON" -c "import torch; print('cpu capability', torch.backends.cpu.get_cpu_capability(), 'threads', torch.get_num_threads())"
+    "$PYTHON" -c "import torch; print('cpu capability', torch.backends.cpu.get_cpu_capability(), 'threads', torch.get_num_threads())" \
+        || status=$?
     timeout 240 "$PYTHON" benchmarks/bench_perf.py --profile fast --workloads mixed \
         ${SICK:+--data "$SICK"} \
         --output "${OUT:-benchmarks/results}/bench_perf_gpu_host.jsonl" || status=$?

@@ -457,7 +457,7 @@ class DenseHead:
         if found is None:  # a race makes the same tensors twice: harmless
             weight = torch.from_numpy(self.weight).to(rows.device)
             bias = None if self.bias is None else torch.from_numpy(self.bias)
-            activation = getattr(torch.nn, self.activation)()
+            activation = getattr(torch.nn, self.activation)().eval()  # as encode
             if self.activation_state:
                 activation.load_state_dict(
                     {k: torch.from_numpy(v) for k, v in self.activation_state.items()}
@@ -512,9 +512,7 @@ def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | s
     prefix = "activation_function."
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:  # as sentence-transformers builds it: no arguments, its weights loaded
-        activation().load_state_dict(
-            {k: torch.from_numpy(v) for k, v in state.items()}
-        )
+        activation().load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     except Exception as exc:  # noqa: BLE001 - any module's own complaint
         return f"its activation {name} cannot be built from its file ({exc})"
     residual = bool(config.get("use_residual", False))

@@ -1100,7 +1100,7 @@ def _parse_sample(item: Any, i: int) -> _Target:
             f"Sample {i} of X is {len(item)} str: {_short(tuple(map(str, item)))}; "
             "expected "
             f"{_FORMS}. For a word of a list of words, give its position: "
-            f"(words, index), such as (words, 1) for {_short(item[1])}; for every "
+            f"(words, index), such as (words, 1) for {_short(str(item[1]))}; for every "
             "word of a text, use transform_words."
         )
     if not _is_sequence(item) or len(item) not in (2, 3):

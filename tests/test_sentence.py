@@ -487,6 +487,18 @@ def test_a_dense_activation_with_weights_of_its_own_is_read(tiny_bert, tmp_path)
         warnings.simplefilter("error")
         X = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
     np.testing.assert_allclose(X, st.encode(texts), atol=1e-5)
+    # an activation that acts otherwise in training runs as in encode, in eval mode
+    dropout = models.Dense(32, 16, activation_function=torch.nn.Dropout(0.5))
+    directory = _saved_by_sentence_transformers(
+        tiny_bert,
+        tmp_path / "dropout",
+        models.Pooling(32, pooling_mode="mean"),
+        dropout,
+    )
+    st = SentenceTransformer(str(directory), device="cpu")
+    vectorizer = BertSentenceVectorizer(model=directory, cache=None).fit()
+    np.testing.assert_allclose(vectorizer.transform(texts), st.encode(texts), atol=1e-5)
+    np.testing.assert_allclose(vectorizer.transform(texts), st.encode(texts), atol=1e-5)
     # an activation that cannot be built without arguments is left out, named
     config = directory / "2_Dense" / "config.json"
     settings = json.loads(config.read_text())
@@ -1645,11 +1657,14 @@ def test_cuda_matches_cpu_across_the_options(tiny_bert, tmp_path, dtype):
     # each against the same estimator on the CPU in float32
     from sentence_transformers import models
 
+    prelu = torch.nn.PReLU()
+    with torch.no_grad():
+        prelu.weight.fill_(-0.7)  # read from the file, and moved to the GPU
     dense = _saved_by_sentence_transformers(
         tiny_bert,
         tmp_path / "dense",
         models.Pooling(32, pooling_mode="mean"),
-        models.Dense(32, 16, activation_function=torch.nn.PReLU()),
+        models.Dense(32, 16, activation_function=prelu),
     )
     texts = [LONG, "the cat sat", "", LONG[:40]]
     pairs = [(LONG, "a dog barked"), ("the cat", "sat")]

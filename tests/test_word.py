@@ -1030,6 +1030,11 @@ def test_max_length_must_leave_room_for_a_word(tiny_bert):
             r"is 5 str: .*give its position: \(words, index\), such as \(words, 1\) "
             "for 'bank'; for every word of a text, use transform_words",
         ),
+        (
+            [np.array(["the", "bank", "of", "the"])],
+            TypeError,
+            r"is 4 str: \('the', 'bank', 'of', 'the'\).* \(words, 1\) for 'bank';",
+        ),
         ([("the bank", "4", "8")], TypeError, r"start is str \('4'\), expected int\.$"),
         (
             np.array([["the bank", 4, 8]]),
