@@ -40,6 +40,20 @@ def _library_dirs() -> tuple[str, ...]:
     )
 
 
+def warn_if_duplicate_labels(index: Any) -> None:
+    """Warn that a pandas index with repeated labels gives rows of different
+    texts the same ``sample`` value in a long table of tokens or words."""
+    if index is None or getattr(index, "is_unique", True):
+        return
+    repeated = index[index.duplicated()].unique()
+    first = repeated[0].item() if hasattr(repeated[0], "item") else repeated[0]
+    warn_user(
+        f"The index of X repeats {len(repeated)} label(s), as {first!r}: the "
+        "rows of different texts share a 'sample' value. Reset it "
+        "(X.reset_index(drop=True)) to tell them apart."
+    )
+
+
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn from the user's line: the first caller outside skbert, sklearn and
     joblib (through which a ``Pipeline`` calls its steps).

@@ -34,6 +34,7 @@ from ._validation import (
     Options,
     check_pairs,
     check_texts,
+    warn_if_duplicate_labels,
     warn_if_not_finite,
     warn_user,
 )
@@ -661,6 +662,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
         )
         if self._pairs:
             texts, texts_b, index = check_pairs(X, handle_missing=self.handle_missing)
+            warn_if_duplicate_labels(index)
             labels = index if index is not None else range(len(texts))
             if not texts:
                 return labels, [], ["segment"]
@@ -679,6 +681,7 @@ class BertSentenceVectorizer(_BaseBertVectorizer):
             ]
             return labels, records, ["segment"]
         texts, index = check_texts(X, handle_missing=self.handle_missing)
+        warn_if_duplicate_labels(index)
         labels = index if index is not None else range(len(texts))
         texts = self._prompted(texts)
         windows = self._long_text.startswith("window")

@@ -32,6 +32,7 @@ from ._validation import (
     check_unicode,
     missing_message,
     pyarrow_items,
+    warn_if_duplicate_labels,
     warn_if_not_finite,
     warn_user,
 )
@@ -1312,6 +1313,7 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
                 )
             texts = texts[named[0]] if texts.shape[1] != 1 else texts.iloc[:, 0]
         labels = texts.index  # its dtype too, even when empty
+        warn_if_duplicate_labels(labels)
         items = texts.tolist()
     elif hasattr(texts, "to_pylist"):  # a pyarrow Array or ChunkedArray
         items = pyarrow_items(texts)

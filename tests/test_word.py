@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import skbert._encode
-from skbert import BertWordVectorizer
+from skbert import BertSentenceVectorizer, BertWordVectorizer
 from skbert._encode import centre_uncovered, window_around, windows_for_words
 from skbert._pooling import pool_subwords
 
@@ -1647,3 +1647,17 @@ def test_tokenize_shows_the_tokenizers_offsets_transform_tokens_the_trimmed_ones
     row = raw.index[raw["token"] == "\u2581th"][0]  # "▁th", "e"
     assert (raw.loc[row, "start"], raw.loc[row, "end"]) == (4, 7)  # " th"
     assert (trimmed.loc[row, "start"], trimmed.loc[row, "end"]) == (5, 7)  # "th"
+
+
+def test_repeated_index_labels_are_warned_about_in_long_tables(tiny, tiny_bert):
+    texts = pd.Series(["a cat", "the dog sat"], index=["x", "x"])
+    with pytest.warns(UserWarning, match=r"repeats 1 label\(s\), as 'x'.*reset_index"):
+        words = tiny.transform_words(texts)
+    assert words["sample"].tolist() == ["x"] * 5
+    with pytest.warns(UserWarning, match=r"repeats 1 label\(s\)"):
+        tiny.transform_tokens(texts)
+    with pytest.warns(UserWarning, match=r"repeats 1 label\(s\)"):
+        BertSentenceVectorizer(model=str(tiny_bert)).fit().tokenize(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny.transform_words(texts.reset_index(drop=True))
