@@ -992,6 +992,30 @@ def _load(
         config, "n_layers", None
     )
     hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+    if not n_layers or not hidden_size:
+        raise ValueError(
+            f"The config of {source!r} ({type(model).__name__}) names no number of "
+            "hidden layers or no hidden size (num_hidden_layers, hidden_size); "
+            "skbert needs a BERT-like text encoder with one hidden state per token "
+            "for each layer."
+        )
+    notes = []
+    if getattr(model, "attention_type", None) == "block_sparse" and hasattr(
+        model, "set_attention_type"
+    ):
+        # transformers switches a BigBird to full attention for good at the
+        # first input too short for block-sparse attention (the probes below,
+        # or any short text): vectors would depend on the order of calls
+        model.set_attention_type("original_full")
+        notes.append(
+            f"{type(model).__name__} of {source} runs with full attention "
+            "(attention_type='original_full') in skbert: transformers switches its "
+            "block-sparse attention to full attention for good after any input too "
+            "short for it, so its vectors would depend on the order of calls. Full "
+            "attention is the exact attention that block-sparse attention "
+            "approximates; texts long enough for block-sparse attention differ "
+            "slightly from what it gives."
+        )
     import inspect
 
     uses_token_type_ids = (
@@ -1015,12 +1039,16 @@ def _load(
         pads_safely = _pads_safely(model, tokenizer, device, uses_token_type_ids)
     except RuntimeError as exc:
         if torch_dtype is torch.float32:
-            raise
+            raise ValueError(
+                f"{type(model).__name__} of {source!r} cannot run skbert's probe "
+                f"texts (a batch of two short texts, padded) at load ({exc}); skbert "
+                "needs a BERT-like text encoder that reads inputs of any length up "
+                "to its limit."
+            ) from exc
         raise ValueError(
             f"{type(model).__name__} cannot run in dtype={dtype_name(torch_dtype)!r} "
             f"on device '{device}' ({exc}); use dtype='float32'."
         ) from exc
-    notes = []
     if not pads_safely:
         notes.append(
             f"The hidden states of model {source} change when a text is padded "

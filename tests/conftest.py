@@ -217,6 +217,14 @@ def _other_config(kind: str):
             norm_rel_ebd="layer_norm",
             share_att_key=True,
         )
+    if kind == "big_bird":  # block-sparse attention above 14 tokens here
+        return transformers.BigBirdConfig(
+            **common,
+            max_position_embeddings=128,
+            attention_type="block_sparse",
+            block_size=2,
+            num_random_blocks=1,
+        )
     if kind == "fnet":  # Fourier token mixing: padding changes every token
         return transformers.FNetConfig(
             vocab_size=len(_vocab()),
@@ -235,7 +243,7 @@ def tiny_encoder(tmp_path_factory):
     with the WordPiece tokenizer of the others, saved without model_max_length:
     ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``,
     ``"funnel"``, ``"fnet"``, ``"electra"``, ``"xlm_roberta"``, ``"camembert"``,
-    ``"deberta_v3"``."""
+    ``"deberta_v3"``, ``"big_bird"``."""
     import torch
     from transformers import AutoModel
 

@@ -674,6 +674,53 @@ def test_a_model_that_pools_tokens_between_layers_is_refused(tiny_encoder):
         BertSentenceVectorizer(model=tiny_encoder("funnel")).fit()
 
 
+def test_big_bird_runs_with_full_attention_whatever_came_before(tiny_encoder):
+    # transformers turns a BigBird's block-sparse attention (here above 14
+    # tokens) into full attention for good at its first shorter input: skbert
+    # sets full attention at load, with a note, so no vector depends on order
+    from transformers import AutoModel, AutoTokenizer
+
+    directory = tiny_encoder("big_bird")
+    long = " ".join(["the cat sat on the bank of the river"] * 3)  # 29 tokens
+    with pytest.warns(UserWarning, match=r"runs with full attention"):
+        vectorizer = BertSentenceVectorizer(
+            model=directory, layers=-1, normalize=False, cache=None
+        ).fit()
+    assert vectorizer.model_.attention_type == "original_full"
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModel.from_pretrained(directory).eval()
+    model.set_attention_type("original_full")
+    with torch.no_grad():
+        states = model(**tokenizer(long, return_tensors="pt")).last_hidden_state
+    expected = states[0].mean(0).numpy()
+    np.testing.assert_allclose(vectorizer.transform([long])[0], expected, atol=1e-5)
+    got = vectorizer.transform(["a", long, "the bank"])[1]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_config_without_layers_or_hidden_size_is_refused(tmp_path):
+    # a Perceiver's config names neither: it was a TypeError from int(None)
+    import transformers
+    from conftest import _save_tokenizer, _vocab
+
+    config = transformers.PerceiverConfig(
+        num_latents=4,
+        d_latents=16,
+        d_model=32,
+        num_blocks=1,
+        num_self_attends_per_block=1,
+        num_self_attention_heads=2,
+        num_cross_attention_heads=2,
+        vocab_size=len(_vocab()),
+        max_position_embeddings=64,
+    )
+    config.architectures = ["PerceiverModel"]
+    _save_tokenizer(tmp_path, "BertTokenizerFast", model_max_length=None)
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"names no number of hidden layers or no"):
+        BertSentenceVectorizer(model=tmp_path).fit()
+
+
 def test_the_cache_key_names_how_states_are_computed(tiny_bert, monkeypatch):
     # raised when skbert computes other states from the same files, so that a
     # disk cache never serves states an older version computed
