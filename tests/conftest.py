@@ -225,6 +225,18 @@ def _other_config(kind: str):
             block_size=2,
             num_random_blocks=1,
         )
+    if kind == "perceiver":  # no num_hidden_layers, no hidden_size: refused
+        return transformers.PerceiverConfig(
+            vocab_size=len(_vocab()),
+            num_latents=4,
+            d_latents=16,
+            d_model=32,
+            num_blocks=1,
+            num_self_attends_per_block=1,
+            num_self_attention_heads=2,
+            num_cross_attention_heads=2,
+            max_position_embeddings=64,
+        )
     if kind == "fnet":  # Fourier token mixing: padding changes every token
         return transformers.FNetConfig(
             vocab_size=len(_vocab()),
@@ -243,7 +255,7 @@ def tiny_encoder(tmp_path_factory):
     with the WordPiece tokenizer of the others, saved without model_max_length:
     ``tiny_encoder("modernbert")``, ``"deberta_conv"``, ``"albert"``, ``"mpnet"``,
     ``"funnel"``, ``"fnet"``, ``"electra"``, ``"xlm_roberta"``, ``"camembert"``,
-    ``"deberta_v3"``, ``"big_bird"``."""
+    ``"deberta_v3"``, ``"big_bird"``, ``"perceiver"``."""
     import torch
     from transformers import AutoModel
 

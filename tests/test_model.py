@@ -698,27 +698,10 @@ def test_big_bird_runs_with_full_attention_whatever_came_before(tiny_encoder):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_a_config_without_layers_or_hidden_size_is_refused(tmp_path):
+def test_a_config_without_layers_or_hidden_size_is_refused(tiny_encoder):
     # a Perceiver's config names neither: it was a TypeError from int(None)
-    import transformers
-    from conftest import _save_tokenizer, _vocab
-
-    config = transformers.PerceiverConfig(
-        num_latents=4,
-        d_latents=16,
-        d_model=32,
-        num_blocks=1,
-        num_self_attends_per_block=1,
-        num_self_attention_heads=2,
-        num_cross_attention_heads=2,
-        vocab_size=len(_vocab()),
-        max_position_embeddings=64,
-    )
-    config.architectures = ["PerceiverModel"]
-    _save_tokenizer(tmp_path, "BertTokenizerFast", model_max_length=None)
-    transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"names no number of hidden layers or no"):
-        BertSentenceVectorizer(model=tmp_path).fit()
+        BertSentenceVectorizer(model=tiny_encoder("perceiver")).fit()
 
 
 def test_the_cache_key_names_how_states_are_computed(tiny_bert, monkeypatch):
