@@ -821,8 +821,9 @@ def _hooked_layers(
         raise ValueError(
             f"{type(model).__name__} does not return one hidden state per input "
             f"token for each of its {n_layers} layers (a model that pools tokens "
-            "between layers, such as Funnel, is not supported); skbert needs a "
-            "BERT-like text encoder."
+            "between layers, such as Funnel, or pads its input to a chunk length, "
+            "such as Reformer, is not supported); skbert needs a BERT-like text "
+            "encoder."
         )
     if not hooks:
         return frozenset()
