@@ -81,6 +81,13 @@ def keeps_state_on_error(fit: Callable) -> Callable:
     return wrapper
 
 
+def _autocast_on(device) -> bool:
+    """Whether the caller runs skbert inside ``torch.autocast`` for ``device``."""
+    import torch
+
+    return torch.is_autocast_enabled(torch.device(device).type)
+
+
 class _BaseBertVectorizer(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
@@ -437,8 +444,12 @@ class _BaseBertVectorizer(
         return {"batch_size": rows, "max_batch_tokens": tokens}
 
     def _token_cache(self) -> TokenStateCache | DiskCache | None:
-        """The token-state cache this estimator uses, or None."""
-        if self.cache is None:
+        """The token-state cache this estimator uses, or None: also under the
+        caller's ``torch.autocast`` on the model's device, whose states are not
+        the dtype's own and must neither be stored nor met by stored ones."""
+        if self.cache is None or (
+            hasattr(self, "device_") and _autocast_on(self.device_)
+        ):
             return None
         if isinstance(self.cache, str) and self.cache == "memory":
             return default_cache()

@@ -107,7 +107,8 @@ def resolve_device(device: str) -> torch.device:
     ``"cuda:0"`` unless another GPU was made current): the model's inputs
     then go where its weights are, even from a thread or after
     ``torch.cuda.set_device`` changed the current GPU, and ``"auto"``,
-    ``"cuda"`` and ``"cuda:0"`` share one loaded model and one cache.
+    ``"cuda"`` and ``"cuda:0"`` share one loaded model and one cache
+    (``"cpu:0"`` is ``"cpu"``).
 
     Raises ``ValueError`` when an explicit device is not available.
     """
@@ -133,6 +134,8 @@ def resolve_device(device: str) -> torch.device:
                 f"{torch.cuda.device_count()} CUDA device(s) are visible; use "
                 "device='cuda' or 'auto'."
             )
+    elif resolved.type == "cpu":  # "cpu:0" is the CPU: one model, one cache
+        return torch.device("cpu")
     elif resolved.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -462,6 +465,7 @@ class DenseHead:
                 activation.load_state_dict(
                     {k: torch.from_numpy(v) for k, v in self.activation_state.items()}
                 )
+            activation = activation.float()  # whatever the default dtype
             found = self.on_device[rows.device] = (
                 weight,
                 None if bias is None else bias.to(rows.device),

@@ -21,6 +21,9 @@ CPU = torch.device("cpu")
 
 def test_resolve_device_auto_and_cpu():
     assert resolve_device("cpu") == CPU
+    # the CPU's index names the same device: one loaded model, one cache
+    assert resolve_device("cpu:0") == CPU and resolve_device("cpu:0").index is None
+    assert resolve_device(torch.device("cpu", 0)) == CPU
     expected = "cuda" if torch.cuda.is_available() else None
     if expected is None and not torch.backends.mps.is_available():
         assert resolve_device("auto") == CPU

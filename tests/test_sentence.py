@@ -487,6 +487,18 @@ def test_a_dense_activation_with_weights_of_its_own_is_read(tiny_bert, tmp_path)
         warnings.simplefilter("error")
         X = BertSentenceVectorizer(model=directory, cache=None).fit_transform(texts)
     np.testing.assert_allclose(X, st.encode(texts), atol=1e-5)
+    # under a float64 default dtype the activation's weight stays float32
+    expected = st.encode(texts)
+    again = _saved_by_sentence_transformers(
+        tiny_bert, tmp_path / "again", models.Pooling(32, pooling_mode="mean"), dense
+    )
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        X = BertSentenceVectorizer(model=again, cache=None).fit_transform(texts)
+    finally:
+        torch.set_default_dtype(default)
+    np.testing.assert_allclose(X, expected, atol=1e-5)
     # an activation that acts otherwise in training runs as in encode, in eval mode
     dropout = models.Dense(32, 16, activation_function=torch.nn.Dropout(0.5))
     directory = _saved_by_sentence_transformers(
@@ -1697,3 +1709,28 @@ def test_cuda_matches_cpu_across_the_options(tiny_bert, tmp_path, dtype):
             expected.transform_tokens([LONG]).iloc[:, 5:],
             atol=atol,
         )
+
+
+def test_states_computed_under_the_callers_autocast_are_not_cached(
+    tiny_bert, monkeypatch
+):
+    from skbert import _cache
+
+    monkeypatch.setattr(_cache, "_DEFAULT", _cache.TokenStateCache(64 * 2**20))
+    texts = ["the cat sat on the bank", "a dog barked at the robber", "hello"]
+    params = {"model": str(tiny_bert), "layers": -1, "normalize": False}
+    exact = BertSentenceVectorizer(cache=None, **params).fit_transform(texts)
+    vectorizer = BertSentenceVectorizer(**params).fit()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = vectorizer.transform(texts)
+    assert np.abs(fast - exact).max() > 1e-6  # autocast did run
+    assert vectorizer.transform_stats_["cache_hits"] == 0
+    # the float32 call does not meet the autocast states, and stores its own
+    np.testing.assert_allclose(vectorizer.transform(texts), exact, atol=1e-6)
+    assert vectorizer.transform_stats_["cache_hits"] == 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = vectorizer.transform(texts)
+    assert vectorizer.transform_stats_["cache_hits"] == 0  # nor the other way
+    np.testing.assert_allclose(again, fast, atol=1e-6)
+    np.testing.assert_allclose(vectorizer.transform(texts), exact, atol=1e-6)
+    assert vectorizer.transform_stats_["cache_hits"] == 3
