@@ -85,7 +85,10 @@ def _autocast_on(device) -> bool:
     """Whether the caller runs skbert inside ``torch.autocast`` for ``device``."""
     import torch
 
-    return torch.is_autocast_enabled(torch.device(device).type)
+    try:
+        return torch.is_autocast_enabled(torch.device(device).type)
+    except RuntimeError:  # a device type autocast does not know: none there
+        return False
 
 
 class _BaseBertVectorizer(
