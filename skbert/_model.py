@@ -460,12 +460,7 @@ class DenseHead:
         if found is None:  # a race makes the same tensors twice: harmless
             weight = torch.from_numpy(self.weight).to(rows.device)
             bias = None if self.bias is None else torch.from_numpy(self.bias)
-            activation = getattr(torch.nn, self.activation)().eval()  # as encode
-            if self.activation_state:
-                activation.load_state_dict(
-                    {k: torch.from_numpy(v) for k, v in self.activation_state.items()}
-                )
-            activation = activation.float()  # whatever the default dtype
+            activation = _activation(self.activation, self.activation_state)
             found = self.on_device[rows.device] = (
                 weight,
                 None if bias is None else bias.to(rows.device),
@@ -475,6 +470,15 @@ class DenseHead:
         x = rows.float()
         out = activation(torch.nn.functional.linear(x, weight, bias))
         return out + x if self.residual else out
+
+
+def _activation(name: str, state: dict) -> torch.nn.Module:
+    """The ``torch.nn`` activation ``name`` as sentence-transformers builds it
+    (no arguments) with its weights ``state`` loaded, in eval mode as
+    ``encode`` runs it, in float32 whatever torch's default dtype."""
+    activation = getattr(torch.nn, name)().eval()
+    activation.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return activation.float()
 
 
 def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | str:
@@ -515,8 +519,8 @@ def _dense_head(config_file: Path | None, weights: Path | None) -> DenseHead | s
     bias = tensors.get("linear.bias")
     prefix = "activation_function."
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    try:  # as sentence-transformers builds it: no arguments, its weights loaded
-        activation().load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    try:
+        _activation(name, state)
     except Exception as exc:  # noqa: BLE001 - any module's own complaint
         return f"its activation {name} cannot be built from its file ({exc})"
     residual = bool(config.get("use_residual", False))
