@@ -6,7 +6,7 @@ import numbers
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -398,6 +398,16 @@ def warn_if_not_finite(X: np.ndarray, dtype: Any, what: str = "output rows") -> 
         )
 
 
+def reject_mapping(X: Any, what: str = "X") -> None:
+    """Refuse a dict-like X: iterating it gives its keys, not its texts."""
+    if isinstance(X, Mapping):
+        raise TypeError(
+            f"{what} is a {type(X).__name__}; iterating it gives its keys, not its "
+            f"values. Pass list({what}.values()) for the values, or "
+            f"pd.Series({what}) to keep the keys as the index."
+        )
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} ({value!r})"
 
@@ -419,6 +429,7 @@ def check_texts(X: Any, *, handle_missing: str = "error") -> tuple[list[str], An
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
+    reject_mapping(X)
     X = as_pandas_frame(X)
     index = getattr(X, "index", None) if hasattr(X, "iloc") else None
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
@@ -529,6 +540,7 @@ def check_pairs(
         raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over (text_a, text_b) pairs expected, string object received."
         )
+    reject_mapping(X)
     X = as_pandas_frame(X)
     index = X.index if hasattr(X, "iloc") else None
     if (

@@ -32,6 +32,7 @@ from ._validation import (
     check_unicode,
     missing_message,
     pyarrow_items,
+    reject_mapping,
     warn_if_duplicate_labels,
     warn_if_not_finite,
     warn_user,
@@ -1297,6 +1298,7 @@ def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
+    reject_mapping(texts, "texts")
     texts = as_pandas_frame(texts)
     labels = None
     if hasattr(texts, "iloc"):

@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skbert._validation import check_params, check_texts, normalize_layers
+from skbert._validation import (
+    check_pairs,
+    check_params,
+    check_texts,
+    normalize_layers,
+)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +90,15 @@ def test_check_texts_non_str_names_position(item, name):
 def test_check_texts_points_pairs_to_the_pairs_option(pair):
     with pytest.raises(TypeError, match="Element 1 of X is a pair.*pairs=True"):
         check_texts(["a", pair])
+
+
+@pytest.mark.parametrize("check", [check_texts, check_pairs])
+def test_a_dict_of_texts_is_refused_not_read_by_its_keys(check):
+    texts = {"id-1": "the river bank", "id-2": "the bank vault"}
+    with pytest.raises(TypeError, match=r"X is a dict; .*keys.*list\(X.values\(\)\)"):
+        check(texts)
+    assert check_texts(list(texts.values()))[0] == list(texts.values())
+    assert list(check_texts(pd.Series(texts))[1]) == ["id-1", "id-2"]
 
 
 def test_check_texts_rejects_non_iterable():

@@ -1569,6 +1569,12 @@ def test_transform_words_reads_a_pyarrow_array(tiny):
     assert words["word"].tolist() == ["the", "bank", "a", "cat"]
 
 
+@pytest.mark.parametrize("method", ["transform_words", "transform_tokens", "tokenize"])
+def test_a_dict_of_texts_is_refused_not_read_by_its_keys(tiny, method):
+    with pytest.raises(TypeError, match=r"texts is a dict; .*keys"):
+        getattr(tiny, method)({"id-1": "the river bank"})
+
+
 def test_fitting_on_whole_texts_points_to_fit_without_x(tiny_bert):
     with pytest.raises(ValueError, match=r"fit\(\) without X"):
         BertWordVectorizer(model=str(tiny_bert)).fit(["the bank of the river"])
