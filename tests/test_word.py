@@ -751,6 +751,29 @@ def test_transform_tokens_is_the_tutorials_token_matrix(bundled_model):
     )
 
 
+def test_the_readmes_every_layer_recipes_are_the_tutorials_arrays(bundled_model):
+    # README: every hidden state side by side, reshaped to the tutorial's
+    # [tokens x layers x features] array; one token in one layer
+    # (hidden_states[5][0][5]); the vocabulary by token id
+    states = hidden_states(bundled_model, TUTORIAL_TEXT)
+    n_tokens = len(tokens_of(bundled_model, TUTORIAL_TEXT))
+    every_layer = (
+        BertWordVectorizer(layers="all", layer_combine="concat", device="cpu")
+        .fit()
+        .transform_tokens([TUTORIAL_TEXT])
+    )
+    array = every_layer.iloc[:, 7:].to_numpy().reshape(n_tokens, len(states), 384)
+    np.testing.assert_allclose(array, torch.stack(states, dim=1).numpy(), atol=1e-5)
+    one = BertWordVectorizer(layers=5, device="cpu").fit()
+    token_5_layer_5 = one.transform_tokens([TUTORIAL_TEXT]).iloc[5, 7:]
+    np.testing.assert_allclose(
+        token_5_layer_5.to_numpy(dtype=np.float32), states[5][5].numpy(), atol=1e-5
+    )
+    lines = (bundled_model / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    shown = one.tokenizer_.convert_ids_to_tokens(range(5000, 5020))
+    assert shown == lines[5000:5020]
+
+
 def test_transform_tokens_rows_offsets_and_labels(tiny, tiny_bert):
     texts = _raw_split_empty_and_repeated()
     tokens = tiny.transform_tokens(texts)
