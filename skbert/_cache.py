@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import stat
 import struct
 import threading
@@ -283,7 +284,9 @@ _SUFFIX = ".skbt"
 # the names skbert writes in a cache directory, and only those are ever removed
 _FOLDER = re.compile(r"[0-9a-f]{2}")
 _ENTRY = re.compile(r"[0-9a-f]{32}" + re.escape(_SUFFIX))
-_TEMPORARY = re.compile(r"\.[0-9a-f]{32}" + re.escape(_SUFFIX) + r"\.\d+\.\d+\.tmp")
+_TEMPORARY = re.compile(
+    r"\.[0-9a-f]{32}" + re.escape(_SUFFIX) + r"\.\d+\.\d+(\.[0-9a-f]{8})?\.tmp"
+)
 
 
 # errors that say an entry's own path is taken (a file named like a folder of
@@ -360,6 +363,8 @@ class DiskCache:
         self._lock = threading.Lock()
         self._writable = True
         self._blocked_warned = False  # an entry's path taken by something else
+        self._evict_stuck = False  # old entries that could not be removed
+        self._stuck_warned = False
         self.n_corrupt = 0
 
     @property
@@ -370,6 +375,7 @@ class DiskCache:
         """Retry writing (a full or read-only directory may have been fixed)."""
         self._writable = True
         self._blocked_warned = False
+        self._stuck_warned = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -414,6 +420,7 @@ class DiskCache:
         with self._lock:
             self._disk_bytes = sum(size for _, size, _ in entries)
             self._written = 0
+            self._evict_stuck = False  # try again, once a tenth of the budget
             over = self._disk_bytes > self.max_disk_bytes
         if over:
             self._evict(entries)
@@ -424,7 +431,7 @@ class DiskCache:
         entries = sorted(self._entries() if entries is None else entries)
         total = sum(size for _, size, _ in entries)
         target = 0.9 * self.max_disk_bytes
-        removed = []
+        removed, failed = [], []
         for _, size, path in entries:
             if total <= target:
                 break
@@ -432,7 +439,8 @@ class DiskCache:
                 path.unlink()
             except FileNotFoundError:  # another process removed it first
                 pass
-            except OSError:
+            except OSError as error:  # another user's entry, a read-only file
+                failed.append(error)
                 continue
             total -= size
             removed.append(path)
@@ -441,6 +449,20 @@ class DiskCache:
             self._written = 0
             for path in removed:
                 self._on_disk.discard(bytes.fromhex(path.name[: -len(_SUFFIX)]))
+            # still over: no new scan at each write, only at the next recount
+            self._evict_stuck = total > self.max_disk_bytes
+            warn = self._evict_stuck and bool(failed) and not self._stuck_warned
+            self._stuck_warned |= warn
+        if warn:
+            reason = failed[0].strerror or failed[0]
+            warn_user(
+                f"skbert cannot remove {len(failed)} old entries of its token-state "
+                f"cache in {str(self.directory)!r} ({reason}), "
+                f"so it holds {total / 2**20:.0f} MiB, over its budget of "
+                f"{self.max_disk_bytes / 2**20:.0f} MiB (SKBERT_DISK_CACHE_MB). "
+                "Remove them by hand, or give this process a cache directory of its "
+                "own. Results are not affected."
+            )
 
     def _fail(self, error: OSError) -> None:
         if self._writable:
@@ -453,9 +475,14 @@ class DiskCache:
 
     def _blocked(self, path: Path, error: OSError) -> None:
         if not self._blocked_warned:
+            why = (
+                "something else is in its place"
+                if isinstance(error, _PATH_TAKEN)
+                else "an entry there cannot be replaced"
+            )
             warn_user(
                 f"skbert cannot write a token-state cache entry to {str(path)!r} "
-                f"({error.strerror or error}): something else is in its place in "
+                f"({error.strerror or error}): {why} in "
                 f"{str(self.directory)!r}. That entry is not written; the others "
                 "are. Results are not affected."
             )
@@ -600,14 +627,19 @@ class DiskCache:
         n_bytes = len(header) + len(payload)
         if n_bytes > self.max_disk_bytes:  # would push out everything else
             return
+        # a name no other writer picks (processes in other PID namespaces
+        # share a directory too), created exclusively
         temporary = path.with_name(
-            f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            f".{path.name}.{os.getpid()}.{threading.get_ident()}."
+            f"{secrets.token_hex(4)}.tmp"
         )
+        written = False
         try:
             path.parent.mkdir(exist_ok=True)
-            with open(temporary, "wb") as file:
+            with open(temporary, "xb") as file:
                 file.write(header)
                 file.write(payload)
+            written = True
             os.replace(temporary, path)  # atomic: readers see all of it or none
         except BaseException as error:  # KeyboardInterrupt too: leave no file
             try:
@@ -618,6 +650,10 @@ class DiskCache:
                 raise
             if isinstance(error, _PATH_TAKEN) and self.directory.is_dir():
                 self._blocked(path, error)  # this entry only; write the others
+            elif written and isinstance(error, PermissionError):
+                # the folder took a file; this entry's name does not (another
+                # user's entry in a shared directory with the sticky bit)
+                self._blocked(path, error)
             else:
                 self._fail(error)
             return
@@ -630,7 +666,7 @@ class DiskCache:
                 self._disk_bytes > self.max_disk_bytes
             )
             recount = self._written > RECOUNT_SHARE * self.max_disk_bytes
-        if over:
+        if over and not self._evict_stuck:
             self._evict()
         elif recount:
             self._recount()

@@ -714,6 +714,82 @@ def test_processes_sharing_a_directory_stay_near_its_budget(tmp_path):
     assert len(_entries(tmp_path)) >= 0.9 * budget // entry - 3
 
 
+def test_entries_that_cannot_be_removed_warn_once_and_are_not_rescanned(
+    tmp_path, monkeypatch
+):
+    # another user's entries in a shared directory with the sticky bit: they
+    # cannot be removed, so eviction must not scan the directory at every write
+    import errno
+    import pathlib
+
+    from skbert._cache import DiskCache
+
+    states = torch.zeros(8, 2, 4)
+    entry = 256 + 41
+    budget = 20 * entry
+    cache = DiskCache(tmp_path, TokenStateCache(0), max_disk_bytes=budget)
+    cache.begin_call()
+    for i in range(30):  # over budget: evicted down to 18 entries
+        cache.put(i.to_bytes(16, "big"), states + i, keep=False)
+    assert len(_entries(tmp_path)) <= 20
+    unlink = pathlib.Path.unlink
+
+    def not_ours(path, missing_ok=False):
+        if path.suffix == ".skbt":
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return unlink(path, missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", not_ours)
+    scans = []
+    entries = DiskCache._entries
+    monkeypatch.setattr(
+        DiskCache, "_entries", lambda self: scans.append(1) or entries(self)
+    )
+    cache.begin_call()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(30, 130):
+            cache.put(i.to_bytes(16, "big"), states + i, keep=False)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "cannot remove" in messages[0], messages
+    assert "SKBERT_DISK_CACHE_MB" in messages[0]
+    # one scan when it first goes over, then one per tenth of the budget written
+    assert len(scans) <= 1 + 100 * entry // (0.1 * budget) + 1, len(scans)
+    assert len(_entries(tmp_path)) > 100  # nothing removed, every entry written
+    np.testing.assert_array_equal(cache.get((129).to_bytes(16, "big"), 2), states + 129)
+
+
+def test_an_entry_that_cannot_be_replaced_skips_that_entry_only(tmp_path, monkeypatch):
+    # replacing another user's entry in a sticky directory fails; the others
+    # are still written, and the warning does not call the directory unwritable
+    import os
+
+    from skbert._cache import DiskCache
+
+    states = torch.zeros(8, 2, 4)
+    cache = DiskCache(tmp_path, TokenStateCache(0))
+    cache.begin_call()
+    cache.put(bytes(16), states, keep=False)
+    replace = os.replace
+    theirs = _entries(tmp_path)[0]
+
+    def refuse_theirs(source, target):
+        if os.fspath(target) == os.fspath(theirs):
+            raise PermissionError(1, "Operation not permitted")
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", refuse_theirs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache.put(bytes(16), states + 1, keep=False)  # theirs: not replaced
+        for i in range(1, 6):
+            cache.put(i.to_bytes(16, "big"), states + i, keep=False)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "cannot be replaced" in messages[0], messages
+    assert len(_entries(tmp_path)) == 6
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_disk_cache_evicts_the_least_recently_used(tiny_bert, tmp_path, monkeypatch):
     import os
     import time
@@ -1109,7 +1185,8 @@ def test_an_entry_path_taken_by_something_else_skips_that_entry_only(
     written = [p.relative_to(directory) for p in _entries(directory) if p.is_file()]
     assert sorted(written) == sorted(free[1:])  # every other entry
     _new_process(monkeypatch)
-    np.testing.assert_allclose(vectorizer.transform(texts), expected, atol=1e-5)
+    with pytest.warns(UserWarning, match="something else is in its place"):
+        np.testing.assert_allclose(vectorizer.transform(texts), expected, atol=1e-5)
     assert vectorizer.transform_stats_["cache_hits"] == len(free) - 1
 
 
