@@ -2,6 +2,7 @@ import os
 import shutil
 import threading
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -37,6 +38,47 @@ def forward_calls(monkeypatch):
 
     monkeypatch.setattr(skbert._encode, "forward_hidden_states", counting)
     return calls
+
+
+LONG = " ".join(["the cat sat on the bank", "a dog barked", "river bank money"] * 3)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (dict(max_length=32), dict(max_length=8)),
+        (dict(max_length=12), dict(max_length=12, long_text="truncate_tail")),
+        (dict(max_length=12), dict(max_length=12, long_text="truncate_head_tail")),
+        (dict(max_length=12), dict(max_length=12, long_text="window")),
+        (
+            dict(max_length=12, long_text="window", stride=0),
+            dict(max_length=12, long_text="window", stride=3),
+        ),
+        (dict(dtype="float32"), dict(dtype="bfloat16")),
+    ],
+)
+def test_a_setting_that_changes_the_input_or_states_misses_the_cache(
+    tiny_bert, first, second
+):
+    # one shared process cache, as in a grid search over these settings: the
+    # second setting must get its own tokenization and states
+    texts = [LONG, "a dog barked", LONG + " the end"]
+    make = partial(BertSentenceVectorizer, model=str(tiny_bert), device="cpu")
+    before = make(**first).fit_transform(texts)
+    expected = make(cache=None, **second).fit_transform(texts)
+    vectorizer = make(**second).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation and window notices
+        got = vectorizer.transform(texts)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(got, before, atol=1e-6)  # the setting matters here
+    if "dtype" in second:  # every state differs; the others share "a dog barked"
+        assert vectorizer.transform_stats_["cache_hits"] == 0
+    unseen = make(cache=None, **second).fit()
+    unseen.transform(texts)
+    assert (
+        vectorizer.transform_stats_["n_windows"] == unseen.transform_stats_["n_windows"]
+    )
 
 
 def test_lru_cache_stays_within_budget_and_evicts_oldest():
@@ -607,6 +649,23 @@ def test_pooled_memo_tells_apart_inputs_with_the_same_tokens(tiny_distilbert):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_rows_alike_in_one_call_are_told_apart_by_what_pooling_reads(
+    tiny_distilbert, cache
+):
+    # within one call, rows with the same token ids run once only if pooling
+    # reads them alike too: here the A/B split differs (DistilBERT reads no
+    # segment ids, so the model's states are the same)
+    X = [("the [SEP] cat", "sat"), ("the", "cat [SEP] sat")]
+    params = dict(model=str(tiny_distilbert), pairs=True, pooling="segment_mean")
+    skbert._cache.default_cache().clear()
+    alone = BertSentenceVectorizer(cache=None, **params).fit()
+    expected = np.vstack([alone.transform([x]) for x in X])
+    assert not np.allclose(expected[0], expected[1], atol=1e-4)
+    vectorizer = BertSentenceVectorizer(cache=cache, **params).fit()
+    np.testing.assert_allclose(vectorizer.transform(X), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("long_text", ["truncate", "window"])
 def test_chunks_of_a_call_equal_one_chunk(tiny_bert, monkeypatch, long_text):
     texts = TEXTS + ["the cat sat on the bank " * 8, "a dog barked", "hello world"]
@@ -757,6 +816,38 @@ def test_entries_that_cannot_be_removed_warn_once_and_are_not_rescanned(
     assert len(scans) <= 1 + 100 * entry // (0.1 * budget) + 1, len(scans)
     assert len(_entries(tmp_path)) > 100  # nothing removed, every entry written
     np.testing.assert_array_equal(cache.get((129).to_bytes(16, "big"), 2), states + 129)
+
+
+def test_entries_are_written_under_a_temporary_name_and_renamed(
+    tiny_bert, tmp_path, monkeypatch
+):
+    # readers in other processes must never see a half-written entry: no
+    # entry's own name is ever opened for writing
+    import builtins
+
+    from skbert._cache import _ENTRY, _TEMPORARY
+
+    opened, renamed = [], []
+
+    def recording_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wxa+"):
+            opened.append(os.path.basename(os.fspath(file)))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    replace = os.replace
+
+    def recording_replace(source, target):
+        renamed.append((os.path.basename(source), os.path.basename(target)))
+        return replace(source, target)
+
+    monkeypatch.setattr(skbert._cache, "open", recording_open, raising=False)
+    monkeypatch.setattr(skbert._cache.os, "replace", recording_replace)
+    BertSentenceVectorizer(model=str(tiny_bert), cache=tmp_path).fit_transform(TEXTS)
+    assert len(opened) == len(_entries(tmp_path)) == len(TEXTS)
+    assert all(_TEMPORARY.fullmatch(name) for name in opened), opened
+    assert not any(_ENTRY.fullmatch(name) for name in opened)
+    assert sorted(source for source, _ in renamed) == sorted(opened)
+    assert all(_ENTRY.fullmatch(target) for _, target in renamed)
 
 
 def test_an_entry_that_cannot_be_replaced_skips_that_entry_only(tmp_path, monkeypatch):

@@ -107,7 +107,14 @@ def test_check_texts_rejects_non_iterable():
 
 
 @pytest.mark.parametrize(
-    "layers, expected", [(-1, [12]), (0, [0]), ([-4, -3, -2, -1], [9, 10, 11, 12])]
+    "layers, expected",
+    [
+        (-1, [12]),
+        (0, [0]),
+        ([-4, -3, -2, -1], [9, 10, 11, 12]),
+        (-13, [0]),  # the embeddings, as hidden_states[-13]
+        (12, [12]),
+    ],
 )
 def test_normalize_layers(layers, expected):
     assert normalize_layers(layers, 13) == expected
