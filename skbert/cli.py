@@ -90,9 +90,9 @@ outputs:
   chunks of 10,000 texts, so the vectors held in memory do not grow with
   the input. The file is written under a temporary name next to OUT and
   renamed at the end, so OUT never exists half-written; the temporary file
-  is removed if the run fails or is stopped (Ctrl-C, SIGTERM), and one left
-  by a killed run is removed by a later run to the same OUT once its
-  process is gone and it is an hour old.
+  is removed if the run fails or is stopped (Ctrl-C, SIGTERM, SIGHUP), and
+  one left by a killed run is removed by a later run to the same OUT once
+  its process is gone and it is an hour old.
 
 exit status:
   0 on success; 2 for a wrong command line or an unusable input or output
@@ -115,9 +115,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see '{self.prog} --help')"
-        if message.startswith("argument --layers: invalid int value"):
+        bad = re.match(r"argument --layers: invalid int value: '(.*)'", message)
+        if bad and (Path(bad[1]).exists() or Path(bad[1]).suffix):
             # nargs="+" takes what follows, INPUT included
             hint = "; put INPUT before --layers" + hint
+        elif bad:
+            hint = "; --layers takes hidden-state indices, e.g. --layers -2" + hint
         self.exit(EXIT_USAGE, f"skbert: error: {_first_line(message)}{hint}\n")
 
 
@@ -451,7 +454,12 @@ def _check_input(path: Path, input_format: str | None = None) -> None:
     if not path.exists():
         raise CLIError(f"input file {str(path)!r} does not exist.")
     if not path.is_file():
-        raise CLIError(f"input {str(path)!r} is not a file.")
+        if path.is_dir():
+            raise CLIError(f"input {str(path)!r} is a directory; name a file.")
+        raise CLIError(
+            f"input {str(path)!r} is not a regular file (a pipe?); send it to "
+            "standard input instead: ... | skbert embed - --input-format FORMAT."
+        )
     tool = _COMPRESSED.get(path.suffix.lower())
     if tool is not None and input_format is None:
         inner = Path(path.stem).suffix.lower()
@@ -524,6 +532,11 @@ def _check_output(path: Path, input_path: Path) -> None:
         raise CLIError(f"cannot write {str(path)!r}: {error.strerror}.") from None
     if is_directory:
         raise CLIError(f"output {str(path)!r} is a directory; name a file.")
+    if str(path) == "-":
+        raise CLIError(
+            "cannot write to standard output; name a .npy or .parquet file "
+            "with --output."
+        )
     if _suffix(path) not in OUTPUT_FORMATS:
         raise CLIError(
             f"cannot write {str(path)!r}: unknown output extension "
@@ -935,6 +948,11 @@ def _embed(args: argparse.Namespace) -> int:
         )
     if args.model is not None and not str(args.model).strip():
         raise CLIError("--model is empty; leave it out to use the bundled model.")
+    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
+        raise CLIError(
+            f"--cache {str(args.cache)!r} is a file; name a directory for the cache "
+            "(it is made if missing)."
+        )
     repeated = sorted({i for i in args.layers or () if args.layers.count(i) > 1})
     if repeated:
         raise CLIError(
@@ -1027,7 +1045,8 @@ def _embed(args: argparse.Namespace) -> int:
     rate = n_texts / seconds if seconds > 0 else float("inf")
     try:
         print(
-            f"Embedded {n_texts} texts -> shape {(n_texts, len(names))} float32 in "
+            f"Embedded {n_texts} text{'' if n_texts == 1 else 's'} -> shape "
+            f"{(n_texts, len(names))} float32 in "
             f"{seconds:.2f} s ({rate:.1f} texts/s, model loading included); "
             f"wrote {args.output}",
             flush=True,
@@ -1065,6 +1084,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         on stderr as one ``skbert: error: ...`` line.
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for i, word in enumerate(map(str, argv)):
+        value = word.partition("=")[2] if word.startswith("--layers=") else None
+        if word == "--layers" and i + 1 < len(argv):
+            value = str(argv[i + 1])
+        if value and re.fullmatch(r"-?\d+(,\s*-?\d+)+", value):
+            print(
+                f"skbert: error: argument --layers: got {value!r}; separate "
+                f"hidden-state indices with spaces, e.g. --layers "
+                f"{' '.join(part.strip() for part in value.split(','))}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     try:
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # said by the command's parser: its --help lists the options
@@ -1072,11 +1104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        with _stopped_by_sigterm():
+        with _stopped_by_signals():
             return args.run(args)
-    except _Terminated:
-        print("skbert: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except _Terminated as stop:
+        said = "hung up" if stop.signum == _SIGHUP else "terminated"
+        print(f"skbert: {said}", file=sys.stderr)
+        return 128 + stop.signum
     except CLIError as exc:
         return _fail(exc, EXIT_USAGE, _typed(args))
     except (ValueError, TypeError, OSError, ImportError) as exc:
@@ -1093,28 +1126,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _Terminated(BaseException):
-    """SIGTERM arrived: unwinds like Ctrl-C, so the temporary output goes."""
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so the temporary output
+    goes."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
-class _stopped_by_sigterm:
-    """Within the block, SIGTERM raises :class:`_Terminated` (in the main
-    thread; elsewhere, signals cannot be handled and nothing changes)."""
+# a closed terminal or a dropped ssh session (not on Windows)
+_SIGHUP = getattr(signal, "SIGHUP", None)
+
+
+class _stopped_by_signals:
+    """Within the block, SIGTERM and SIGHUP raise :class:`_Terminated` (in the
+    main thread; elsewhere, signals cannot be handled and nothing changes)."""
 
     def __enter__(self) -> None:
-        self._installed = False
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._raise)
-        except ValueError:  # not the main thread
-            return
-        self._installed = True
+        self._previous = {}
+        for signum in (signal.SIGTERM, _SIGHUP):
+            if signum is None:
+                continue
+            try:
+                self._previous[signum] = signal.signal(signum, self._raise)
+            except ValueError:  # not the main thread
+                return
 
     @staticmethod
     def _raise(signum, frame) -> NoReturn:
-        raise _Terminated()
+        raise _Terminated(signum)
 
     def __exit__(self, *exc_info) -> None:
-        if self._installed:  # None: a handler not set from Python; the default
-            signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+        # None: a handler not set from Python; the default
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous or signal.SIG_DFL)
 
 
 # the estimator's messages name its parameters; here they are options

@@ -873,8 +873,67 @@ def test_layers_before_input_say_where_input_goes(tiny_bert, tmp_path, capsys):
     assert status == 2
     assert "invalid int value: " in stderr and "; put INPUT before --layers" in stderr
     args = ["embed", path, "--layers", "-1", "-2", "-o", tmp_path / "o.npy"]
-    status, _, _ = _run(capsys, *args, "--model", tiny_bert)
+    status, stdout, _ = _run(capsys, *args, "--model", tiny_bert)
     assert status == 0 and np.load(tmp_path / "o.npy").shape == (1, 32)
+    assert stdout.startswith("Embedded 1 text -> shape (1, 32)")
+
+
+@pytest.mark.parametrize(
+    "words, said",
+    [
+        (["--layers", "last"], "--layers takes hidden-state indices"),
+        (["--layers", "-1,-2"], "separate hidden-state indices with spaces"),
+        (["--layers=-4,-3, -2"], "e.g. --layers -4 -3 -2"),
+    ],
+)
+def test_layers_that_are_no_indices_say_what_layers_take(tmp_path, capsys, words, said):
+    path = tmp_path / "t.txt"
+    path.write_text("a\n")
+    status, _, stderr = _run(capsys, "embed", path, *words, "-o", tmp_path / "o.npy")
+    assert status == 2 and len(stderr.splitlines()) == 1
+    assert said in stderr and "put INPUT before" not in stderr
+
+
+def test_outputs_and_inputs_the_command_cannot_use_say_what_to_do(tmp_path, capsys):
+    import os
+
+    path = tmp_path / "t.txt"
+    path.write_text("a\n")
+    status, _, stderr = _run(capsys, "embed", path, "-o", "-")
+    assert status == 2 and "cannot write to standard output" in stderr
+    out = tmp_path / "o.npy"
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--cache", path)
+    assert status == 2 and "is a file; name a directory" in stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # as bash's <(...) gives it
+    status, _, stderr = _run(capsys, "embed", fifo, "-o", tmp_path / "o.npy")
+    assert status == 2 and "send it to standard input instead" in stderr
+    status, _, stderr = _run(capsys, "embed", tmp_path, "-o", tmp_path / "o.npy")
+    assert status == 2 and "is a directory; name a file" in stderr
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_a_hangup_removes_the_temporary_output(csv_file, tmp_path, capsys, monkeypatch):
+    import signal
+
+    def hung_up(self, X):
+        os.kill(os.getpid(), signal.SIGHUP)
+        raise AssertionError("SIGHUP did not stop the run")
+
+    def unhandled(signum, frame):  # never the process's end, even if it fails
+        raise AssertionError("the command line did not handle SIGHUP")
+
+    monkeypatch.setattr(BertSentenceVectorizer, "transform", hung_up)
+    before = signal.signal(signal.SIGHUP, unhandled)
+    try:
+        out = tmp_path / "o.npy"
+        status, _, stderr = _run(capsys, "embed", csv_file, "-o", out)
+        assert signal.getsignal(signal.SIGHUP) is unhandled  # put back
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert status == 128 + signal.SIGHUP
+    assert stderr.splitlines()[-1] == "skbert: hung up"
+    assert not out.exists() and _leftovers(tmp_path) == []
 
 
 def test_column_of_a_txt_input_is_a_usage_error(tmp_path, capsys):
