@@ -753,26 +753,33 @@ def test_ctrl_c_while_the_command_starts_is_not_a_traceback(capsys, monkeypatch)
     assert exit_.value.code == 130
 
 
-def test_sigterm_removes_the_temporary_output(csv_file, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "name, said", [("SIGTERM", "terminated"), ("SIGHUP", "hung up")]
+)
+def test_a_stop_signal_removes_the_temporary_output(
+    csv_file, tmp_path, capsys, monkeypatch, name, said
+):
     import signal
 
-    def terminated(self, X):
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise AssertionError("SIGTERM did not stop the run")
+    signum = getattr(signal, name)
+
+    def stopped(self, X):
+        os.kill(os.getpid(), signum)
+        raise AssertionError(f"{name} did not stop the run")
 
     def unhandled(signum, frame):  # never the process's end, even if it fails
-        raise AssertionError("the command line did not handle SIGTERM")
+        raise AssertionError(f"the command line did not handle {name}")
 
-    monkeypatch.setattr(BertSentenceVectorizer, "transform", terminated)
-    before = signal.signal(signal.SIGTERM, unhandled)
+    monkeypatch.setattr(BertSentenceVectorizer, "transform", stopped)
+    before = signal.signal(signum, unhandled)
     try:
         out = tmp_path / "o.npy"
         status, _, stderr = _run(capsys, "embed", csv_file, "-o", out)
-        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back
+        assert signal.getsignal(signum) is unhandled  # put back
     finally:
-        signal.signal(signal.SIGTERM, before)
-    assert status == 128 + signal.SIGTERM
-    assert stderr.splitlines()[-1] == "skbert: terminated"
+        signal.signal(signum, before)
+    assert status == 128 + signum
+    assert stderr.splitlines()[-1] == f"skbert: {said}"
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
@@ -911,29 +918,6 @@ def test_outputs_and_inputs_the_command_cannot_use_say_what_to_do(tmp_path, caps
     status, _, stderr = _run(capsys, "embed", tmp_path, "-o", tmp_path / "o.npy")
     assert status == 2 and "is a directory; name a file" in stderr
     assert not list(tmp_path.glob("*.npy"))
-
-
-def test_a_hangup_removes_the_temporary_output(csv_file, tmp_path, capsys, monkeypatch):
-    import signal
-
-    def hung_up(self, X):
-        os.kill(os.getpid(), signal.SIGHUP)
-        raise AssertionError("SIGHUP did not stop the run")
-
-    def unhandled(signum, frame):  # never the process's end, even if it fails
-        raise AssertionError("the command line did not handle SIGHUP")
-
-    monkeypatch.setattr(BertSentenceVectorizer, "transform", hung_up)
-    before = signal.signal(signal.SIGHUP, unhandled)
-    try:
-        out = tmp_path / "o.npy"
-        status, _, stderr = _run(capsys, "embed", csv_file, "-o", out)
-        assert signal.getsignal(signal.SIGHUP) is unhandled  # put back
-    finally:
-        signal.signal(signal.SIGHUP, before)
-    assert status == 128 + signal.SIGHUP
-    assert stderr.splitlines()[-1] == "skbert: hung up"
-    assert not out.exists() and _leftovers(tmp_path) == []
 
 
 def test_column_of_a_txt_input_is_a_usage_error(tmp_path, capsys):
