@@ -13,13 +13,25 @@ STAMP := $(VENV)/.skbert-installed
 
 .PHONY: setup demo test lint bench clean
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
-	touch $(STAMP)
+# The stamp holds the TORCH_SPEC it was installed with: a new spec, a newer
+# pyproject.toml or a broken .venv (its python gone, no pip) installs again.
+setup:
+ifeq ($(origin TORCH_SPEC),file)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	  echo "make: $(PYTHON) is not Python 3.11, which the default TORCH_SPEC (the CPU" \
+	    "build of torch==2.13.0 on local disk) is for; elsewhere pip would download a" \
+	    "CUDA build. Pass PYTHON=python3.11, or a TORCH_SPEC for your hardware." >&2; \
+	  exit 1; }
+endif
+	@$(PY) -m pip --version >/dev/null 2>&1 || { \
+	  rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); }
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || \
+	    [ "$$(cat $(STAMP))" != '$(TORCH_SPEC)' ]; then \
+	  echo "installing $(TORCH_SPEC) and skbert[test] into $(VENV)" && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]" && \
+	  printf '%s\n' '$(TORCH_SPEC)' > $(STAMP); \
+	fi
 
 demo: setup
 	@mkdir -p demo-output
@@ -30,7 +42,7 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m pip install --quiet --disable-pip-version-check ruff
+	$(PY) -m pip install --quiet --disable-pip-version-check "ruff==0.17.6"
 	$(VENV)/bin/ruff format --check skbert tests benchmarks examples
 	$(VENV)/bin/ruff check skbert tests benchmarks examples
 

@@ -17,7 +17,8 @@ import pandas as pd
 
 from skbert import BertSentenceVectorizer
 
-texts = pd.read_csv("examples/demo.csv", keep_default_na=False)["text"].tolist()
+demo_csv = Path(__file__).with_name("demo.csv")
+texts = pd.read_csv(demo_csv, keep_default_na=False)["text"].tolist()
 path = Path(sys.argv[1] if len(sys.argv) > 1 else "demo-output/demo.parquet")
 if not path.is_file():
     sys.exit(
