@@ -700,7 +700,7 @@ def _read_texts(
             header = pd.read_csv(file, nrows=0, sep=sep, quoting=quoting).columns
         if column not in header:
             raise _missing_column(path, column, header)
-        _check_fields(path, opened, sep, quoting)
+        _check_fields(path, opened, sep, quoting, column)
         with opened() as file:
             frame = pd.read_csv(
                 file,
@@ -735,10 +735,15 @@ def _read_texts(
 
 
 def _check_fields(
-    path: Path | str, opened: Callable[[], BinaryIO], sep: str, quoting: int
+    path: Path | str,
+    opened: Callable[[], BinaryIO],
+    sep: str,
+    quoting: int,
+    column: str | None = None,
 ) -> None:
     """Refuse a row with more cells than the header (pandas would drop the
-    extra ones without a word) or with fewer (it would fill in '')."""
+    extra ones without a word) or with fewer (it would fill in ''), and a
+    header that names ``column`` twice (pandas would read the first)."""
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # a text may be longer than 128 KiB
     try:
@@ -748,6 +753,12 @@ def _check_fields(
             for fields in reader:
                 if not n_header:
                     if any(f.strip() for f in fields):
+                        if column is not None and fields.count(column) > 1:
+                            raise ValueError(
+                                f"cannot read {_shown(path)}: its header names the "
+                                f"column {column!r} {fields.count(column)} times; "
+                                "rename all but one."
+                            )
                         # columns without a name at the end (a delimiter at the
                         # end of the header) may be missing from a row
                         n_header = n_named = len(fields)

@@ -920,6 +920,14 @@ def test_outputs_and_inputs_the_command_cannot_use_say_what_to_do(tmp_path, caps
     assert not list(tmp_path.glob("*.npy"))
 
 
+def test_a_column_named_twice_is_refused(tmp_path, capsys):
+    path = tmp_path / "twice.csv"
+    path.write_text("text,id,text\na,1,b\n")
+    status, _, stderr = _run(capsys, "embed", path, "-o", tmp_path / "o.npy")
+    assert status == 1 and "names the column 'text' 2 times" in stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
 def test_column_of_a_txt_input_is_a_usage_error(tmp_path, capsys):
     path = tmp_path / "texts.txt"
     path.write_text("a\nb\n")
