@@ -377,7 +377,8 @@ def st_config():
         (directory / "modules.json").write_text(json.dumps(modules))
         (directory / "1_Pooling").mkdir(exist_ok=True)
         pooling = {"word_embedding_dimension": TINY["hidden_size"]}
-        pooling.update({mode: mode in modes for mode in ST_POOLING_MODES})
+        if modes is not None:  # None: no mode named, sentence-transformers' default
+            pooling.update({mode: mode in modes for mode in ST_POOLING_MODES})
         (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
         bert_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
         (directory / "sentence_bert_config.json").write_text(json.dumps(bert_config))

@@ -257,6 +257,8 @@ def test_rows_keeping_prompt_keep_it_at_the_head_of_each_row():
     ]
     assert prompt_tokens([(0, 5), (5, 6), (7, 10)], 7) == 2
     assert prompt_tokens([(0, 5), (5, 6), (6, 11)], 7) == 2  # "Ġbank": the text's
+    # a prompt with no space at its end ("query:"): its last token ends with it
+    assert prompt_tokens([(0, 5), (5, 6), (6, 9)], 6) == 2
     # the special tokens alone fill the rows: no token of text, none past them
     assert rows_keeping_prompt(0, 3, 0, "truncate_tail") == [[]]
     assert rows_keeping_prompt(2, 3, 0, "truncate_head_tail") == [[]]

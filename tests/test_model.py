@@ -160,6 +160,19 @@ def test_decoder_model_is_refused_at_fit(tiny_gpt2):
         vectorizer.fit()
 
 
+def test_a_bert_saved_as_a_decoder_is_refused_at_fit(tiny_bert, tmp_path):
+    # a BertLMHeadModel's config: its attention is causal, so its states are
+    # not a text encoder's, though its model type is BERT's
+    import json
+    import shutil
+
+    directory = shutil.copytree(tiny_bert, tmp_path / "decoder")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "is_decoder": True}))
+    with pytest.raises(ValueError, match="is a decoder model"):
+        BertSentenceVectorizer(model=str(directory)).fit()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_fails_at_fit(tiny_bert):
     vectorizer = BertSentenceVectorizer(model=str(tiny_bert), device="cuda")

@@ -118,9 +118,12 @@ def test_pool_tokens_rejects_unknown(embeddings, mask):
 
 
 @pytest.mark.parametrize("how", ["mean", "first", "last", "sum", "max", "first_last"])
-def test_pool_pieces_equals_pooling_every_token_at_once(how):
+@pytest.mark.parametrize("sign", [1, -1])
+def test_pool_pieces_equals_pooling_every_token_at_once(how, sign):
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randn(11, 4, generator=generator)
+    if sign < 0:  # all below 0: a piece of no token must not add a max of 0
+        tokens = -tokens.abs() - 0.1
     # word 0: tokens 0-4 in pieces of 2, 0 (a piece of no word's token) and 3;
     # word 1: tokens 5-6 in one piece; word 2: none; word 3: 7-10 in pieces of 1, 3
     word_of_token = torch.tensor([0, 0, 0, 0, 0, 1, 1, 3, 3, 3, 3])

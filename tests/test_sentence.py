@@ -214,6 +214,7 @@ def test_normalize_auto_follows_the_normalize_module_for_its_own_vectors(
         (["pooling_mode_lasttoken"], "last"),
         # sentence-transformers puts max before mean
         (["pooling_mode_mean_tokens", "pooling_mode_max_tokens"], "max_mean"),
+        (None, "mean"),  # a config that names no mode
     ],
 )
 def test_auto_equals_sentence_transformers_for_each_pooling_config(

@@ -927,6 +927,35 @@ def test_whitespace_tokens_at_a_given_word_s_end_do_not_count(tiny_roberta):
     np.testing.assert_allclose(table.iloc[2, 5:].to_numpy(), X[0], atol=1e-6)
 
 
+def test_pieces_count_only_the_tokens_of_a_word(tiny_roberta):
+    # a span with newline tokens (of no word) inside, read in pieces: each
+    # piece's weight in the mean is its tokens of a word, not its whitespace
+    from skbert._encode import tokenize_with_offsets
+    from skbert.word import _pieces, _token_range
+
+    tokenizer, _ = _reference(str(tiny_roberta))
+    text = "bank\n\n\n\nvault robber"
+    (doc,) = tokenize_with_offsets(tokenizer, [text])
+    first, stop = _token_range(doc, 0, len(text))
+    assert (doc.word_ids[first:stop] < 0).sum() >= 2  # newlines inside the span
+    keys, target, n_tokens = _pieces([doc], [(0, first, stop)], {}, width=3)
+    assert len(keys) > 1 and target.tolist() == [0] * len(keys)
+    for (_, a, b), n in zip(keys, n_tokens, strict=True):
+        assert n == (doc.word_ids[a:b] >= 0).sum()
+    assert n_tokens.sum() == (doc.word_ids[first:stop] >= 0).sum()
+
+
+def test_a_text_of_exactly_max_length_tokens_is_not_windowed(tiny_bert):
+    vectorizer = BertWordVectorizer(model=str(tiny_bert), max_length=5).fit()
+    tokenizer, _ = _reference(str(tiny_bert))
+    assert len(tokenizer("the bank vault")["input_ids"]) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "longer than max_length" warning
+        vectorizer.transform(["the [bank] vault"])
+        vectorizer.transform_words(["the bank vault"])
+    assert vectorizer.transform_stats_["n_windowed"] == 0
+
+
 def test_max_length_must_leave_room_for_a_word(tiny_bert):
     with pytest.raises(ValueError, match="leaves no room for a word"):
         BertWordVectorizer(model=str(tiny_bert), max_length=2, device="cpu").fit()
@@ -1407,6 +1436,16 @@ def test_word_views_equal_separate_vectorizers(tiny_bert):
             for view in views
         ]
     )
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # a word longer than a window, read in pieces: each view joins its own
+    long = [("the embeddings", 4, 14)]
+    params = dict(model=str(tiny_bert), cache=None, max_length=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read in pieces
+        got = BertWordVectorizer(views=views, **params).fit_transform(long)
+        expected = np.hstack(
+            [BertWordVectorizer(**params, **view).fit_transform(long) for view in views]
+        )
     np.testing.assert_allclose(got, expected, atol=1e-6)
     names = vectorizer.get_feature_names_out()
     assert list(names[[0, 32, -1]]) == [
