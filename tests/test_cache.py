@@ -64,18 +64,18 @@ def test_a_setting_that_changes_the_input_or_states_misses_the_cache(
     # second setting must get its own tokenization and states
     texts = [LONG, "a dog barked", LONG + " the end"]
     make = partial(BertSentenceVectorizer, model=str(tiny_bert), device="cpu")
-    before = make(**first).fit_transform(texts)
-    expected = make(cache=None, **second).fit_transform(texts)
-    vectorizer = make(**second).fit()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # truncation and window notices
+        warnings.simplefilter("ignore")  # truncation notices
+        before = make(**first).fit_transform(texts)
+        expected = make(cache=None, **second).fit_transform(texts)
+        vectorizer = make(**second).fit()
         got = vectorizer.transform(texts)
+        unseen = make(cache=None, **second).fit()
+        unseen.transform(texts)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert not np.allclose(got, before, atol=1e-6)  # the setting matters here
     if "dtype" in second:  # every state differs; the others share "a dog barked"
         assert vectorizer.transform_stats_["cache_hits"] == 0
-    unseen = make(cache=None, **second).fit()
-    unseen.transform(texts)
     assert (
         vectorizer.transform_stats_["n_windows"] == unseen.transform_stats_["n_windows"]
     )
