@@ -13,20 +13,34 @@ STAMP := $(VENV)/.skbert-installed
 
 .PHONY: setup demo test lint bench clean
 
-# The stamp holds the TORCH_SPEC it was installed with: a new spec, a newer
-# pyproject.toml or a broken .venv (its python gone, no pip) installs again.
-setup:
+# The default TORCH_SPEC's CPU wheel (on local disk here) is for Python 3.11:
+# for another Python, pip would download a multi-GB CUDA build.
 ifeq ($(origin TORCH_SPEC),file)
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
-	  echo "make: $(PYTHON) is not Python 3.11, which the default TORCH_SPEC (the CPU" \
-	    "build of torch==2.13.0 on local disk) is for; elsewhere pip would download a" \
-	    "CUDA build. Pass PYTHON=python3.11, or a TORCH_SPEC for your hardware." >&2; \
-	  exit 1; }
+check_311 = $(1) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	echo "make: $(1) is not Python 3.11, which the default TORCH_SPEC (the CPU" \
+	  "build of torch==2.13.0 on local disk) is for; elsewhere pip would download a" \
+	  "CUDA build. Pass PYTHON=python3.11 (after make clean if $(VENV) exists)," \
+	  "or a TORCH_SPEC for your hardware." >&2; exit 1; }
+else
+check_311 = true
 endif
-	@$(PY) -m pip --version >/dev/null 2>&1 || { \
-	  rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); }
+
+# Installs when the stamp is missing, older than pyproject.toml or written for
+# another TORCH_SPEC (it holds the spec), or when .venv cannot run pip; an
+# up-to-date .venv is used as it is, whatever PYTHON says.
+setup:
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || \
-	    [ "$$(cat $(STAMP))" != '$(TORCH_SPEC)' ]; then \
+	    [ "$$(cat $(STAMP))" != '$(TORCH_SPEC)' ] || \
+	    ! $(PY) -m pip --version >/dev/null 2>&1; then \
+	  if [ ! -e $(VENV) ]; then \
+	    $(call check_311,$(PYTHON)); \
+	    echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV) || exit 1; \
+	  fi; \
+	  $(PY) -m pip --version >/dev/null 2>&1 || \
+	    $(PY) -m ensurepip >/dev/null 2>&1 || { \
+	    echo "make: $(VENV) cannot run pip (its Python is gone, or it has no pip);" \
+	      "remove it (make clean) and run make again." >&2; exit 1; }; \
+	  $(call check_311,$(PY)); \
 	  echo "installing $(TORCH_SPEC) and skbert[test] into $(VENV)" && \
 	  $(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) && \
 	  $(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]" && \

@@ -449,19 +449,19 @@ class DiskCache:
             self._written = 0
             for path in removed:
                 self._on_disk.discard(bytes.fromhex(path.name[: -len(_SUFFIX)]))
-            # still over: no new scan at each write, only at the next recount
-            self._evict_stuck = total > self.max_disk_bytes
+            # entries left that could not go: no new scan at each write, only
+            # at the next recount
+            self._evict_stuck = total > target
             warn = self._evict_stuck and bool(failed) and not self._stuck_warned
             self._stuck_warned |= warn
         if warn:
             reason = failed[0].strerror or failed[0]
-            warn_user(
-                f"skbert cannot remove {len(failed)} old entries of its token-state "
-                f"cache in {str(self.directory)!r} ({reason}), "
-                f"so it holds {total / 2**20:.0f} MiB, over its budget of "
-                f"{self.max_disk_bytes / 2**20:.0f} MiB (SKBERT_DISK_CACHE_MB). "
-                "Remove them by hand, or give this process a cache directory of its "
-                "own. Results are not affected."
+            warn_user(  # no counts: one message however often it comes
+                f"skbert cannot remove old entries of its token-state cache in "
+                f"{str(self.directory)!r} ({reason}), so it may hold more than its "
+                f"budget of {self.max_disk_bytes / 2**20:.0f} MiB "
+                "(SKBERT_DISK_CACHE_MB). Remove them by hand, or give this process a "
+                "cache directory of its own. Results are not affected."
             )
 
     def _fail(self, error: OSError) -> None:

@@ -106,6 +106,42 @@ examples:
 """
 
 
+def _layers_with_commas(argv: list[str]) -> str | None:
+    """The first value of --layers written with commas ("-1,-2"), which
+    argparse would read as an option, or None."""
+    index = re.compile(r"-?\d+")
+    listed = re.compile(r"-?\d+(,\s*-?\d+)*,?|(-?\d+,)+\s*")
+    for i, word in enumerate(argv):
+        if word.startswith("--layers="):
+            values = [word.partition("=")[2]]
+        elif word == "--layers":
+            values = []
+            for value in argv[i + 1 :]:  # nargs="+": the words that follow
+                if not listed.fullmatch(value):
+                    break
+                values.append(value)
+        else:
+            continue
+        for value in values:
+            if "," in value and listed.fullmatch(value):
+                return value
+            if not index.fullmatch(value):
+                break
+    return None
+
+
+def _looks_like_input(value: str) -> bool:
+    """Whether a word is a file name (one that exists, or with an input's
+    extension), not a mistyped layer index such as 1.5."""
+    suffix = Path(value).suffix.lower()
+    return (
+        value == STDIN
+        or Path(value).exists()
+        or suffix in INPUT_FORMATS
+        or suffix in _COMPRESSED
+    )
+
+
 class CLIError(Exception):
     """A problem with the command line's files, reported as one line."""
 
@@ -115,8 +151,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see '{self.prog} --help')"
-        bad = re.match(r"argument --layers: invalid int value: '(.*)'", message)
-        if bad and (Path(bad[1]).exists() or Path(bad[1]).suffix):
+        bad = re.match(r"argument --layers: invalid int value: (['\"])(.*)\1$", message)
+        if bad and _looks_like_input(bad[2]):
             # nargs="+" takes what follows, INPUT included
             hint = "; put INPUT before --layers" + hint
         elif bad:
@@ -959,11 +995,15 @@ def _embed(args: argparse.Namespace) -> int:
         )
     if args.model is not None and not str(args.model).strip():
         raise CLIError("--model is empty; leave it out to use the bundled model.")
-    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
-        raise CLIError(
-            f"--cache {str(args.cache)!r} is a file; name a directory for the cache "
-            "(it is made if missing)."
-        )
+    if args.cache is not None:
+        cache = args.cache.expanduser()
+        taken = next((p for p in (cache, *cache.parents) if p.exists()), None)
+        if taken is not None and not taken.is_dir():
+            where = "is" if taken == cache else f"lies under {str(taken)!r}, which is"
+            raise CLIError(
+                f"--cache {str(args.cache)!r} {where} a file; name a directory for "
+                "the cache (it is made if missing)."
+            )
     repeated = sorted({i for i in args.layers or () if args.layers.count(i) > 1})
     if repeated:
         raise CLIError(
@@ -1096,18 +1136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    for i, word in enumerate(map(str, argv)):
-        value = word.partition("=")[2] if word.startswith("--layers=") else None
-        if word == "--layers" and i + 1 < len(argv):
-            value = str(argv[i + 1])
-        if value and re.fullmatch(r"-?\d+(,\s*-?\d+)+", value):
-            print(
-                f"skbert: error: argument --layers: got {value!r}; separate "
-                f"hidden-state indices with spaces, e.g. --layers "
-                f"{' '.join(part.strip() for part in value.split(','))}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+    commas = _layers_with_commas([str(word) for word in argv])
+    if commas is not None:
+        indices = " ".join(part.strip() for part in commas.split(",") if part.strip())
+        print(
+            f"skbert: error: argument --layers: got {commas!r}; separate "
+            f"hidden-state indices with spaces, e.g. --layers {indices} "
+            "(see 'skbert embed --help')",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # said by the command's parser: its --help lists the options
@@ -1156,7 +1194,8 @@ class _stopped_by_signals:
     def __enter__(self) -> None:
         self._previous = {}
         for signum in (signal.SIGTERM, _SIGHUP):
-            if signum is None:
+            # a signal the caller ignores (nohup ignores SIGHUP) stays ignored
+            if signum is None or signal.getsignal(signum) is signal.SIG_IGN:
                 continue
             try:
                 self._previous[signum] = signal.signal(signum, self._raise)

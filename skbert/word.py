@@ -473,7 +473,7 @@ default="mean"
     def _token_records(self, X: Any) -> tuple[list, list, list[str]]:
         """For :meth:`tokenize`: whole texts, uncut, as ``transform_words``
         reads them (pre-tokenized texts joined with single spaces)."""
-        items, labels = _parse_texts(X, self.handle_missing)
+        items, labels = _parse_texts(X, self.handle_missing, what="X")
         texts = [item if isinstance(item, str) else " ".join(item) for item in items]
         if not texts:
             return labels, [], []
@@ -1291,14 +1291,16 @@ def _token_range(doc: DocTokens, start: int, end: int) -> tuple[int, int]:
 # -- whole texts: parsing and words -------------------------------------------
 
 
-def _parse_texts(texts: Any, handle_missing: str) -> tuple[list, list]:
+def _parse_texts(
+    texts: Any, handle_missing: str, what: str = "texts"
+) -> tuple[list, list]:
     """Raw str or tuple-of-words texts, and their labels (index or position)."""
     if isinstance(texts, str | bytes):
         raise ValueError(  # as in scikit-learn's CountVectorizer
             "Iterable over raw text documents expected, string object received. "
             "Wrap a single text in a list."
         )
-    reject_mapping(texts, "texts")
+    reject_mapping(texts, what)
     texts = as_pandas_frame(texts)
     labels = None
     if hasattr(texts, "iloc"):

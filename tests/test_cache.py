@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import threading
 import warnings
@@ -773,11 +774,13 @@ def test_processes_sharing_a_directory_stay_near_its_budget(tmp_path):
     assert len(_entries(tmp_path)) >= 0.9 * budget // entry - 3
 
 
+@pytest.mark.parametrize("n_theirs", [195, 210])  # 97.5% and 105% of the budget
 def test_entries_that_cannot_be_removed_warn_once_and_are_not_rescanned(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, n_theirs
 ):
     # another user's entries in a shared directory with the sticky bit: they
-    # cannot be removed, so eviction must not scan the directory at every write
+    # cannot be removed, so eviction must not scan the directory at every write,
+    # whether they fill the budget or only most of it
     import errno
     import pathlib
 
@@ -785,16 +788,16 @@ def test_entries_that_cannot_be_removed_warn_once_and_are_not_rescanned(
 
     states = torch.zeros(8, 2, 4)
     entry = 256 + 41
-    budget = 20 * entry
-    cache = DiskCache(tmp_path, TokenStateCache(0), max_disk_bytes=budget)
-    cache.begin_call()
-    for i in range(30):  # over budget: evicted down to 18 entries
-        cache.put(i.to_bytes(16, "big"), states + i, keep=False)
-    assert len(_entries(tmp_path)) <= 20
+    budget = 200 * entry  # a recount every 20 entries written
+    theirs = DiskCache(tmp_path, TokenStateCache(0))
+    theirs.begin_call()
+    for i in range(n_theirs):
+        theirs.put(i.to_bytes(16, "big"), states + i, keep=False)
+    kept = set(_entries(tmp_path))
     unlink = pathlib.Path.unlink
 
     def not_ours(path, missing_ok=False):
-        if path.suffix == ".skbt":
+        if path in kept:
             raise PermissionError(errno.EPERM, "Operation not permitted")
         return unlink(path, missing_ok)
 
@@ -804,18 +807,20 @@ def test_entries_that_cannot_be_removed_warn_once_and_are_not_rescanned(
     monkeypatch.setattr(
         DiskCache, "_entries", lambda self: scans.append(1) or entries(self)
     )
-    cache.begin_call()
+    cache = DiskCache(tmp_path, TokenStateCache(0), max_disk_bytes=budget)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i in range(30, 130):
+        cache.begin_call()  # counts the directory: one scan
+        for i in range(1000, 1100):
             cache.put(i.to_bytes(16, "big"), states + i, keep=False)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "cannot remove" in messages[0], messages
     assert "SKBERT_DISK_CACHE_MB" in messages[0]
-    # one scan when it first goes over, then one per tenth of the budget written
-    assert len(scans) <= 1 + 100 * entry // (0.1 * budget) + 1, len(scans)
-    assert len(_entries(tmp_path)) > 100  # nothing removed, every entry written
-    np.testing.assert_array_equal(cache.get((129).to_bytes(16, "big"), 2), states + 129)
+    # the first count, an eviction, then one recount per 20 entries written
+    assert len(scans) <= 1 + 1 + 100 // 20, len(scans)
+    assert kept <= set(_entries(tmp_path))
+    last = (1099).to_bytes(16, "big")
+    np.testing.assert_array_equal(cache.get(last, 2), states + 1099)
 
 
 def test_entries_are_written_under_a_temporary_name_and_renamed(
@@ -827,11 +832,12 @@ def test_entries_are_written_under_a_temporary_name_and_renamed(
 
     from skbert._cache import _ENTRY, _TEMPORARY
 
-    opened, renamed = [], []
+    opened, modes, renamed = [], [], []
 
     def recording_open(file, mode="r", *args, **kwargs):
         if any(flag in mode for flag in "wxa+"):
             opened.append(os.path.basename(os.fspath(file)))
+            modes.append(mode)
         return builtins.open(file, mode, *args, **kwargs)
 
     replace = os.replace
@@ -846,6 +852,11 @@ def test_entries_are_written_under_a_temporary_name_and_renamed(
     assert len(opened) == len(_entries(tmp_path)) == len(TEXTS)
     assert all(_TEMPORARY.fullmatch(name) for name in opened), opened
     assert not any(_ENTRY.fullmatch(name) for name in opened)
+    # created exclusively, under a name with a random part (writers in other
+    # PID namespaces share a directory too): never another writer's file
+    assert all("x" in mode for mode in modes), modes
+    pid_thread = rf"\.{os.getpid()}\.{threading.get_ident()}\.[0-9a-f]{{8}}\.tmp"
+    assert all(re.search(pid_thread + "$", name) for name in opened), opened
     assert sorted(source for source, _ in renamed) == sorted(opened)
     assert all(_ENTRY.fullmatch(target) for _, target in renamed)
 

@@ -761,6 +761,8 @@ def test_a_stop_signal_removes_the_temporary_output(
 ):
     import signal
 
+    if not hasattr(signal, name):
+        pytest.skip(f"no {name} on this platform")
     signum = getattr(signal, name)
 
     def stopped(self, X):
@@ -781,6 +783,31 @@ def test_a_stop_signal_removes_the_temporary_output(
     assert status == 128 + signum
     assert stderr.splitlines()[-1] == f"skbert: {said}"
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_hangup_the_caller_ignores_stays_ignored(
+    tiny_bert, csv_file, tmp_path, capsys, monkeypatch
+):
+    # nohup skbert embed ...: the run goes on when the terminal closes
+    import signal
+
+    if not hasattr(signal, "SIGHUP"):
+        pytest.skip("no SIGHUP on this platform")
+    transform = BertSentenceVectorizer.transform
+
+    def hung_up(self, X):
+        os.kill(os.getpid(), signal.SIGHUP)
+        return transform(self, X)
+
+    monkeypatch.setattr(BertSentenceVectorizer, "transform", hung_up)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        out = tmp_path / "o.npy"
+        status, _, _ = _run(capsys, "embed", csv_file, "-o", out, "--model", tiny_bert)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert status == 0 and np.load(out).shape == (len(TEXTS), 32)
 
 
 def test_a_killed_runs_temporary_file_is_removed_an_hour_later(
@@ -889,8 +916,12 @@ def test_layers_before_input_say_where_input_goes(tiny_bert, tmp_path, capsys):
     "words, said",
     [
         (["--layers", "last"], "--layers takes hidden-state indices"),
+        (["--layers", "1.5"], "--layers takes hidden-state indices"),
+        (["--layers", "it's"], "--layers takes hidden-state indices"),
         (["--layers", "-1,-2"], "separate hidden-state indices with spaces"),
         (["--layers=-4,-3, -2"], "e.g. --layers -4 -3 -2"),
+        (["--layers", "-1", "-2,-3"], "e.g. --layers -2 -3"),
+        (["--layers", "-1,"], "e.g. --layers -1 ("),
     ],
 )
 def test_layers_that_are_no_indices_say_what_layers_take(tmp_path, capsys, words, said):
@@ -911,10 +942,13 @@ def test_outputs_and_inputs_the_command_cannot_use_say_what_to_do(tmp_path, caps
     out = tmp_path / "o.npy"
     status, _, stderr = _run(capsys, "embed", path, "-o", out, "--cache", path)
     assert status == 2 and "is a file; name a directory" in stderr
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)  # as bash's <(...) gives it
-    status, _, stderr = _run(capsys, "embed", fifo, "-o", tmp_path / "o.npy")
-    assert status == 2 and "send it to standard input instead" in stderr
+    status, _, stderr = _run(capsys, "embed", path, "-o", out, "--cache", path / "c")
+    assert status == 2 and "lies under" in stderr and "which is a file" in stderr
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)  # as bash's <(...) gives it
+        status, _, stderr = _run(capsys, "embed", fifo, "-o", tmp_path / "o.npy")
+        assert status == 2 and "send it to standard input instead" in stderr
     status, _, stderr = _run(capsys, "embed", tmp_path, "-o", tmp_path / "o.npy")
     assert status == 2 and "is a directory; name a file" in stderr
     assert not list(tmp_path.glob("*.npy"))
