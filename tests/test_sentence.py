@@ -1735,3 +1735,18 @@ def test_states_computed_under_the_callers_autocast_are_not_cached(
     np.testing.assert_allclose(again, fast, atol=1e-6)
     np.testing.assert_allclose(vectorizer.transform(texts), exact, atol=1e-6)
     assert vectorizer.transform_stats_["cache_hits"] == 3
+
+
+def test_a_pair_of_exactly_max_length_tokens_is_not_truncated(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    n = len(tokenizer("the cat", "sat")["input_ids"])
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert), pairs=True, max_length=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncation warning
+        vectorizer.fit().transform([("the cat", "sat")])
+    assert vectorizer.transform_stats_["n_truncated"] == 0
+    with pytest.warns(UserWarning, match="1 of 1 distinct texts were longer"):
+        vectorizer.set_params(max_length=n - 1).fit().transform([("the cat", "sat")])
+    assert vectorizer.transform_stats_["n_truncated"] == 1

@@ -308,3 +308,28 @@ def test_layers_all_is_every_hidden_state(tiny_bert):
     assert views.views_[0]["layers"] == [0, 1, 2]
     with pytest.raises(ValueError, match="names hidden state 2 twice"):
         BertSentenceVectorizer(model=tiny_bert, layers=[-1, 2]).fit()
+
+
+def test_check_pairs_shapes_and_missing_texts():
+    with pytest.raises(ValueError, match="Element 0 of X has 3 items"):
+        check_pairs([("a", "b", "c")])
+    with pytest.raises(ValueError, match="Element 1 of X has 1 items"):
+        check_pairs([("a", "b"), ("a",)])
+    # a pair missing both texts counts once; "empty" embeds them as ""
+    with pytest.raises(
+        ValueError, match=r"X contains 1 missing pair\(s\) .* position\(s\) 1;"
+    ):
+        check_pairs([("a", "b"), (None, np.nan)])
+    firsts, seconds, _ = check_pairs([("a", None), (None, "b")], handle_missing="empty")
+    assert (firsts, seconds) == (["a", ""], ["", "b"])
+
+
+def test_max_length_runs_from_2_to_what_the_model_accepts(tiny_bert):
+    from skbert import BertSentenceVectorizer
+
+    for max_length in (2, 64):  # tiny_bert has 64 positions
+        vectorizer = BertSentenceVectorizer(model=str(tiny_bert), max_length=max_length)
+        assert vectorizer.fit().max_length_ == max_length
+    for max_length, said in ((1, "no room for the special tokens"), (65, "accepts")):
+        with pytest.raises(ValueError, match=said):
+            BertSentenceVectorizer(model=str(tiny_bert), max_length=max_length).fit()
