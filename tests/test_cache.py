@@ -1351,3 +1351,36 @@ def test_rows_alike_follow_the_pooled_memo(tiny_bert, forward_calls):
     assert vectorizer.transform_stats_["cache_hits"] == 2
     np.testing.assert_array_equal(X[[0, 2]], np.repeat(first, 2, axis=0))
     np.testing.assert_array_equal(X[1], X[3])
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_stats_count_padding_batches_and_windows_as_documented(tiny_bert, cache):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    texts = ["the cat", "the cat sat on the bank"]
+    lengths = [len(tokenizer(text)["input_ids"]) for text in texts]
+    params = dict(model=str(tiny_bert), cache=cache, batch_size=2)
+    # one batch of both, padded to the longer; a token budget of exactly that
+    # still takes both, one token less splits them
+    budget = 2 * max(lengths)
+    vectorizer = BertSentenceVectorizer(max_batch_tokens=budget, **params).fit()
+    vectorizer.transform(texts)
+    stats = vectorizer.transform_stats_
+    assert (stats["n_batches"], stats["n_padded_tokens"]) == (1, budget)
+    skbert._cache.default_cache().clear()  # the forward pass runs again
+    vectorizer.set_params(max_batch_tokens=budget - 1).transform(texts)
+    stats = vectorizer.transform_stats_
+    assert (stats["n_batches"], stats["n_padded_tokens"]) == (2, sum(lengths))
+    # with a prompt: a long text is windowed, not truncated, and a short one
+    # is neither
+    long = " ".join(["the cat sat on the bank"] * 4)
+    for long_text, windowed, truncated in (("window", 1, 0), ("truncate", 0, 1)):
+        vectorizer = BertSentenceVectorizer(
+            long_text=long_text, max_length=12, prompt="the: ", **params
+        ).fit()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the truncation warning
+            vectorizer.transform([long, "the cat"])
+        stats = vectorizer.transform_stats_
+        assert (stats["n_windowed"], stats["n_truncated"]) == (windowed, truncated)
