@@ -1384,3 +1384,22 @@ def test_stats_count_padding_batches_and_windows_as_documented(tiny_bert, cache)
             vectorizer.transform([long, "the cat"])
         stats = vectorizer.transform_stats_
         assert (stats["n_windowed"], stats["n_truncated"]) == (windowed, truncated)
+
+
+def test_stats_of_a_call_partly_in_the_cache(tiny_bert):
+    # texts whose tokenization is memoised count as what they are: a short
+    # text is not windowed, a windowed one is not truncated
+    vectorizer = BertSentenceVectorizer(model=str(tiny_bert)).fit()
+    vectorizer.transform(["the cat"])
+    vectorizer.transform(["the cat", "a dog"])
+    assert vectorizer.transform_stats_["n_windowed"] == 0
+    long = " ".join(["the cat sat on the bank"] * 4)
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), prompt="the: ", long_text="window", max_length=10
+    ).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncation warning
+        vectorizer.transform([long])
+        vectorizer.transform([long, "a dog"])
+    stats = vectorizer.transform_stats_
+    assert (stats["n_truncated"], stats["n_windowed"]) == (0, 1)

@@ -1750,3 +1750,17 @@ def test_a_pair_of_exactly_max_length_tokens_is_not_truncated(tiny_bert):
     with pytest.warns(UserWarning, match="1 of 1 distinct texts were longer"):
         vectorizer.set_params(max_length=n - 1).fit().transform([("the cat", "sat")])
     assert vectorizer.transform_stats_["n_truncated"] == 1
+
+
+def test_pairs_with_an_empty_or_missing_second_text(tiny_bert):
+    # an empty text B still has its [SEP] in segment B; a missing one is ""
+    # under handle_missing="empty", in transform and in tokenize
+    vectorizer = BertSentenceVectorizer(
+        model=str(tiny_bert), pairs=True, pooling="segment_mean", handle_missing="empty"
+    ).fit()
+    X = vectorizer.transform([("the cat", ""), ("the cat", None)])
+    assert np.linalg.norm(X[0, 32:]) > 0
+    np.testing.assert_allclose(X[0], X[1], atol=1e-6)
+    tokens = vectorizer.tokenize([("the cat", None)])
+    assert tokens["token"].tolist() == ["[CLS]", "the", "cat", "[SEP]", "[SEP]"]
+    assert tokens["segment"].tolist() == [0, 0, 0, 0, 1]
